@@ -1,0 +1,143 @@
+"""Sphinx configuration for the dlcomp site.
+
+Build from the repository root with the sources in docs/:
+
+    sphinx-build -W --keep-going -n -T -c . docs build/html
+
+(``nox -s docs`` does exactly that.) Paths below follow Sphinx's rules: the
+static/template paths are relative to this file (the conf dir), while
+``exclude_patterns`` and every sphinx-gallery path are relative to docs/.
+
+Environment variables:
+
+- ``DLCOMP_INTERSPHINX=1``: link to the Python and PyTorch docs (needs the
+  network to fetch their inventories; off by default so offline builds pass).
+- ``DLCOMP_NB_EXECUTION``: myst-nb's execution mode. Default ``cache``
+  (re-run a page only when its text changed), ``force`` when ``CI`` is set.
+- ``DLCOMP_FAST=1``: prose-only build: run no notebook and no gallery script.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT / "docs" / "_ext"))  # dlcomp_sphinx (gallery reset)
+
+import dlcomp  # noqa: E402  (installed with `pip install -e .`)
+
+FAST = os.environ.get("DLCOMP_FAST") == "1"
+
+project = "dlcomp"
+author = "The dlcomp engineers"
+copyright = "2026, the dlcomp engineers"
+release = dlcomp.__version__
+version = release
+
+extensions = [
+    "sphinx.ext.autodoc",
+    "sphinx.ext.autosummary",
+    "sphinx.ext.napoleon",
+    "sphinx.ext.mathjax",
+    "sphinx.ext.intersphinx",
+    "sphinx.ext.viewcode",
+    "myst_nb",  # loads myst_parser itself: do not list both
+    "sphinx_gallery.gen_gallery",
+    "sphinx_copybutton",
+    "sphinx_design",
+    "dlcomp_sphinx",  # docs/_ext: dlcomp-source, dlcomp-api, reset_torch
+]
+
+root_doc = "index"
+exclude_patterns = [
+    "_build",
+    "**.ipynb_checkpoints",
+    # sphinx-gallery writes name.py and name.ipynb next to name.rst; without
+    # these, myst-nb would pick the notebook over the rst and run it again.
+    "auto_examples/**/*.ipynb",
+    "auto_examples/**/*.py",
+    "auto_examples/**/*.json",
+    "auto_examples/**/*.zip",
+]
+nitpicky = True
+
+# -- myst / myst-nb ---------------------------------------------------------
+myst_enable_extensions = ["colon_fence", "dollarmath", "amsmath", "deflist"]
+myst_heading_anchors = 3
+nb_execution_mode = os.environ.get(
+    "DLCOMP_NB_EXECUTION", "force" if os.environ.get("CI") else "cache"
+)
+if FAST:
+    nb_execution_mode = "off"
+nb_execution_raise_on_error = True  # a failing cell fails the build
+nb_execution_show_tb = True  # and the log shows its traceback
+nb_execution_timeout = 300
+nb_execution_excludepatterns = ["auto_examples/**"]
+nb_merge_streams = True
+
+# -- autodoc / napoleon -----------------------------------------------------
+autodoc_member_order = "bysource"
+autodoc_typehints = "description"
+autodoc_typehints_description_target = "documented_params"
+autodoc_default_options = {"members": False}
+autosummary_generate = True
+napoleon_google_docstring = True
+napoleon_numpy_docstring = False
+napoleon_custom_sections = [("Shape", "params_style")]
+napoleon_use_rtype = False
+
+# -- intersphinx: opt-in, because the inventories need the network ----------
+if os.environ.get("DLCOMP_INTERSPHINX") == "1":
+    intersphinx_mapping = {
+        "python": ("https://docs.python.org/3", None),
+        "torch": ("https://docs.pytorch.org/docs/stable", None),
+    }
+    nitpick_ignore_regex: list[tuple[str, str]] = []
+else:
+    intersphinx_mapping = {}
+    # Offline, references into Python's and PyTorch's docs cannot resolve.
+    # Ignore exactly those; a broken reference to dlcomp itself still fails.
+    nitpick_ignore_regex = [
+        (r"py:.*", r"(torch|collections|typing)(\..*)?"),
+        (r"py:.*", r"(Tensor|nn\.Module|nn\.Linear|nn\.Sequential|nn\.ModuleList)"),
+        (r"py:.*", r"(int|float|str|bool|object|tuple|list|dict|None|Callable|Any)"),
+        (r"py:.*", r"(TypeError|ValueError|RuntimeError|IndexError|NamedTuple)"),
+    ]
+
+# -- sphinx-gallery ---------------------------------------------------------
+sphinx_gallery_conf = {
+    "examples_dirs": "../gallery",
+    "gallery_dirs": "auto_examples",
+    "filename_pattern": r"/plot_",
+    "within_subsection_order": "FileNameSortKey",
+    # Seed torch (and reset matplotlib) before every example; a dotted name,
+    # because a function object here would make the config unpicklable.
+    "reset_modules": ("matplotlib", "dlcomp_sphinx.reset_torch"),
+    "doc_module": ("dlcomp",),
+    "backreferences_dir": "gen_modules/backreferences",
+    "capture_repr": ("_repr_html_", "__repr__"),
+    "remove_config_comments": True,
+    "download_all_examples": True,
+    "show_signature": False,
+    "plot_gallery": "False" if FAST else "True",
+    "matplotlib_animations": False,
+}
+
+# -- HTML -------------------------------------------------------------------
+html_theme = "pydata_sphinx_theme"
+html_title = "dlcomp"
+html_static_path = ["docs/_static"]
+html_css_files = ["dlcomp.css"]
+html_theme_options = {
+    "navigation_with_keys": False,
+    "show_toc_level": 2,
+    "secondary_sidebar_items": ["page-toc", "sourcelink"],
+    "footer_start": ["copyright"],
+    "footer_end": ["sphinx-version"],
+}
+html_sidebars = {"**": ["sidebar-nav-bs"]}
+html_show_sourcelink = True
+copybutton_prompt_text = r">>> |\.\.\. |\$ "
+copybutton_prompt_is_regexp = True

@@ -1,0 +1,19 @@
+"""Fixtures for every test and doctest (tests/ and the docstrings in dlcomp/)."""
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _seed_torch() -> None:
+    """Seed torch before each test and doctest so printed values are stable."""
+    torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _doctest_names(doctest_namespace: dict) -> None:
+    """Make ``torch`` and ``nn`` available in every doctest, as in PyTorch's docs."""
+    from torch import nn
+
+    doctest_namespace["torch"] = torch
+    doctest_namespace["nn"] = nn

@@ -1,0 +1,38 @@
+"""dlcomp: the executable, doctested reference for "Deep Learning Computation".
+
+Every public name is re-exported here from the module of the chapter section
+it belongs to:
+
+- :mod:`dlcomp.blocks`: 5.1 layers and blocks.
+
+:mod:`dlcomp.pitfalls` keeps the seed notes' mistakes, so the docs and tests
+can show them failing; it is not re-exported.
+"""
+
+from dlcomp.blocks import (
+    MLP,
+    FixedHiddenMLP,
+    LayerShapes,
+    ModuleListSequential,
+    MySequential,
+    NestMLP,
+    ParallelBlock,
+    chimera,
+    stack_blocks,
+    trace_shapes,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FixedHiddenMLP",
+    "LayerShapes",
+    "MLP",
+    "ModuleListSequential",
+    "MySequential",
+    "NestMLP",
+    "ParallelBlock",
+    "chimera",
+    "stack_blocks",
+    "trace_shapes",
+]

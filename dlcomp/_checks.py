@@ -1,0 +1,29 @@
+"""Input checks shared by the reference modules (private).
+
+Every message says what was expected, what came, and how to fix it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["check_features", "check_tensor"]
+
+
+def check_tensor(x: object, who: str) -> torch.Tensor:
+    """Return ``x`` if it is a tensor, else raise a :class:`TypeError`."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{who} expects a torch.Tensor, got {type(x).__name__}")
+    return x
+
+
+def check_features(x: object, expected: int, who: str) -> torch.Tensor:
+    """Check that ``x`` is a tensor of shape ``(..., expected)``."""
+    x = check_tensor(x, who)
+    if x.dim() < 1 or x.shape[-1] != expected:
+        raise ValueError(
+            f"{who} expects input of shape (batch, {expected}) -- the last "
+            f"dimension holds the {expected} features -- but got shape "
+            f"{tuple(x.shape)}"
+        )
+    return x

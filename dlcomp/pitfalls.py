@@ -1,0 +1,118 @@
+"""Deliberately wrong code from the seed notes, kept so it can be proved wrong.
+
+Each class here reproduces a mistake a reader of the chapter will have met.
+The docs show it failing next to the fix, and the tests prove each claim.
+None of it is re-exported from :mod:`dlcomp`: do not use it in real code.
+
+Section 5.1:
+
+- :class:`ModuleKeySequential`: ``self._modules[block] = block``.
+- :class:`ListSequential`: blocks kept in a plain Python list (exercise 1).
+- :class:`PlainTensorFixedHiddenMLP`: a constant weight kept as a plain tensor
+  attribute instead of a buffer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+__all__ = ["ListSequential", "ModuleKeySequential", "PlainTensorFixedHiddenMLP"]
+
+
+class ModuleKeySequential(nn.Module):
+    """The seed notes' MySequential: each block is its own key in ``_modules``.
+
+    The forward pass works, which is why the bug goes unnoticed. But every
+    method that builds a parameter name (``prefix + "." + key``) fails,
+    because the key is a module, not a string: ``parameters()``,
+    ``named_parameters()``, ``state_dict()`` and ``print(net)`` raise
+    :class:`TypeError`, so no optimizer can even be built.
+    Fixed in :class:`dlcomp.MySequential`.
+
+    Examples:
+        >>> net = ModuleKeySequential(nn.Linear(20, 256), nn.ReLU(), nn.Linear(256, 10))
+        >>> net(torch.rand(2, 20)).shape
+        torch.Size([2, 10])
+        >>> net.state_dict()
+        Traceback (most recent call last):
+        ...
+        TypeError: can only concatenate str (not "Linear") to str
+    """
+
+    def __init__(self, *args: nn.Module) -> None:
+        super().__init__()
+        for block in args:
+            self._modules[block] = block  # type: ignore[index]  # the bug
+
+    def forward(self, X: Any) -> Any:
+        """Feed ``X`` through the blocks in order (this part works)."""
+        for block in self._modules.values():
+            X = block(X)
+        return X
+
+
+class ListSequential(nn.Module):
+    """Blocks stored in a plain Python list: invisible to PyTorch (exercise 1).
+
+    ``nn.Module`` registers a submodule only when it is assigned as an
+    attribute (or kept in ``nn.ModuleList``/``nn.ModuleDict``/``_modules``).
+    A list attribute is just a Python object, so ``parameters()`` and
+    ``state_dict()`` are empty, ``.to()`` does not move the layers, and an
+    optimizer cannot be built from it. The forward pass still works.
+    Fixed in :class:`dlcomp.ModuleListSequential`.
+
+    Examples:
+        >>> net = ListSequential(nn.Linear(20, 8), nn.ReLU(), nn.Linear(8, 1))
+        >>> net(torch.rand(2, 20)).shape
+        torch.Size([2, 1])
+        >>> list(net.parameters()), net.state_dict()
+        ([], OrderedDict())
+    """
+
+    def __init__(self, *args: nn.Module) -> None:
+        super().__init__()
+        self.blocks = list(args)  # the bug: a list, not nn.ModuleList
+
+    def forward(self, X: Any) -> Any:
+        """Feed ``X`` through the blocks in order (this part works)."""
+        for block in self.blocks:
+            X = block(X)
+        return X
+
+
+class PlainTensorFixedHiddenMLP(nn.Module):
+    """The book's FixedHiddenMLP: its constant weight is a plain tensor attribute.
+
+    ``self.rand_weight = torch.rand(20, 20)`` is not registered, so it is
+    missing from ``state_dict()`` (a saved model loses it, and a reloaded one
+    computes something else), and ``.to()`` leaves it where it was: after
+    ``net.to(torch.float64)`` (or ``net.to("cuda")``) the forward pass fails
+    with a dtype (or device) mismatch. Fixed in :class:`dlcomp.FixedHiddenMLP`,
+    which registers it as a buffer.
+
+    Examples:
+        >>> net = PlainTensorFixedHiddenMLP()
+        >>> list(net.state_dict())
+        ['linear.weight', 'linear.bias']
+        >>> net = net.to(torch.float64)
+        >>> net.rand_weight.dtype
+        torch.float32
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rand_weight = torch.rand((20, 20), requires_grad=False)  # the bug
+        self.linear = nn.Linear(20, 20)
+
+    def forward(self, X: Tensor) -> Tensor:
+        """Same computation as :class:`dlcomp.FixedHiddenMLP`."""
+        X = self.linear(X)
+        X = F.relu(torch.mm(X, self.rand_weight) + 1)
+        X = self.linear(X)
+        while X.abs().sum() > 1:
+            X = X / 2
+        return X.sum()

@@ -1,0 +1,96 @@
+"""Every task a person runs on dlcomp: `nox -l` lists them, `nox` runs the defaults.
+
+Sessions use the virtualenv backend and pip, with torch pinned by
+constraints.txt (on our build machines that is a CPU wheel on local disk).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import nox
+
+nox.needs_version = ">=2025.2.9"
+nox.options.default_venv_backend = "virtualenv"
+nox.options.sessions = ["lint", "tests", "docs"]
+
+ROOT = Path(__file__).parent
+PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
+CONSTRAINTS = ("-c", str(ROOT / "constraints.txt"))
+BUILD = ROOT / "build" / "html"  # myst-nb keeps its cache in build/.jupyter_cache
+SPHINX = ["-W", "--keep-going", "-n", "-T", "-c", ".", "docs", str(BUILD)]
+
+
+def install(session: nox.Session, *groups: str, project: bool = True) -> None:
+    """Install dlcomp (editable) and dependency groups from pyproject.toml."""
+    requirements = [
+        r for g in groups for r in nox.project.dependency_groups(PYPROJECT, g)
+    ]
+    args = ["-e", "."] if project else []
+    session.install(*CONSTRAINTS, *args, *requirements)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Check style and formatting with ruff (no changes; run `ruff format` to fix)."""
+    install(session, "lint", project=False)
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the unit tests and every docstring example (args after -- go to pytest)."""
+    install(session, "test")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the site strictly into build/html, then check the built pages.
+
+    Pages and gallery scripts run during the build; unchanged ones are reused
+    from the cache (set CI=1 or DLCOMP_NB_EXECUTION=force to re-run all).
+    `nox -s docs -- --fast` skips all execution (prose edits only),
+    `nox -s docs -- --clean` deletes build/ and the generated gallery first.
+    """
+    install(session, "docs")
+    env = {}
+    if "--clean" in session.posargs:
+        for path in (
+            ROOT / "build",
+            ROOT / "docs" / "auto_examples",
+            ROOT / "docs" / "gen_modules",
+        ):
+            shutil.rmtree(path, ignore_errors=True)
+    if "--fast" in session.posargs:
+        env["DLCOMP_FAST"] = "1"
+    session.run("sphinx-build", *SPHINX, env=env)
+    if "--fast" not in session.posargs:
+        # The built pages must show outputs produced by this build.
+        session.run(
+            "pytest", "-m", "site", "tests/site", env={"DLCOMP_SITE": str(BUILD)}
+        )
+    session.log(f"Built site: {BUILD / 'index.html'}")
+
+
+GENERATED = (
+    r"(auto_examples|gen_modules|sg_execution_times|jupyter_cache|jupyter_execute)"
+)
+
+
+@nox.session
+def serve(session: nox.Session) -> None:
+    """Serve the site at http://127.0.0.1:8000, rebuilt live on every change."""
+    install(session, "docs", "serve")
+    session.run(
+        "sphinx-autobuild",
+        *SPHINX,
+        "--host", "127.0.0.1",
+        "--port", os.environ.get("PORT", "8000"),
+        "--watch", "dlcomp",
+        "--watch", "gallery",
+        "--re-ignore", GENERATED,
+    )  # fmt: skip

@@ -1,0 +1,57 @@
+"""The built site shows outputs produced by the build, and links what it promises."""
+
+import html
+import re
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.site
+
+CHAPTER_PAGES = ["blocks.html"]
+GALLERY = {"blocks": ["plot_01_chimera", "plot_02_forward_hooks"]}
+
+
+def page_text(path: Path) -> str:
+    """The visible text of a built page (tags stripped, entities decoded)."""
+    return html.unescape(re.sub(r"<[^>]+>", "", path.read_text(encoding="utf-8")))
+
+
+@pytest.mark.parametrize("page", CHAPTER_PAGES)
+def test_chapter_page_shows_executed_outputs(site: Path, page: str):
+    source = (site / page).read_text(encoding="utf-8")
+    cells = source.count('class="cell_input')
+    shown = source.count('class="cell_output')
+    assert cells >= 20
+    # Only set-up cells (imports, definitions) may lack output.
+    assert shown >= 0.8 * cells, f"only {shown} of {cells} cells show output"
+
+
+def test_blocks_page_shows_the_values_the_code_computes(site: Path):
+    text = page_text(site / "blocks.html")
+    # Printed by the cells: present only if they ran during the build.
+    assert "torch.Size([2, 10])" in text
+    assert 'can only concatenate str (not "Linear") to str' in text
+    assert "optimizer got an empty parameter list" in text
+    assert "rand_weight unchanged by the step: True" in text
+
+
+def test_blocks_page_includes_the_library_source(site: Path):
+    text = page_text(site / "blocks.html")
+    assert "dlcomp.blocks.MySequential" in text
+    assert "self.add_module(str(idx), module)" in text
+
+
+@pytest.mark.parametrize(
+    ("group", "script"), [(g, s) for g, scripts in GALLERY.items() for s in scripts]
+)
+def test_gallery_script_ran_and_drew_a_figure(site: Path, group: str, script: str):
+    source = (site / "auto_examples" / group / f"{script}.html").read_text("utf-8")
+    assert "sphx-glr-script-out" in source, f"{script} shows no printed output"
+    assert (site / "_images" / f"sphx_glr_{script}_001.png").is_file()
+
+
+def test_api_page_links_objects_to_the_gallery(site: Path):
+    source = (site / "api" / "blocks.html").read_text(encoding="utf-8")
+    assert 'id="dlcomp.MLP"' in source
+    assert "plot_01_chimera.html" in source  # the mini-gallery of dlcomp.chimera
