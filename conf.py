@@ -85,7 +85,7 @@ autodoc_default_options = {"members": False}
 autosummary_generate = True
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
-napoleon_custom_sections = [("Shape", "params_style")]
+napoleon_custom_sections = [("Shape", "Notes")]  # PyTorch's "Shape:" section
 napoleon_use_rtype = False
 
 # -- intersphinx: opt-in, because the inventories need the network ----------
@@ -137,7 +137,9 @@ html_theme_options = {
     "footer_start": ["copyright"],
     "footer_end": ["sphinx-version"],
 }
-html_sidebars = {"**": ["sidebar-nav-bs"]}
+# Chapter pages are top-level (nothing to list in a section sidebar); the
+# gallery and API sections keep their navigation.
+html_sidebars = {"index": [], "blocks": []}
 html_show_sourcelink = True
 copybutton_prompt_text = r">>> |\.\.\. |\$ "
 copybutton_prompt_is_regexp = True

@@ -114,7 +114,7 @@ class MySequential(nn.Module):
         n = len(self)
         if not -n <= idx < n:
             raise IndexError(f"index {idx} is out of range for {n} blocks")
-        return list(self._modules.values())[idx]  # type: ignore[return-value]
+        return list(self._modules.values())[idx]
 
     def forward(self, X: Any) -> Any:
         """Feed ``X`` through every block, in the order they were added."""

@@ -46,7 +46,7 @@ class ModuleKeySequential(nn.Module):
     def __init__(self, *args: nn.Module) -> None:
         super().__init__()
         for block in args:
-            self._modules[block] = block  # type: ignore[index]  # the bug
+            self._modules[block] = block  # the bug
 
     def forward(self, X: Any) -> Any:
         """Feed ``X`` through the blocks in order (this part works)."""

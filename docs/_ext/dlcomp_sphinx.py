@@ -95,6 +95,12 @@ class DlcompApi(SphinxDirective):
     required_arguments = 1
     option_spec: ClassVar[dict[str, Any]] = {"as": directives.unchanged}
 
+    def _has_examples(self, dotted: str) -> bool:
+        """Whether sphinx-gallery found an example using ``dotted``."""
+        conf = self.config.sphinx_gallery_conf
+        path = self.env.srcdir / conf["backreferences_dir"] / f"{dotted}.examples"
+        return path.is_file() and path.stat().st_size > 0
+
     def run(self) -> list[nodes.Node]:
         module_name = self.arguments[0]
         module = importlib.import_module(module_name)
@@ -117,13 +123,14 @@ class DlcompApi(SphinxDirective):
             rst += [f".. {kind}:: {name}"]
             if inspect.isclass(obj):
                 rst += ["   :members:"]
-            rst += [
-                "",
-                f".. minigallery:: {public}.{name}",
-                f"   :add-heading: Gallery examples using ``{name}``",
-                "   :heading-level: ^",
-                "",
-            ]
+            rst += [""]
+            if self._has_examples(f"{public}.{name}"):
+                rst += [
+                    f".. rubric:: Gallery examples using ``{name}``",
+                    "",
+                    f".. minigallery:: {public}.{name}",
+                    "",
+                ]
         # Feed the generated reST back into the parser at this point of the
         # page (not into a container), so it is parsed like hand-written text.
         self.state_machine.insert_input(rst, f"<dlcomp-api {module_name}>")
