@@ -4,6 +4,7 @@ Every public name is re-exported here from the module of the chapter section
 it belongs to:
 
 - :mod:`dlcomp.blocks`: 5.1 layers and blocks.
+- :mod:`dlcomp.parameters`: 5.2 parameter management.
 
 :mod:`dlcomp.pitfalls` keeps the seed notes' mistakes, so the docs and tests
 can show them failing; it is not re-exported.
@@ -21,6 +22,22 @@ from dlcomp.blocks import (
     stack_blocks,
     trace_shapes,
 )
+from dlcomp.parameters import (
+    NormHistory,
+    ParameterRow,
+    ParameterTable,
+    block1,
+    block2,
+    init_42,
+    init_constant,
+    init_normal,
+    init_xavier,
+    my_init,
+    parameter_table,
+    rgnet,
+    tied_mlp,
+    track_norms,
+)
 
 __version__ = "0.1.0"
 
@@ -31,8 +48,22 @@ __all__ = [
     "ModuleListSequential",
     "MySequential",
     "NestMLP",
+    "NormHistory",
     "ParallelBlock",
+    "ParameterRow",
+    "ParameterTable",
+    "block1",
+    "block2",
     "chimera",
+    "init_42",
+    "init_constant",
+    "init_normal",
+    "init_xavier",
+    "my_init",
+    "parameter_table",
+    "rgnet",
     "stack_blocks",
+    "tied_mlp",
     "trace_shapes",
+    "track_norms",
 ]

@@ -10,6 +10,11 @@ Section 5.1:
 - :class:`ListSequential`: blocks kept in a plain Python list (exercise 1).
 - :class:`PlainTensorFixedHiddenMLP`: a constant weight kept as a plain tensor
   attribute instead of a buffer.
+
+Section 5.2:
+
+- :func:`init_normal_by_type`: ``if type(m) == nn.Linear``, which silently
+  skips subclasses such as a lazy layer that has not seen data.
 """
 
 from __future__ import annotations
@@ -20,7 +25,12 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-__all__ = ["ListSequential", "ModuleKeySequential", "PlainTensorFixedHiddenMLP"]
+__all__ = [
+    "ListSequential",
+    "ModuleKeySequential",
+    "PlainTensorFixedHiddenMLP",
+    "init_normal_by_type",
+]
 
 
 class ModuleKeySequential(nn.Module):
@@ -116,3 +126,24 @@ class PlainTensorFixedHiddenMLP(nn.Module):
         while X.abs().sum() > 1:
             X = X / 2
         return X.sum()
+
+
+def init_normal_by_type(m: nn.Module) -> None:
+    """The book's ``init_normal``: tests ``type(m) == nn.Linear``.
+
+    An exact type test misses every subclass of ``nn.Linear``. In particular
+    a :class:`torch.nn.LazyLinear` that has not seen data is skipped without
+    a word, and after its first forward pass it carries PyTorch's default
+    initialization, not the one asked for. Fixed in :func:`dlcomp.init_normal`,
+    which uses ``isinstance`` and raises for an uninitialized lazy layer.
+
+    Examples:
+        >>> net = nn.Sequential(nn.LazyLinear(1000))
+        >>> _ = net.apply(init_normal_by_type)  # no error: the layer is skipped
+        >>> _ = net(torch.rand(2, 1000))  # materializes with the default init
+        >>> bool(net[0].weight.std() > 0.01)  # not N(0, 0.01)
+        True
+    """
+    if type(m) == nn.Linear:  # noqa: E721  (the bug: an exact type test)
+        nn.init.normal_(m.weight, mean=0, std=0.01)
+        nn.init.zeros_(m.bias)

@@ -9,7 +9,7 @@ import pytest
 import dlcomp
 
 # The modules whose public names dlcomp re-exports (one per chapter section).
-TOPIC_MODULES = ["dlcomp.blocks"]
+TOPIC_MODULES = ["dlcomp.blocks", "dlcomp.parameters"]
 
 
 def test_all_is_sorted():
