@@ -139,7 +139,7 @@ html_theme_options = {
 }
 # Chapter pages are top-level (nothing to list in a section sidebar); the
 # gallery and API sections keep their navigation.
-html_sidebars = {"index": [], "blocks": []}
+html_sidebars = {"index": [], "blocks": [], "parameters": []}
 html_show_sourcelink = True
 copybutton_prompt_text = r">>> |\.\.\. |\$ "
 copybutton_prompt_is_regexp = True

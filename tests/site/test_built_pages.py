@@ -8,8 +8,11 @@ import pytest
 
 pytestmark = pytest.mark.site
 
-CHAPTER_PAGES = ["blocks.html"]
-GALLERY = {"blocks": ["plot_01_chimera", "plot_02_forward_hooks"]}
+CHAPTER_PAGES = ["blocks.html", "parameters.html"]
+GALLERY = {
+    "blocks": ["plot_01_chimera", "plot_02_forward_hooks"],
+    "parameters": ["plot_01_tied_training"],
+}
 
 
 def page_text(path: Path) -> str:
@@ -55,3 +58,19 @@ def test_api_page_links_objects_to_the_gallery(site: Path):
     source = (site / "api" / "blocks.html").read_text(encoding="utf-8")
     assert 'id="dlcomp.MLP"' in source
     assert "plot_01_chimera.html" in source  # the mini-gallery of dlcomp.chimera
+
+
+def test_parameters_page_shows_the_values_the_code_computes(site: Path):
+    text = page_text(site / "parameters.html")
+    assert "tied grad == sum of the untied grads: True" in text
+    assert "121 parameters (193 counting each tied name separately)" in text
+    assert "orthogonal: W @ W.T == I: True" in text
+    assert "Call the network once on a sample batch" in text  # the lazy-layer error
+
+
+@pytest.mark.parametrize(("page", "figures"), [("parameters.html", 2)])
+def test_chapter_page_figures_were_drawn_by_the_build(site: Path, page, figures):
+    source = (site / page).read_text(encoding="utf-8")
+    images = re.findall(r'<img[^>]+src="(_images/[^"]+\.png)"', source)
+    assert len(images) >= figures
+    assert all((site / image).is_file() for image in images)
