@@ -5,6 +5,8 @@ it belongs to:
 
 - :mod:`dlcomp.blocks`: 5.1 layers and blocks.
 - :mod:`dlcomp.parameters`: 5.2 parameter management.
+- :mod:`dlcomp.lazy`: 5.3 deferred initialization.
+- :mod:`dlcomp.layers`: 5.4 custom layers.
 
 :mod:`dlcomp.pitfalls` keeps the seed notes' mistakes, so the docs and tests
 can show them failing; it is not re-exported.
@@ -21,6 +23,14 @@ from dlcomp.blocks import (
     chimera,
     stack_blocks,
     trace_shapes,
+)
+from dlcomp.layers import CenteredLayer, HalfFourier, MyLinear, TensorReduction
+from dlcomp.lazy import (
+    LazyMyLinear,
+    init_lazy,
+    lazy_mlp,
+    materialize,
+    uninitialized_parameters,
 )
 from dlcomp.parameters import (
     NormHistory,
@@ -42,23 +52,31 @@ from dlcomp.parameters import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "CenteredLayer",
     "FixedHiddenMLP",
+    "HalfFourier",
     "LayerShapes",
+    "LazyMyLinear",
     "MLP",
     "ModuleListSequential",
+    "MyLinear",
     "MySequential",
     "NestMLP",
     "NormHistory",
     "ParallelBlock",
     "ParameterRow",
     "ParameterTable",
+    "TensorReduction",
     "block1",
     "block2",
     "chimera",
     "init_42",
     "init_constant",
+    "init_lazy",
     "init_normal",
     "init_xavier",
+    "lazy_mlp",
+    "materialize",
     "my_init",
     "parameter_table",
     "rgnet",
@@ -66,4 +84,5 @@ __all__ = [
     "tied_mlp",
     "trace_shapes",
     "track_norms",
+    "uninitialized_parameters",
 ]

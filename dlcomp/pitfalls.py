@@ -15,6 +15,11 @@ Section 5.2:
 
 - :func:`init_normal_by_type`: ``if type(m) == nn.Linear``, which silently
   skips subclasses such as a lazy layer that has not seen data.
+
+Section 5.4:
+
+- :class:`DataMyLinear`: a custom layer whose forward pass reads ``.data``,
+  so no gradient reaches its parameters and training changes nothing.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 __all__ = [
+    "DataMyLinear",
     "ListSequential",
     "ModuleKeySequential",
     "PlainTensorFixedHiddenMLP",
@@ -147,3 +153,31 @@ def init_normal_by_type(m: nn.Module) -> None:
     if type(m) == nn.Linear:  # noqa: E721  (the bug: an exact type test)
         nn.init.normal_(m.weight, mean=0, std=0.01)
         nn.init.zeros_(m.bias)
+
+
+class DataMyLinear(nn.Module):
+    """The seed notes' MyLinear: its forward pass computes with ``.data``.
+
+    ``self.weight.data`` is the parameter's values *cut off from autograd*.
+    The output is right, but the graph does not lead back to the
+    parameters: after ``backward()`` their ``.grad`` is ``None``, and an
+    optimizer step changes nothing. With every layer built this way the
+    output does not even require a gradient, and ``backward()`` raises.
+    Fixed in :class:`dlcomp.MyLinear`, which uses the parameters themselves.
+
+    Examples:
+        >>> layer = DataMyLinear(5, 3)
+        >>> out = layer(torch.rand(2, 5))
+        >>> out.requires_grad
+        False
+    """
+
+    def __init__(self, in_units: int, units: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(in_units, units))
+        self.bias = nn.Parameter(torch.randn(units))
+
+    def forward(self, X: Tensor) -> Tensor:
+        """``relu(X @ weight.data + bias.data)``: right values, no gradient."""
+        linear = torch.matmul(X, self.weight.data) + self.bias.data  # the bug
+        return F.relu(linear)

@@ -9,7 +9,12 @@ import pytest
 import dlcomp
 
 # The modules whose public names dlcomp re-exports (one per chapter section).
-TOPIC_MODULES = ["dlcomp.blocks", "dlcomp.parameters"]
+TOPIC_MODULES = [
+    "dlcomp.blocks",
+    "dlcomp.parameters",
+    "dlcomp.lazy",
+    "dlcomp.layers",
+]
 
 
 def test_all_is_sorted():

@@ -1,0 +1,169 @@
+"""Tests of dlcomp.lazy: deferred initialization in PyTorch."""
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.parameter import UninitializedParameter
+
+from dlcomp import (
+    LazyMyLinear,
+    MyLinear,
+    init_lazy,
+    init_xavier,
+    lazy_mlp,
+    materialize,
+    uninitialized_parameters,
+)
+from dlcomp.pitfalls import init_normal_by_type
+
+
+def test_parameters_before_data_are_placeholders():
+    net = lazy_mlp()
+    assert all(isinstance(p, UninitializedParameter) for p in net.parameters())
+    assert uninitialized_parameters(net) == ["0.weight", "0.bias", "2.weight", "2.bias"]
+    with pytest.raises(
+        RuntimeError, match="Can't access the shape of an uninitialized"
+    ):
+        net[0].weight.shape  # noqa: B018
+
+
+@pytest.mark.parametrize("in_features", [3, 20, 100])
+def test_first_batch_fixes_the_shapes(in_features):
+    net = materialize(lazy_mlp(), torch.rand(1, in_features))
+    shapes = [tuple(p.shape) for p in net.parameters()]
+    assert shapes == [(256, in_features), (256,), (10, 256), (10,)]
+    assert [type(m).__name__ for m in net] == ["Linear", "ReLU", "Linear"]
+    assert uninitialized_parameters(net) == []
+
+
+def test_materialize_builds_no_graph_and_returns_the_net():
+    net = lazy_mlp()
+    assert materialize(net, torch.rand(2, 20)) is net
+    assert all(p.grad is None for p in net.parameters())
+
+
+def test_materialize_needs_an_example():
+    with pytest.raises(TypeError, match="needs an example input"):
+        materialize(lazy_mlp())
+
+
+class Branchy(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.LazyLinear(2), nn.LazyLinear(2)
+
+    def forward(self, x, use_b=False):
+        return self.b(x) if use_b else self.a(x)
+
+
+def test_materialize_reports_lazy_modules_the_pass_did_not_reach():
+    with pytest.raises(
+        RuntimeError, match=r"\['b.weight', 'b.bias'\] are still uninitialized"
+    ):
+        materialize(Branchy(), torch.rand(1, 3))
+
+
+def test_init_lazy_initializes_after_the_dry_run():
+    net = init_lazy(lazy_mlp(), torch.rand(1, 20), init_fn=init_xavier)
+    bound = (6 / (20 + 256)) ** 0.5
+    assert net[0].weight.abs().max() <= bound
+
+
+def test_init_lazy_on_the_book_initializer_is_no_longer_skipped():
+    net = init_lazy(
+        nn.Sequential(nn.LazyLinear(1000)),
+        torch.rand(1, 50),
+        init_fn=init_normal_by_type,
+    )
+    # after the dry run the layer *is* an nn.Linear, so even type(m) == works
+    assert net[0].weight.std().item() == pytest.approx(0.01, rel=0.05)
+
+
+def test_first_layer_given_later_layers_lazy():
+    net = nn.Sequential(nn.Linear(20, 256), nn.ReLU(), nn.LazyLinear(10))
+    assert net[0].weight.shape == (256, 20)  # initialized at once
+    assert uninitialized_parameters(net) == ["2.weight", "2.bias"]
+    net(torch.rand(2, 20))
+    assert net[2].weight.shape == (10, 256)
+
+
+def test_mismatched_dimensions_fail_at_the_first_forward():
+    net = nn.Sequential(nn.Linear(20, 256), nn.ReLU(), nn.LazyLinear(10))
+    with pytest.raises(
+        RuntimeError,
+        match=r"mat1 and mat2 shapes cannot be multiplied \(2x30 and 20x256\)",
+    ):
+        net(torch.rand(2, 30))
+
+
+def test_a_materialized_lazy_layer_is_fixed_to_its_first_shape():
+    net = materialize(lazy_mlp(), torch.rand(1, 5))
+    with pytest.raises(RuntimeError, match=r"2x7 and 5x256"):
+        net(torch.rand(2, 7))
+
+
+def test_adagrad_built_before_the_dry_run_fails():
+    net = lazy_mlp()
+    with pytest.raises(ValueError, match="uninitialized parameter"):
+        torch.optim.Adagrad(net.parameters())
+    materialize(net, torch.rand(1, 20))
+    torch.optim.Adagrad(net.parameters())  # after the dry run: fine
+
+
+def test_sgd_built_before_the_dry_run_holds_the_same_parameters():
+    net = lazy_mlp()
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    ids = [id(p) for p in net.parameters()]
+    net(torch.rand(4, 20)).sum().backward()
+    assert [id(p) for p in optimizer.param_groups[0]["params"]] == ids
+    before = net[0].weight.detach().clone()
+    optimizer.step()
+    assert not torch.equal(net[0].weight, before)
+
+
+def test_lazy_init_draws_in_a_different_order():
+    torch.manual_seed(0)
+    eager = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
+    torch.manual_seed(0)
+    lazy = nn.Sequential(nn.LazyLinear(4), nn.Linear(4, 2))
+    materialize(lazy, torch.rand(1, 3))
+    assert not torch.equal(eager[1].weight, lazy[1].weight)
+
+
+def test_convert_dtype_before_the_dry_run():
+    net = lazy_mlp().to(torch.float64)
+    materialize(net, torch.rand(1, 20, dtype=torch.float64))
+    assert {p.dtype for p in net.parameters()} == {torch.float64}
+
+
+# --- LazyMyLinear ---------------------------------------------------------------------
+
+
+def test_lazy_mylinear_becomes_mylinear():
+    layer = LazyMyLinear(3)
+    assert repr(layer) == "LazyMyLinear(in_units=0, units=3)"
+    assert isinstance(layer.weight, UninitializedParameter)
+    out = layer(torch.rand(2, 7))
+    assert out.shape == (2, 3)
+    assert type(layer) is MyLinear
+    assert (layer.in_units, tuple(layer.weight.shape), tuple(layer.bias.shape)) == (
+        7,
+        (7, 3),
+        (3,),
+    )
+
+
+def test_lazy_mylinear_in_a_network_trains():
+    net = nn.Sequential(LazyMyLinear(8), LazyMyLinear(1))
+    materialize(net, torch.rand(1, 64))
+    X = torch.rand(16, 64)
+    net(X).sum().backward()
+    assert net[1].weight.grad is not None
+
+
+def test_lazy_mylinear_dtype_and_scalar_input():
+    layer = LazyMyLinear(2, dtype=torch.float64)
+    layer(torch.rand(1, 3, dtype=torch.float64))
+    assert layer.weight.dtype == torch.float64
+    with pytest.raises(ValueError, match="got a scalar"):
+        LazyMyLinear(2)(torch.tensor(1.0))
