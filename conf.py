@@ -139,7 +139,8 @@ html_theme_options = {
 }
 # Chapter pages are top-level (nothing to list in a section sidebar); the
 # gallery and API sections keep their navigation.
-html_sidebars = {"index": [], "blocks": [], "parameters": []}
+CHAPTER_PAGES = ["blocks", "parameters", "deferred-init", "custom-layers"]
+html_sidebars = {page: [] for page in ["index", *CHAPTER_PAGES]}
 html_show_sourcelink = True
 copybutton_prompt_text = r">>> |\.\.\. |\$ "
 copybutton_prompt_is_regexp = True

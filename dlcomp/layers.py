@@ -86,9 +86,10 @@ class MyLinear(nn.Module):
         - Output: :math:`(*, \text{units})`, non-negative.
 
     Attributes:
-        weight (Parameter): shape ``(in_units, units)``, drawn from
+        weight (torch.nn.Parameter): shape ``(in_units, units)``, drawn from
             :math:`\mathcal{N}(0, 1)` as in the book.
-        bias (Parameter): shape ``(units,)``, drawn from :math:`\mathcal{N}(0, 1)`.
+        bias (torch.nn.Parameter): shape ``(units,)``, drawn from
+            :math:`\mathcal{N}(0, 1)`.
 
     Examples:
         >>> layer = MyLinear(5, 3)
@@ -150,7 +151,7 @@ class TensorReduction(nn.Module):
         - Output: :math:`(*, m)`.
 
     Attributes:
-        weight (Parameter): shape ``(n, n, m)``, drawn from :math:`U(-1/n, 1/n)`.
+        weight (torch.nn.Parameter): shape ``(n, n, m)``, drawn from :math:`U(-1/n, 1/n)`.
 
     Examples:
         >>> layer = TensorReduction(4, 2)

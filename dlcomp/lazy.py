@@ -18,7 +18,7 @@ class (``LazyLinear`` becomes ``Linear``).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -35,8 +35,6 @@ __all__ = [
     "materialize",
     "uninitialized_parameters",
 ]
-
-M = TypeVar("M", bound=nn.Module)
 
 
 def lazy_mlp() -> nn.Sequential:
@@ -69,7 +67,7 @@ def uninitialized_parameters(net: nn.Module) -> list[str]:
     ]
 
 
-def materialize(net: M, *example_inputs: Any) -> M:
+def materialize(net: nn.Module, *example_inputs: Any) -> nn.Module:
     """Fix every lazy shape with one forward pass ("dry run"); return ``net``.
 
     Runs ``net(*example_inputs)`` under :func:`torch.no_grad` (no graph is
@@ -108,7 +106,9 @@ def materialize(net: M, *example_inputs: Any) -> M:
     return net
 
 
-def init_lazy(net: M, *example_inputs: Any, init_fn: Callable[[nn.Module], None]) -> M:
+def init_lazy(
+    net: nn.Module, *example_inputs: Any, init_fn: Callable[[nn.Module], None]
+) -> nn.Module:
     """Materialize ``net`` with a dry run, then ``net.apply(init_fn)``; return ``net``.
 
     The book's ``apply_init``: initializers need shapes, and a lazy layer has
@@ -139,7 +139,7 @@ class LazyMyLinear(LazyModuleMixin, MyLinear):
     Built the way PyTorch builds ``LazyLinear``: the mixin
     (:class:`torch.nn.modules.lazy.LazyModuleMixin`) registers a hook that
     runs before the first forward pass and calls
-    :meth:`initialize_parameters` with the input; that method materializes
+    ``initialize_parameters`` with the input; that method materializes
     the placeholders and initializes them. Then the mixin changes the
     object's class to ``cls_to_become``, an ordinary ``MyLinear``.
 
