@@ -7,6 +7,7 @@ it belongs to:
 - :mod:`dlcomp.parameters`: 5.2 parameter management.
 - :mod:`dlcomp.lazy`: 5.3 deferred initialization.
 - :mod:`dlcomp.layers`: 5.4 custom layers.
+- :mod:`dlcomp.serialization`: 5.5 reading and writing files.
 
 :mod:`dlcomp.pitfalls` keeps the seed notes' mistakes, so the docs and tests
 can show them failing; it is not re-exported.
@@ -48,16 +49,31 @@ from dlcomp.parameters import (
     tied_mlp,
     track_norms,
 )
+from dlcomp.serialization import (
+    CheckpointError,
+    CheckpointManager,
+    MatchReport,
+    TrainingRun,
+    load_checkpoint,
+    load_matching,
+    load_safetensors,
+    resumable_training,
+    save_checkpoint,
+    save_safetensors,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CenteredLayer",
+    "CheckpointError",
+    "CheckpointManager",
     "FixedHiddenMLP",
     "HalfFourier",
     "LayerShapes",
     "LazyMyLinear",
     "MLP",
+    "MatchReport",
     "ModuleListSequential",
     "MyLinear",
     "MySequential",
@@ -67,6 +83,7 @@ __all__ = [
     "ParameterRow",
     "ParameterTable",
     "TensorReduction",
+    "TrainingRun",
     "block1",
     "block2",
     "chimera",
@@ -76,10 +93,16 @@ __all__ = [
     "init_normal",
     "init_xavier",
     "lazy_mlp",
+    "load_checkpoint",
+    "load_matching",
+    "load_safetensors",
     "materialize",
     "my_init",
     "parameter_table",
+    "resumable_training",
     "rgnet",
+    "save_checkpoint",
+    "save_safetensors",
     "stack_blocks",
     "tied_mlp",
     "trace_shapes",

@@ -14,6 +14,7 @@ TOPIC_MODULES = [
     "dlcomp.parameters",
     "dlcomp.lazy",
     "dlcomp.layers",
+    "dlcomp.serialization",
 ]
 
 

@@ -1,0 +1,173 @@
+"""Crash tests: training SIGKILLed at random instants resumes to the same weights.
+
+Each child process is forked from a forkserver that imported torch once, so a
+kill-and-resume cycle costs milliseconds, not a fresh interpreter. The
+children pin torch to one thread; an uninterrupted child run is the
+reference, compared bitwise.
+"""
+
+import multiprocessing
+import random
+import signal
+import sys
+import time
+
+import pytest
+import torch
+
+from dlcomp import CheckpointManager, _worker, load_checkpoint
+
+pytestmark = pytest.mark.skipif(
+    sys.platform == "win32", reason="SIGKILL and forkserver are POSIX-only"
+)
+
+STEPS, SAVE_EVERY, SEED = 60, 3, 0
+MIN_KILLS = 20
+TIME_BUDGET = (
+    45.0  # seconds for the random kills; the whole module stays under a minute
+)
+
+
+@pytest.fixture(scope="module")
+def ctx():
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["dlcomp._worker"])
+    return context
+
+
+def final_state(folder):
+    """Model state, optimizer state and loss history of the run's last checkpoint."""
+    data = torch.load(CheckpointManager(folder).latest(), weights_only=True)
+    assert data["step"] == STEPS
+    return data["model"], data["optimizer"], data["extra"]["losses"]
+
+
+def assert_bitwise_equal(a, b):
+    model_a, optim_a, losses_a = a
+    model_b, optim_b, losses_b = b
+    assert model_a.keys() == model_b.keys()
+    assert all(torch.equal(model_a[k], model_b[k]) for k in model_a)
+    for i, state in optim_a["state"].items():
+        assert torch.equal(
+            state["momentum_buffer"], optim_b["state"][i]["momentum_buffer"]
+        )
+    assert losses_a == losses_b
+
+
+def run_child(ctx, folder, ready=None, **kwargs):
+    process = ctx.Process(
+        target=_worker.train,
+        args=(str(folder), STEPS, SAVE_EVERY, SEED, ready),
+        kwargs=kwargs,
+    )
+    process.start()
+    return process
+
+
+@pytest.fixture(scope="module")
+def reference(ctx, tmp_path_factory):
+    """An uninterrupted run, and how long its training took."""
+    folder = tmp_path_factory.mktemp("reference")
+    ready = ctx.Event()
+    process = run_child(ctx, folder, ready)
+    assert ready.wait(60)
+    start = time.perf_counter()
+    process.join(60)
+    assert process.exitcode == 0
+    return final_state(folder), time.perf_counter() - start
+
+
+def temporaries(folder):
+    if not folder.exists():  # killed before the first checkpoint was started
+        return []
+    return [p for p in folder.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_training_killed_at_random_instants_resumes_bitwise(
+    ctx, reference, tmp_path, capsys
+):
+    expected, duration = reference
+    rng = random.Random(20261124)
+    kills = kills_mid_write = finished_runs = 0
+    deadline = time.monotonic() + TIME_BUDGET
+    while kills < MIN_KILLS and time.monotonic() < deadline:
+        folder = tmp_path / f"run-{finished_runs}"
+        while True:  # kill and resume this run until it finishes
+            ready = ctx.Event()
+            process = run_child(ctx, folder, ready)
+            assert ready.wait(30)
+            if kills < MIN_KILLS and time.monotonic() < deadline:
+                time.sleep(rng.uniform(0, duration))
+                process.kill()  # SIGKILL: no cleanup of any kind
+            process.join(60)
+            if process.exitcode == 0:
+                break  # finished before the kill
+            assert process.exitcode == -signal.SIGKILL
+            kills += 1
+            kills_mid_write += bool(temporaries(folder))
+            # After every kill the directory must restore (or be empty).
+            model = torch.nn.Sequential(
+                torch.nn.Linear(20, 64), torch.nn.ReLU(), torch.nn.Linear(64, 1)
+            )
+            if (latest := CheckpointManager(folder).latest()) is not None:
+                load_checkpoint(latest, model)
+        assert_bitwise_equal(final_state(folder), expected)
+        finished_runs += 1
+    with capsys.disabled():
+        print(
+            f"\ncrash test: survived {kills} SIGKILLs ({kills_mid_write} during a "
+            f"checkpoint write) over {finished_runs} runs; every run resumed to "
+            "bitwise the same weights as the uninterrupted one"
+        )
+    assert kills >= MIN_KILLS
+
+
+def test_a_kill_inside_a_checkpoint_write(ctx, reference, tmp_path):
+    """Stall the 3rd checkpoint write inside fsync, kill there: the 2nd survives.
+
+    Each save calls fsync twice (the file, then its directory), so the file
+    fsync of the 3rd save is the 5th call.
+    """
+    expected, _ = reference
+    stalled = ctx.Event()
+    process = run_child(ctx, tmp_path, stall_on_fsync=5, stalled=stalled)
+    assert stalled.wait(30)
+    process.kill()
+    process.join(30)
+    assert process.exitcode == -signal.SIGKILL
+
+    assert len(temporaries(tmp_path)) == 1  # the torn write, never renamed
+    manager = CheckpointManager(tmp_path)
+    assert [step for step, _ in manager.checkpoints()] == [3, 6]  # complete ones only
+    model = torch.nn.Sequential(
+        torch.nn.Linear(20, 64), torch.nn.ReLU(), torch.nn.Linear(64, 1)
+    )
+    assert manager.restore(model) == 6
+
+    process = run_child(ctx, tmp_path)  # resume to the end
+    process.join(60)
+    assert process.exitcode == 0
+    assert temporaries(tmp_path) == []  # the next save removed the leftover
+    assert_bitwise_equal(final_state(tmp_path), expected)
+
+
+def test_a_write_past_the_file_size_limit(ctx, tmp_path):
+    """RLIMIT_FSIZE fails the write part way: a clear error, the old file intact."""
+    path = tmp_path / "c.pt"
+    from dlcomp import save_checkpoint
+
+    save_checkpoint(path, torch.nn.Linear(2, 2), step=1)
+    old = path.read_bytes()
+    results = ctx.Queue()
+    process = ctx.Process(
+        target=_worker.write_past_file_size_limit, args=(str(path), 64 * 1024, results)
+    )
+    process.start()
+    process.join(60)
+    name, code, message = results.get(timeout=5)
+    assert (name, code) == ("OSError", 27)  # EFBIG: File too large
+    assert "could not write" in message
+    assert "previous file, if any, is unchanged" in message
+    assert path.read_bytes() == old
+    assert temporaries(tmp_path) == []
+    assert load_checkpoint(path, torch.nn.Linear(2, 2)) == {"step": 1}
