@@ -76,12 +76,14 @@ nb_execution_show_tb = True  # and the log shows its traceback
 nb_execution_timeout = 300
 nb_execution_excludepatterns = ["auto_examples/**"]
 nb_merge_streams = True
+# Error outputs carry ANSI colours and free text (backticks, URLs) that the
+# default ipythontb lexer fails on (a warning, so an error under -W).
+nb_render_error_lexer = "myst-ansi"
 
 # -- autodoc / napoleon -----------------------------------------------------
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
 autodoc_typehints_description_target = "documented_params"
-autodoc_default_options = {"members": False}
 autosummary_generate = True
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
@@ -100,7 +102,7 @@ else:
     # Offline, references into Python's and PyTorch's docs cannot resolve.
     # Ignore exactly those; a broken reference to dlcomp itself still fails.
     nitpick_ignore_regex = [
-        (r"py:.*", r"(torch|collections|typing)(\..*)?"),
+        (r"py:.*", r"(torch|collections|typing|os|pathlib)(\..*)?"),
         (r"py:.*", r"(Tensor|nn\.Module|nn\.Linear|nn\.Sequential|nn\.ModuleList)"),
         (r"py:.*", r"(int|float|str|bool|object|tuple|list|dict|None|Callable|Any)"),
         (r"py:.*", r"(TypeError|ValueError|RuntimeError|IndexError|NamedTuple)"),
@@ -139,7 +141,7 @@ html_theme_options = {
 }
 # Chapter pages are top-level (nothing to list in a section sidebar); the
 # gallery and API sections keep their navigation.
-CHAPTER_PAGES = ["blocks", "parameters", "deferred-init", "custom-layers"]
+CHAPTER_PAGES = ["blocks", "parameters", "deferred-init", "custom-layers", "read-write"]
 html_sidebars = {page: [] for page in ["index", *CHAPTER_PAGES]}
 html_show_sourcelink = True
 copybutton_prompt_text = r">>> |\.\.\. |\$ "

@@ -28,8 +28,15 @@ def train(
     ready: Any = None,
     stall_on_fsync: int | None = None,
     stalled: Any = None,
+    pause_at: int | None = None,
 ) -> None:
-    """Run (or resume) the training; optionally stall inside the n-th fsync."""
+    """Run (or resume) the training.
+
+    ``stall_on_fsync=n`` hangs inside the n-th fsync (the middle of a
+    checkpoint write) after setting ``stalled``; ``pause_at=s`` hangs after
+    step ``s`` after printing ``paused at s``. Either way the process waits
+    to be killed.
+    """
     torch.set_num_threads(1)
     if stall_on_fsync is not None:
         real_fsync, calls = os.fsync, [0]
@@ -44,7 +51,15 @@ def train(
         os.fsync = fsync
     if ready is not None:
         ready.set()
-    resumable_training(directory, steps=steps, save_every=save_every, seed=seed)
+
+    def on_step(done: int) -> None:
+        if done == pause_at:
+            print(f"paused at {done}", flush=True)
+            time.sleep(3600)
+
+    resumable_training(
+        directory, steps=steps, save_every=save_every, seed=seed, on_step=on_step
+    )
 
 
 def write_past_file_size_limit(path: str, limit: int, results: Any) -> None:
@@ -62,15 +77,22 @@ def write_past_file_size_limit(path: str, limit: int, results: Any) -> None:
 
 
 def main() -> None:
-    """``python -m dlcomp._worker DIR --steps N --save-every K --seed S``."""
+    """Train (or resume) the demo run in DIR: ``python -m dlcomp._worker DIR``."""
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("directory")
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--save-every", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pause-at", type=int, default=None)
     args = parser.parse_args()
     print("ready", flush=True)
-    train(args.directory, args.steps, args.save_every, args.seed)
+    train(
+        args.directory,
+        args.steps,
+        args.save_every,
+        args.seed,
+        pause_at=args.pause_at,
+    )
 
 
 if __name__ == "__main__":

@@ -13,11 +13,13 @@ CHAPTER_PAGES = [
     "parameters.html",
     "deferred-init.html",
     "custom-layers.html",
+    "read-write.html",
 ]
 GALLERY = {
     "blocks": ["plot_01_chimera", "plot_02_forward_hooks"],
     "parameters": ["plot_01_tied_training", "plot_02_lazy_input_sizes"],
     "layers": ["plot_01_half_fourier"],
+    "files": ["plot_01_resume_after_crash"],
 }
 
 
@@ -97,3 +99,25 @@ def test_custom_layers_page_shows_the_data_pitfall_and_the_checks(site: Path):
     assert "broken weight unchanged by the step:   True" in text
     assert "matches einsum:         True" in text
     assert "signal recovered: True" in text
+
+
+def test_read_write_page_shows_safety_and_resume(site: Path):
+    text = page_text(site / "read-write.html")
+    assert (
+        "this ran while the file was being loaded" in text
+    )  # weights_only=False ran it
+    assert (
+        "Unsupported global: GLOBAL print" in text
+    )  # weights_only=True refused
+    assert "would run code when unpickled" in text  # and load_checkpoint says so
+    assert "model unchanged: True" in text
+    assert "same losses:  True" in text
+    assert "dlcomp imported: False" in text  # the .pt2 file loaded without the class
+    assert "Could not guard on data-dependent expression" in text
+
+
+def test_resume_gallery_script_matches_the_uninterrupted_run(site: Path):
+    page = site / "auto_examples" / "files" / "plot_01_resume_after_crash.html"
+    text = page_text(page)
+    assert "same final weights (bitwise): True" in text
+    assert "same loss at every step:      True" in text
