@@ -30,6 +30,10 @@ import dlcomp  # noqa: E402  (installed with `pip install -e .`)
 
 FAST = os.environ.get("DLCOMP_FAST") == "1"
 
+# Notebook kernels inherit this: with a fixed hash seed, sets of strings print
+# in the same order on every build (outputs must be stable run to run).
+os.environ["PYTHONHASHSEED"] = "0"
+
 project = "dlcomp"
 author = "The dlcomp engineers"
 copyright = "2026, the dlcomp engineers"

@@ -106,9 +106,7 @@ def test_read_write_page_shows_safety_and_resume(site: Path):
     assert (
         "this ran while the file was being loaded" in text
     )  # weights_only=False ran it
-    assert (
-        "Unsupported global: GLOBAL print" in text
-    )  # weights_only=True refused
+    assert "Unsupported global: GLOBAL print" in text  # weights_only=True refused
     assert "would run code when unpickled" in text  # and load_checkpoint says so
     assert "model unchanged: True" in text
     assert "same losses:  True" in text
@@ -121,3 +119,10 @@ def test_resume_gallery_script_matches_the_uninterrupted_run(site: Path):
     text = page_text(page)
     assert "same final weights (bitwise): True" in text
     assert "same loss at every step:      True" in text
+
+
+@pytest.mark.parametrize("page", CHAPTER_PAGES)
+def test_outputs_hold_nothing_that_changes_between_builds(site: Path, page: str):
+    text = page_text(site / page)
+    assert not re.findall(r"0x[0-9a-f]{6,}", text), "a memory address in an output"
+    assert not re.findall(r"/tmp/tmp\w+", text), "a temporary path in an output"
