@@ -8,6 +8,8 @@ it belongs to:
 - :mod:`dlcomp.lazy`: 5.3 deferred initialization.
 - :mod:`dlcomp.layers`: 5.4 custom layers.
 - :mod:`dlcomp.serialization`: 5.5 reading and writing files.
+- :mod:`dlcomp.devices` and :mod:`dlcomp.timing`: 5.6 GPUs (and
+  :mod:`dlcomp.bench`, the measurements of ``python -m dlcomp bench``).
 
 :mod:`dlcomp.pitfalls` keeps the seed notes' mistakes, so the docs and tests
 can show them failing; it is not re-exported.
@@ -24,6 +26,18 @@ from dlcomp.blocks import (
     chimera,
     stack_blocks,
     trace_shapes,
+)
+from dlcomp.devices import (
+    DeviceInfo,
+    DeviceReport,
+    common_device,
+    cpu,
+    current_accelerator,
+    describe_devices,
+    gpu,
+    num_gpus,
+    try_all_gpus,
+    try_gpu,
 )
 from dlcomp.layers import CenteredLayer, HalfFourier, MyLinear, TensorReduction
 from dlcomp.lazy import (
@@ -61,6 +75,16 @@ from dlcomp.serialization import (
     save_checkpoint,
     save_safetensors,
 )
+from dlcomp.timing import (
+    Measurement,
+    benchmark,
+    copy_bandwidth,
+    logging_cost,
+    matmul_throughput,
+    small_op_overhead,
+    synchronize,
+    two_devices,
+)
 
 __version__ = "0.1.0"
 
@@ -68,12 +92,15 @@ __all__ = [
     "CenteredLayer",
     "CheckpointError",
     "CheckpointManager",
+    "DeviceInfo",
+    "DeviceReport",
     "FixedHiddenMLP",
     "HalfFourier",
     "LayerShapes",
     "LazyMyLinear",
     "MLP",
     "MatchReport",
+    "Measurement",
     "ModuleListSequential",
     "MyLinear",
     "MySequential",
@@ -84,9 +111,16 @@ __all__ = [
     "ParameterTable",
     "TensorReduction",
     "TrainingRun",
+    "benchmark",
     "block1",
     "block2",
     "chimera",
+    "common_device",
+    "copy_bandwidth",
+    "cpu",
+    "current_accelerator",
+    "describe_devices",
+    "gpu",
     "init_42",
     "init_constant",
     "init_lazy",
@@ -96,16 +130,24 @@ __all__ = [
     "load_checkpoint",
     "load_matching",
     "load_safetensors",
+    "logging_cost",
     "materialize",
+    "matmul_throughput",
     "my_init",
+    "num_gpus",
     "parameter_table",
     "resumable_training",
     "rgnet",
     "save_checkpoint",
     "save_safetensors",
+    "small_op_overhead",
     "stack_blocks",
+    "synchronize",
     "tied_mlp",
     "trace_shapes",
     "track_norms",
+    "try_all_gpus",
+    "try_gpu",
+    "two_devices",
     "uninitialized_parameters",
 ]

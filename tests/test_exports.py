@@ -15,6 +15,8 @@ TOPIC_MODULES = [
     "dlcomp.lazy",
     "dlcomp.layers",
     "dlcomp.serialization",
+    "dlcomp.devices",
+    "dlcomp.timing",
 ]
 
 
@@ -39,7 +41,7 @@ def test_pitfalls_are_not_reexported():
     assert not set(pitfalls.__all__) & set(dlcomp.__all__)
 
 
-@pytest.mark.parametrize("name", ["dlcomp.pitfalls", *TOPIC_MODULES])
+@pytest.mark.parametrize("name", ["dlcomp.pitfalls", "dlcomp.bench", *TOPIC_MODULES])
 def test_every_public_object_has_a_doctest_example(name):
     module = importlib.import_module(name)
     for attr in module.__all__:

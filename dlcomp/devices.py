@@ -1,0 +1,350 @@
+"""Section 5.6, "GPUs": device helpers that work for any accelerator.
+
+The book's helpers (:func:`~dlcomp.cpu`, :func:`~dlcomp.gpu`,
+:func:`~dlcomp.num_gpus`, :func:`~dlcomp.try_gpu`,
+:func:`~dlcomp.try_all_gpus`) speak CUDA only. These ask PyTorch for
+whatever accelerator it can actually use (CUDA, Apple MPS, Intel XPU, ...)
+through :mod:`torch.accelerator`, with a fallback for older torch, and count
+a device only when it is *available*, not merely compiled in.
+
+- :func:`~dlcomp.current_accelerator`: the available accelerator's device
+  type, or ``None``.
+- :func:`~dlcomp.describe_devices`: what you would look up with
+  ``nvidia-smi``: names, memory, versions.
+- :func:`~dlcomp.common_device`: the device shared by some tensors and
+  modules, or an error that names the devices and the fix.
+"""
+
+from __future__ import annotations
+
+import html
+import platform
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "DeviceInfo",
+    "DeviceReport",
+    "common_device",
+    "cpu",
+    "current_accelerator",
+    "describe_devices",
+    "gpu",
+    "num_gpus",
+    "try_all_gpus",
+    "try_gpu",
+]
+
+
+def current_accelerator() -> torch.device | None:
+    """The accelerator PyTorch can use right now (``cuda``, ``mps``, ``xpu``, ...), or ``None``.
+
+    "Available" means a device is present and usable, not only that this
+    build of torch was compiled with support for it: a CUDA build of torch on
+    a machine without a GPU returns ``None``.
+
+    Returns:
+        torch.device | None: a device without an index, e.g. ``device(type='cuda')``.
+
+    Examples:
+        >>> acc = current_accelerator()
+        >>> acc is None or acc.type in {"cuda", "mps", "xpu", "mtia", "hpu"}
+        True
+    """  # noqa: E501
+    accelerator = getattr(torch, "accelerator", None)
+    if accelerator is not None and hasattr(accelerator, "current_accelerator"):
+        device = accelerator.current_accelerator(check_available=True)
+        return torch.device(device.type) if device is not None else None
+    # torch < 2.6: ask each backend
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    xpu = getattr(torch, "xpu", None)
+    if xpu is not None and xpu.is_available():
+        return torch.device("xpu")
+    return None
+
+
+def num_gpus() -> int:
+    """How many accelerator devices are available (0 on a CPU-only machine).
+
+    Examples:
+        >>> num_gpus() >= 0
+        True
+    """
+    accelerator = current_accelerator()
+    if accelerator is None:
+        return 0
+    api = getattr(torch, "accelerator", None)
+    if api is not None and hasattr(api, "device_count"):
+        return int(api.device_count())
+    if accelerator.type == "mps":
+        return 1
+    return int(getattr(torch, accelerator.type).device_count())
+
+
+def cpu() -> torch.device:
+    """The CPU device.
+
+    Examples:
+        >>> cpu()
+        device(type='cpu')
+    """
+    return torch.device("cpu")
+
+
+def gpu(i: int = 0) -> torch.device:
+    """Accelerator device ``i``; an error if there is no such device.
+
+    The book's ``gpu(i)`` returns ``torch.device(f"cuda:{i}")`` even when
+    that device does not exist, and the mistake surfaces later, far away.
+    This one checks at once. Use :func:`try_gpu` to fall back to the CPU.
+
+    Args:
+        i: the device index.
+
+    Raises:
+        RuntimeError: when there is no accelerator, or fewer than ``i + 1``.
+
+    Examples:
+        >>> try_gpu(0) == (gpu(0) if num_gpus() else cpu())
+        True
+    """
+    accelerator = current_accelerator()
+    count = num_gpus()
+    if accelerator is None:
+        raise RuntimeError(
+            f"gpu({i}): this machine has no accelerator PyTorch can use "
+            f"(torch {torch.__version__}); use try_gpu({i}) to fall back to the CPU"
+        )
+    if not 0 <= i < count:
+        raise RuntimeError(
+            f"gpu({i}): there are {count} {accelerator.type} device(s), "
+            f"numbered 0 to {count - 1}; use try_gpu({i}) to fall back to the CPU"
+        )
+    return torch.device(accelerator.type, i)
+
+
+def try_gpu(i: int = 0) -> torch.device:
+    """Accelerator device ``i`` if it exists, else the CPU.
+
+    Examples:
+        >>> try_gpu(10_000)
+        device(type='cpu')
+    """
+    return gpu(i) if 0 <= i < num_gpus() else cpu()
+
+
+def try_all_gpus() -> list[torch.device]:
+    """All accelerator devices, or ``[cpu()]`` if there is none.
+
+    (The book's docstring promises ``[cpu()]`` and its code returns ``[]``;
+    this returns what the docstring says.)
+
+    Examples:
+        >>> devices = try_all_gpus()
+        >>> devices == [cpu()] if num_gpus() == 0 else len(devices) == num_gpus()
+        True
+    """
+    return [gpu(i) for i in range(num_gpus())] or [cpu()]
+
+
+def _where(value: object) -> torch.device | None:
+    if isinstance(value, Tensor):
+        return value.device
+    if isinstance(value, nn.Module):
+        first = next(iter([*value.parameters(), *value.buffers()]), None)
+        return None if first is None else first.device
+    raise TypeError(
+        f"common_device takes tensors and modules, got a {type(value).__name__}"
+    )
+
+
+def common_device(
+    *items: Tensor | nn.Module, **named: Tensor | nn.Module
+) -> torch.device:
+    """The device all the given tensors and modules are on; an error if they differ.
+
+    PyTorch refuses to compute with tensors on different devices, with a
+    message that names the devices but not the variables. This check names
+    both and says how to fix it. Pass items by keyword to name them.
+
+    Args:
+        *items: tensors and modules (a module's device is that of its first
+            parameter or buffer; a module without any is skipped).
+        **named: the same, with names for the error message.
+
+    Returns:
+        torch.device: the common device (the CPU if nothing has a device).
+
+    Raises:
+        RuntimeError: when two of them are on different devices.
+
+    Examples:
+        >>> common_device(torch.ones(2), net=nn.Linear(2, 2))
+        device(type='cpu')
+        >>> common_device(X=torch.ones(2), Y=torch.ones(2, device="meta"))
+        Traceback (most recent call last):
+        ...
+        RuntimeError: X is on cpu but Y is on meta. Move one of them first, e.g. Y = Y.to(X.device) (for a module: net.to(X.device))
+    """  # noqa: E501
+    labelled = [(f"argument {i}", v) for i, v in enumerate(items)] + list(named.items())
+    first_name, first_device = None, None
+    for name, value in labelled:
+        device = _where(value)
+        if device is None:
+            continue
+        if first_device is None:
+            first_name, first_device = name, device
+        elif device != first_device:
+            raise RuntimeError(
+                f"{first_name} is on {first_device} but {name} is on {device}. "
+                f"Move one of them first, e.g. {name} = {name}.to({first_name}.device) "
+                f"(for a module: net.to({first_name}.device))"
+            )
+    return first_device or cpu()
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """One device, as :func:`describe_devices` reports it.
+
+    Examples:
+        >>> describe_devices().devices[0].name.startswith("CPU") or num_gpus() > 0
+        True
+    """
+
+    device: str
+    """The device, e.g. ``"cuda:0"``."""
+    name: str
+    """The model name, e.g. ``"NVIDIA H100 80GB HBM3"``."""
+    memory_gib: float | None
+    """Total memory in GiB, where PyTorch can tell."""
+    capability: str | None
+    """Compute capability (CUDA), e.g. ``"9.0"``."""
+
+
+@dataclass(frozen=True)
+class DeviceReport:
+    """The devices and versions of this machine; prints as text, renders as HTML.
+
+    Examples:
+        >>> report = describe_devices()
+        >>> report.torch == torch.__version__
+        True
+    """
+
+    devices: tuple[DeviceInfo, ...]
+    """The accelerators, or only the CPU when there are none."""
+    torch: str
+    """torch's version."""
+    cuda: str | None
+    """The CUDA version torch was built with (``None`` for a CPU build)."""
+    cudnn: str | None
+    """cuDNN's version, where present."""
+    python: str
+    """Python's version."""
+
+    def _rows(self) -> list[tuple[str, str, str, str]]:
+        return [
+            (
+                d.device,
+                d.name,
+                "-" if d.memory_gib is None else f"{d.memory_gib:.1f} GiB",
+                d.capability or "-",
+            )
+            for d in self.devices
+        ]
+
+    def _versions(self) -> str:
+        cuda = self.cuda or "none (CPU build)"
+        extra = f", cuDNN {self.cudnn}" if self.cudnn else ""
+        return f"torch {self.torch}, CUDA {cuda}{extra}, Python {self.python}"
+
+    def __str__(self) -> str:
+        header = ("device", "name", "memory", "capability")
+        rows = [header, *self._rows()]
+        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        lines = [
+            "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+            for r in rows
+        ]
+        return "\n".join([*lines, self._versions()])
+
+    __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        head = "".join(
+            f"<th>{h}</th>" for h in ("device", "name", "memory", "capability")
+        )
+        body = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+            for row in self._rows()
+        )
+        return (
+            '<table class="dlcomp-parameter-table">'
+            f"<caption>{html.escape(self._versions())}</caption>"
+            f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data, for JSON files of benchmark results."""
+        return {
+            "devices": [d.__dict__ for d in self.devices],
+            "torch": self.torch,
+            "cuda": self.cuda,
+            "cudnn": self.cudnn,
+            "python": self.python,
+        }
+
+
+def _info(device: torch.device) -> DeviceInfo:
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        return DeviceInfo(
+            str(device),
+            props.name,
+            props.total_memory / 2**30,
+            f"{props.major}.{props.minor}",
+        )
+    name = device.type.upper()
+    module = getattr(torch, device.type, None)
+    if module is not None and hasattr(module, "get_device_name"):
+        name = module.get_device_name(device)
+    return DeviceInfo(str(device), name, None, None)
+
+
+def describe_devices() -> DeviceReport:
+    """Describe this machine's devices and the versions of torch, CUDA and Python.
+
+    Returns:
+        DeviceReport: prints as an aligned text table (``print(report)``) and
+        renders as an HTML table in notebooks.
+
+    Examples:
+        >>> print(describe_devices())  # doctest: +ELLIPSIS
+        device  name...
+        ...torch ...
+    """
+    devices = try_all_gpus()
+    if devices == [cpu()]:
+        infos: tuple[DeviceInfo, ...] = (
+            DeviceInfo("cpu", f"CPU ({platform.machine()})", None, None),
+        )
+    else:
+        infos = tuple(_info(d) for d in devices)
+    cudnn = (
+        torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    )
+    return DeviceReport(
+        devices=infos,
+        torch=torch.__version__,
+        cuda=torch.version.cuda,
+        cudnn=None if cudnn is None else str(cudnn),
+        python=platform.python_version(),
+    )

@@ -1,0 +1,462 @@
+"""Section 5.6, "GPUs": timing that is correct on an accelerator, and the chapter's measurements.
+
+Accelerators run asynchronously: ``Y = X @ X`` on a GPU returns as soon as
+the work is *queued*. A timer that reads the clock then measures the queueing,
+not the work. :func:`~dlcomp.benchmark` synchronizes the device before every
+clock reading, warms up (the first call pays for allocation and kernel
+selection), repeats until enough time has passed, and reports the median
+with its interquartile range.
+
+:class:`torch.utils.benchmark.Timer` does the same for CUDA. This module
+exists beside it because it synchronizes *any* accelerator (through
+:mod:`torch.accelerator`), takes a plain Python callable, and returns its
+results as data (:class:`~dlcomp.Measurement`) that the chapter's plots and
+the ``python -m dlcomp bench`` command store as JSON. The docs build checks
+that both agree within 10% on the same statement.
+
+The measurements the chapter needs, each returning data, never a plot:
+:func:`~dlcomp.matmul_throughput`, :func:`~dlcomp.small_op_overhead`,
+:func:`~dlcomp.copy_bandwidth`, :func:`~dlcomp.logging_cost` (exercise 3)
+and :func:`~dlcomp.two_devices` (exercise 4).
+"""  # noqa: E501
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from dlcomp.devices import cpu, gpu, num_gpus
+
+__all__ = [
+    "Measurement",
+    "benchmark",
+    "copy_bandwidth",
+    "logging_cost",
+    "matmul_throughput",
+    "small_op_overhead",
+    "synchronize",
+    "two_devices",
+]
+
+
+def synchronize(device: torch.device | str | None = None) -> None:
+    """Wait until all work queued on ``device`` has finished (nothing to do on a CPU).
+
+    Examples:
+        >>> synchronize("cpu")  # returns at once: CPU work is already done
+    """
+    device = torch.device(device) if device is not None else cpu()
+    if device.type in ("cpu", "meta"):
+        return
+    api = getattr(torch, "accelerator", None)
+    if api is not None and hasattr(api, "synchronize"):
+        api.synchronize(device)
+    else:  # torch < 2.6
+        getattr(torch, device.type).synchronize(device)
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Times of repeated runs of one statement, and their statistics.
+
+    Attributes:
+        label: what was measured.
+        device: where it ran.
+        times: seconds per call, one entry per timed block.
+        number: calls per timed block (the block time divided by it gives
+            each entry of ``times``).
+
+    Examples:
+        >>> m = Measurement("demo", "cpu", (1.0, 2.0, 3.0, 4.0, 100.0), number=1)
+        >>> m.median, m.iqr, m.runs
+        (3.0, 2.0, 5)
+    """
+
+    label: str
+    device: str
+    times: tuple[float, ...]
+    number: int = 1
+
+    @property
+    def runs(self) -> int:
+        """How many timed blocks."""
+        return len(self.times)
+
+    @property
+    def median(self) -> float:
+        """Median seconds per call."""
+        return statistics.median(self.times)
+
+    @property
+    def q1(self) -> float:
+        """First quartile of the seconds per call."""
+        return _quantile(self.times, 0.25)
+
+    @property
+    def q3(self) -> float:
+        """Third quartile of the seconds per call."""
+        return _quantile(self.times, 0.75)
+
+    @property
+    def iqr(self) -> float:
+        """Interquartile range ``q3 - q1``: the spread of the middle half."""
+        return self.q3 - self.q1
+
+    def __str__(self) -> str:
+        return (
+            f"{self.label} on {self.device}: median {_fmt(self.median)} "
+            f"(IQR {_fmt(self.iqr)}, {self.runs} runs x {self.number})"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data for JSON: the fields plus the statistics."""
+        data = asdict(self)
+        data["times"] = list(self.times)
+        data.update(median=self.median, q1=self.q1, q3=self.q3, runs=self.runs)
+        return data
+
+
+def _quantile(values: Iterable[float], q: float) -> float:
+    """Linear interpolation between order statistics (numpy's default)."""
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def _fmt(seconds: float) -> str:
+    for unit, scale in (("s", 1), ("ms", 1e-3), ("us", 1e-6)):
+        if seconds >= scale:
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds / 1e-9:.3g} ns"
+
+
+def benchmark(
+    fn: Callable[[], Any],
+    *,
+    label: str = "",
+    device: torch.device | str | None = None,
+    warmup: int = 2,
+    min_time: float = 0.2,
+    min_runs: int = 7,
+    max_runs: int = 1000,
+    min_block: float = 1e-3,
+    clock: Callable[[], float] = time.perf_counter,
+    sync: Callable[[], None] | None = None,
+) -> Measurement:
+    """Time ``fn()`` correctly on any device: synchronize, warm up, repeat, take the median.
+
+    1. Warm up: call ``fn`` ``warmup`` times (at least once), then synchronize.
+    2. Choose ``number``, the calls per timed block, doubling it until one
+       block takes at least ``min_block`` seconds (so that a tiny statement
+       is not lost in the clock's resolution).
+    3. Time blocks, synchronizing the device before reading the clock at the
+       end of each, until at least ``min_runs`` blocks and ``min_time``
+       seconds (or ``max_runs`` blocks).
+
+    Args:
+        fn: the statement, as a callable without arguments.
+        label: a name for it.
+        device: the device to synchronize (default: the CPU, nothing to wait for).
+        warmup: untimed calls first.
+        min_time: timed seconds to collect at least.
+        min_runs: timed blocks to collect at least.
+        max_runs: timed blocks at most.
+        min_block: the shortest acceptable block, in seconds.
+        clock: the clock (tests pass a fake one).
+        sync: the synchronization (default: :func:`synchronize` on ``device``).
+
+    Returns:
+        Measurement: seconds per call of every block, and their statistics.
+
+    Examples:
+        >>> x = torch.rand(64, 64)
+        >>> m = benchmark(lambda: x @ x, label="64x64 matmul", min_time=0.01)
+        >>> m.runs >= 7 and m.median > 0
+        True
+    """  # noqa: E501
+    device = torch.device(device) if device is not None else cpu()
+    sync = sync if sync is not None else (lambda: synchronize(device))
+    for _ in range(max(warmup, 1)):
+        fn()
+    sync()
+
+    def block(number: int) -> float:
+        start = clock()
+        for _ in range(number):
+            fn()
+        sync()
+        return clock() - start
+
+    number = 1
+    while (elapsed := block(number)) < min_block and number < 2**20:
+        number *= 2
+    times = [elapsed / number]
+    total = elapsed
+    while (len(times) < min_runs or total < min_time) and len(times) < max_runs:
+        elapsed = block(number)
+        times.append(elapsed / number)
+        total += elapsed
+    return Measurement(
+        label or getattr(fn, "__name__", "fn"), str(device), tuple(times), number
+    )
+
+
+# --- the chapter's measurements ------------------------------------------------------
+
+
+def matmul_throughput(
+    sizes: Iterable[int],
+    device: torch.device | str = "cpu",
+    *,
+    dtype: torch.dtype = torch.float32,
+    min_time: float = 0.1,
+) -> list[dict[str, Any]]:
+    """Matrix multiplication speed over square sizes, in GFLOP/s.
+
+    An ``n x n`` by ``n x n`` product costs ``2 n^3`` floating point
+    operations; GFLOP/s is that divided by the median time.
+
+    Args:
+        sizes: the ``n`` to measure.
+        device: where to compute.
+        dtype: the element type.
+        min_time: seconds of timing per size.
+
+    Returns:
+        list[dict]: per size: ``size``, ``gflops``, and the
+        :class:`Measurement` as a dict under ``"measurement"``.
+
+    Examples:
+        >>> rows = matmul_throughput([16, 32], min_time=0.01)
+        >>> [row["size"] for row in rows], all(row["gflops"] > 0 for row in rows)
+        ([16, 32], True)
+    """
+    device = torch.device(device)
+    rows = []
+    for n in sizes:
+        A = torch.rand(n, n, device=device, dtype=dtype)
+        B = torch.rand(n, n, device=device, dtype=dtype)
+        m = benchmark(
+            lambda A=A, B=B: A @ B,
+            label=f"matmul {n}",
+            device=device,
+            min_time=min_time,
+        )
+        rows.append(
+            {"size": n, "gflops": 2 * n**3 / m.median / 1e9, "measurement": m.as_dict()}
+        )
+    return rows
+
+
+def small_op_overhead(
+    device: torch.device | str = "cpu", *, min_time: float = 0.1
+) -> Measurement:
+    """The cost of one tiny operation (adding two 1-element tensors), launch included.
+
+    On a GPU this is mostly the fixed cost of launching a kernel, which is
+    why many small operations are slow and one large one is fast.
+
+    Examples:
+        >>> small_op_overhead(min_time=0.01).median < 1e-3
+        True
+    """
+    device = torch.device(device)
+    a = torch.ones(1, device=device)
+    b = torch.ones(1, device=device)
+    return benchmark(
+        lambda: a + b, label="1-element add", device=device, min_time=min_time
+    )
+
+
+def copy_bandwidth(
+    sizes_mib: Iterable[float],
+    device: torch.device | str,
+    *,
+    min_time: float = 0.1,
+) -> list[dict[str, Any]]:
+    """Host <-> device copy speed in GB/s: pageable vs pinned, with and without ``non_blocking``.
+
+    Pinned (page-locked) host memory can be copied by the GPU directly, and
+    only then can ``non_blocking=True`` overlap the copy with other work.
+    With ``device="cpu"`` (no accelerator) only a host memory copy is
+    measured, as a reference.
+
+    Args:
+        sizes_mib: tensor sizes in MiB.
+        device: the accelerator (or ``"cpu"``).
+        min_time: seconds of timing per configuration.
+
+    Returns:
+        list[dict]: per size and configuration: ``size_mib``, ``direction``,
+        ``memory`` (``"pageable"``/``"pinned"``), ``non_blocking``, ``gbps``,
+        and the measurement.
+
+    Examples:
+        >>> rows = copy_bandwidth([1], "cpu", min_time=0.01)
+        >>> [(r["direction"], r["memory"]) for r in rows]
+        [('host->host', 'pageable')]
+    """  # noqa: E501
+    device = torch.device(device)
+    rows = []
+    for size in sizes_mib:
+        n = int(size * 2**20 / 4)
+        if device.type == "cpu":
+            host = torch.rand(n)
+            m = benchmark(host.clone, label=f"clone {size} MiB", min_time=min_time)
+            rows.append(_copy_row(size, "host->host", "pageable", False, m))
+            continue
+        for memory in ("pageable", "pinned"):
+            host = torch.rand(n)
+            if memory == "pinned":
+                host = host.pin_memory()
+            on_device = host.to(device)
+            for non_blocking in (False, True):
+                label = f"{memory} {size} MiB"
+                to_device = benchmark(
+                    lambda h=host, nb=non_blocking: h.to(device, non_blocking=nb),
+                    label=f"to {label}", device=device, min_time=min_time,
+                )  # fmt: skip
+                rows.append(
+                    _copy_row(size, "host->device", memory, non_blocking, to_device)
+                )
+                to_host = benchmark(
+                    lambda d=on_device, nb=non_blocking: d.to("cpu", non_blocking=nb),
+                    label=f"from {label}", device=device, min_time=min_time,
+                )  # fmt: skip
+                rows.append(
+                    _copy_row(size, "device->host", memory, non_blocking, to_host)
+                )
+    return rows
+
+
+def _copy_row(
+    size: float, direction: str, memory: str, non_blocking: bool, m: Measurement
+) -> dict[str, Any]:
+    return {
+        "size_mib": size,
+        "direction": direction,
+        "memory": memory,
+        "non_blocking": non_blocking,
+        "gbps": size * 2**20 / m.median / 1e9,
+        "measurement": m.as_dict(),
+    }
+
+
+def logging_cost(
+    device: torch.device | str = "cpu",
+    *,
+    steps: int = 1000,
+    n: int = 100,
+    repeats: int = 5,
+) -> dict[str, Measurement]:
+    """Exercise 3: log with ``.item()`` every step, or keep the log on the device.
+
+    Runs ``steps`` matrix multiplications of ``n x n`` matrices and logs the
+    Frobenius norm of each product, two ways:
+
+    - ``"item"``: ``norm.item()`` every step, a copy to the host and a wait
+      for the device, every step;
+    - ``"on_device"``: append the norm tensor to a list and copy all of them
+      to the host once, at the end.
+
+    Both compute the same numbers. On a CPU they cost about the same; on a
+    GPU the per-step synchronization of ``"item"`` stalls the queue.
+
+    Returns:
+        dict: ``{"item": Measurement, "on_device": Measurement}`` (seconds
+        per whole run of ``steps`` steps).
+
+    Examples:
+        >>> result = logging_cost(steps=10, n=8, repeats=3)
+        >>> sorted(result), result["item"].runs
+        (['item', 'on_device'], 3)
+    """
+    device = torch.device(device)
+    generator = torch.Generator(device="cpu").manual_seed(0)
+    A = torch.rand(n, n, generator=generator).to(device) / n
+
+    def with_item() -> list[float]:
+        X, log = A, []
+        for _ in range(steps):
+            X = X @ A
+            log.append(torch.linalg.norm(X).item())
+        return log
+
+    def on_device() -> list[float]:
+        X, log = A, []
+        for _ in range(steps):
+            X = X @ A
+            log.append(torch.linalg.norm(X))
+        return torch.stack(log).cpu().tolist()
+
+    results = {}
+    for name, fn in (("item", with_item), ("on_device", on_device)):
+        results[name] = benchmark(
+            fn, label=f"log {name}", device=device, warmup=1,
+            min_runs=repeats, max_runs=repeats, min_time=0.0, min_block=0.0,
+        )  # fmt: skip
+    return results
+
+
+def two_devices(*, n: int = 2048, steps: int = 20, repeats: int = 3) -> dict[str, Any]:
+    """Exercise 4: matrix products on two devices at once vs one after the other.
+
+    Needs two accelerators. PyTorch queues work asynchronously, so issuing
+    the products for device 0 and device 1 in one loop keeps both busy at
+    the same time; with one after the other, each waits for the other.
+
+    Returns:
+        dict: with two devices, ``{"sequential": Measurement, "concurrent":
+        Measurement, "speedup": float}``; otherwise ``{"skipped": reason}``.
+
+    Examples:
+        >>> result = two_devices()
+        >>> "skipped" in result if num_gpus() < 2 else "speedup" in result
+        True
+    """
+    if num_gpus() < 2:
+        return {
+            "skipped": f"needs two accelerators, this machine has {num_gpus()}: "
+            "the exercise compares running on both at once with one after the other"
+        }
+    d0, d1 = gpu(0), gpu(1)
+    X0, X1 = torch.rand(n, n, device=d0), torch.rand(n, n, device=d1)
+
+    def work(X: torch.Tensor) -> None:
+        for _ in range(steps):
+            X @ X
+
+    def both() -> None:
+        synchronize(d0)
+        synchronize(d1)
+
+    def sequential() -> None:
+        work(X0)
+        synchronize(d0)
+        work(X1)
+        synchronize(d1)
+
+    def concurrent() -> None:
+        for _ in range(steps):
+            X0 @ X0
+            X1 @ X1
+        both()
+
+    kwargs = {
+        "warmup": 1,
+        "min_runs": repeats,
+        "max_runs": repeats,
+        "min_time": 0.0,
+        "min_block": 0.0,
+        "sync": both,
+    }
+    seq = benchmark(sequential, label="one after the other", device=d0, **kwargs)
+    con = benchmark(concurrent, label="both at once", device=d0, **kwargs)
+    return {"sequential": seq, "concurrent": con, "speedup": seq.median / con.median}

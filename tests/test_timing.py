@@ -1,0 +1,184 @@
+"""Tests of dlcomp.timing: the timer on a fake clock; the measurements, here."""
+
+import pytest
+import torch
+
+from dlcomp import (
+    Measurement,
+    benchmark,
+    copy_bandwidth,
+    logging_cost,
+    matmul_throughput,
+    num_gpus,
+    small_op_overhead,
+    synchronize,
+    try_gpu,
+    two_devices,
+)
+
+
+class FakeClock:
+    """Each call of the statement takes the next duration; events are recorded."""
+
+    def __init__(self, durations):
+        self.now = 0.0
+        self.durations = iter(durations)
+        self.events = []
+
+    def clock(self):
+        self.events.append("clock")
+        return self.now
+
+    def fn(self):
+        self.events.append("call")
+        self.now += next(self.durations)
+
+    def sync(self):
+        self.events.append("sync")
+
+
+def test_statistics_on_a_fake_clock():
+    # 2 warm-up calls (slow: first-call costs), then blocks of 1 call each
+    durations = [9.0, 9.0, 1.0, 2.0, 3.0, 4.0, 100.0]
+    fake = FakeClock(durations)
+    m = benchmark(
+        fake.fn, clock=fake.clock, sync=fake.sync, min_runs=5, min_time=0, min_block=0.5
+    )
+    assert m.times == (1.0, 2.0, 3.0, 4.0, 100.0)  # warm-up excluded
+    assert (m.median, m.q1, m.q3, m.iqr, m.runs, m.number) == (3.0, 2.0, 4.0, 2.0, 5, 1)
+
+
+def test_synchronizes_before_every_clock_reading_at_the_end_of_a_block():
+    fake = FakeClock([1.0] * 10)
+    benchmark(
+        fake.fn,
+        clock=fake.clock,
+        sync=fake.sync,
+        warmup=2,
+        min_runs=3,
+        min_time=0,
+        min_block=0.5,
+    )
+    events = fake.events
+    assert events[:3] == ["call", "call", "sync"]  # warm-up, then wait for it
+    for i, event in enumerate(events):
+        if event == "clock" and i > 3 and events[i - 1] != "sync":
+            assert events[i + 1] == "call", (
+                f"clock read at {i} without a sync before it"
+            )
+
+
+def test_block_size_doubles_until_a_block_is_long_enough():
+    fake = FakeClock([0.001] * 10_000)
+    m = benchmark(
+        fake.fn,
+        clock=fake.clock,
+        sync=fake.sync,
+        warmup=1,
+        min_block=0.01,
+        min_runs=3,
+        min_time=0,
+    )
+    assert m.number == 16  # 1, 2, 4, 8 calls take < 10 ms; 16 calls take 16 ms
+    assert m.median == pytest.approx(0.001)
+
+
+def test_repeats_until_min_time():
+    fake = FakeClock([0.125] * 100)  # exact in binary: the sum reaches 1.0
+    m = benchmark(
+        fake.fn,
+        clock=fake.clock,
+        sync=fake.sync,
+        warmup=1,
+        min_block=0.0,
+        min_runs=2,
+        min_time=1.0,
+    )
+    assert m.runs == 8
+    assert sum(m.times) == pytest.approx(1.0)
+
+
+def test_quantiles_match_numpy():
+    import numpy as np
+
+    times = (0.5, 0.1, 0.9, 0.3, 0.7, 0.2)
+    m = Measurement("x", "cpu", times)
+    assert m.q1 == pytest.approx(np.quantile(times, 0.25))
+    assert m.q3 == pytest.approx(np.quantile(times, 0.75))
+    assert m.median == pytest.approx(np.median(times))
+    assert "median 400 ms" in str(m)
+
+
+def test_measurement_as_dict_round_trips_to_json():
+    import json
+
+    m = Measurement("x", "cpu", (1.0, 3.0), number=4)
+    data = json.loads(json.dumps(m.as_dict()))
+    assert data == {"label": "x", "device": "cpu", "times": [1.0, 3.0], "number": 4,
+                    "median": 2.0, "q1": 1.5, "q3": 2.5, "runs": 2}  # fmt: skip
+
+
+def test_synchronize_on_cpu_and_meta_is_a_no_op():
+    synchronize("cpu")
+    synchronize(torch.device("meta"))
+    synchronize()
+
+
+# --- the measurements, small, on this machine ---------------------------------
+
+
+def test_matmul_throughput_rows():
+    rows = matmul_throughput([8, 16], min_time=0.005)
+    assert [r["size"] for r in rows] == [8, 16]
+    for r in rows:
+        assert r["gflops"] == pytest.approx(
+            2 * r["size"] ** 3 / r["measurement"]["median"] / 1e9
+        )
+
+
+def test_small_op_overhead_is_a_measurement():
+    m = small_op_overhead(min_time=0.005)
+    assert m.label == "1-element add"
+    assert m.runs >= 7
+
+
+def test_copy_bandwidth_on_cpu_measures_a_host_copy():
+    rows = copy_bandwidth([0.5], "cpu", min_time=0.005)
+    assert [(r["direction"], r["memory"], r["non_blocking"]) for r in rows] == [
+        ("host->host", "pageable", False)
+    ]
+    assert rows[0]["gbps"] > 0
+
+
+def test_logging_cost_both_ways_log_the_same_values():
+    result = logging_cost(steps=20, n=16, repeats=2)
+    assert set(result) == {"item", "on_device"}
+    assert all(m.runs == 2 for m in result.values())
+
+
+def test_two_devices_explains_when_it_cannot_run():
+    if num_gpus() >= 2:
+        pytest.skip("this machine has two accelerators: the real run is tested below")
+    assert "needs two accelerators" in two_devices()["skipped"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(
+    num_gpus() == 0, reason="no accelerator here; the CPU twins ran instead"
+)
+def test_synchronized_timing_of_an_accelerator():
+    device = try_gpu()
+    A = torch.rand(2048, 2048, device=device)
+    timed = benchmark(lambda: A @ A, device=device, min_time=0.05)
+    unsynchronized = benchmark(
+        lambda: A @ A, device=device, min_time=0.05, sync=lambda: None
+    )
+    # without waiting, the clock measures how fast work is queued, not done
+    assert unsynchronized.median < timed.median
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(num_gpus() < 2, reason="needs two accelerators")
+def test_two_devices_concurrently():
+    result = two_devices(n=1024, steps=10, repeats=2)
+    assert result["speedup"] > 0
