@@ -145,7 +145,14 @@ html_theme_options = {
 }
 # Chapter pages are top-level (nothing to list in a section sidebar); the
 # gallery and API sections keep their navigation.
-CHAPTER_PAGES = ["blocks", "parameters", "deferred-init", "custom-layers", "read-write"]
+CHAPTER_PAGES = [
+    "blocks",
+    "parameters",
+    "deferred-init",
+    "custom-layers",
+    "read-write",
+    "gpu",
+]
 html_sidebars = {page: [] for page in ["index", *CHAPTER_PAGES]}
 html_show_sourcelink = True
 copybutton_prompt_text = r">>> |\.\.\. |\$ "

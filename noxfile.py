@@ -76,6 +76,20 @@ def docs(session: nox.Session) -> None:
     session.log(f"Built site: {BUILD / 'index.html'}")
 
 
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Measure this machine (python -m dlcomp bench); results go to build/bench.
+
+    `nox -s bench -- --quick` for a short run; other args go to the command.
+    Record a run from a GPU machine by copying its JSON to benchmarks/results/.
+    """
+    install(session, "bench")
+    args = session.posargs or []
+    if "--out" not in args:
+        args = [*args, "--out", str(ROOT / "build" / "bench")]
+    session.run("python", "-m", "dlcomp", "bench", *args)
+
+
 GENERATED = (
     r"(auto_examples|gen_modules|sg_execution_times|jupyter_cache|jupyter_execute)"
 )

@@ -38,6 +38,7 @@ from dlcomp.timing import (
 
 __all__ = [
     "check_results",
+    "find_recorded",
     "label",
     "load_results",
     "plot_results",
@@ -235,6 +236,25 @@ def load_results(directory: str | Path) -> list[dict[str, Any]]:
         except (ValueError, json.JSONDecodeError) as error:
             print(f"skipping {path.name}: {error}", file=sys.stderr)
     return found
+
+
+def find_recorded(start: str | Path | None = None) -> list[dict[str, Any]]:
+    """The recorded runs in the nearest ``benchmarks/results/`` above ``start``.
+
+    Gallery scripts call this with their own folder: inside a checkout of the
+    repository they find the runs recorded on other machines; a script
+    downloaded on its own finds none and shows only its own measurement.
+
+    Examples:
+        >>> find_recorded("/")
+        []
+    """
+    here = Path(start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / "benchmarks" / "results"
+        if candidate.is_dir():
+            return load_results(candidate)
+    return []
 
 
 def label(data: dict[str, Any], device: str) -> str:

@@ -14,12 +14,18 @@ CHAPTER_PAGES = [
     "deferred-init.html",
     "custom-layers.html",
     "read-write.html",
+    "gpu.html",
 ]
 GALLERY = {
     "blocks": ["plot_01_chimera", "plot_02_forward_hooks"],
     "parameters": ["plot_01_tied_training", "plot_02_lazy_input_sizes"],
     "layers": ["plot_01_half_fourier"],
     "files": ["plot_01_resume_after_crash"],
+    "gpu": [
+        "plot_01_matmul_throughput",
+        "plot_02_copy_bandwidth",
+        "plot_03_logging_cost",
+    ],
 }
 
 
@@ -126,3 +132,12 @@ def test_outputs_hold_nothing_that_changes_between_builds(site: Path, page: str)
     text = page_text(site / page)
     assert not re.findall(r"0x[0-9a-f]{6,}", text), "a memory address in an output"
     assert not re.findall(r"/tmp/tmp\w+", text), "a temporary path in an output"
+
+
+def test_gpu_page_ran_the_cpu_path_and_the_timer_check(site: Path):
+    text = page_text(site / "gpu.html")
+    assert "try_all_gpus():  [device(type='cpu')]" in text
+    assert "already there, same object: True" in text
+    assert "X is on cpu but Y is on meta" in text
+    assert "ours / Timer (same threads):" in text
+    assert "needs two accelerators, this machine has 0" in text

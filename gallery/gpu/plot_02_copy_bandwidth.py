@@ -1,0 +1,76 @@
+"""
+Copy bandwidth: host and device
+===============================
+
+Time copies of tensors from 1 to 64 MiB with :func:`dlcomp.copy_bandwidth`
+and plot GB/s. On a machine with an accelerator it measures host-to-device and
+device-to-host copies from pageable and from pinned memory, with and without
+``non_blocking``; on this CPU-only build it measures a host memory copy, as
+the reference every device transfer is compared with. You will see how the
+speed per byte depends on the size of the copy: a device transfer pays a
+fixed cost per copy, and on a CPU copies that fit in the caches are fastest.
+"""
+
+# %%
+# Measure
+# -------
+import torch
+
+from dlcomp import copy_bandwidth, try_gpu
+
+device = try_gpu()
+rows = copy_bandwidth([1, 4, 16, 64], device, min_time=0.05)
+for r in rows:
+    print(f"{r['direction']:12} {r['memory']:8} non_blocking={r['non_blocking']!s:5} "
+          f"{r['size_mib']:4} MiB: {r['gbps']:6.1f} GB/s")  # fmt: skip
+
+# %%
+# Recorded runs from other machines
+# ---------------------------------
+from pathlib import Path
+
+from dlcomp.bench import find_recorded, label
+
+recorded = find_recorded(Path(globals().get("__file__", ".")).resolve().parent)
+print(f"{len(recorded)} recorded run(s) found")
+
+# %%
+# Plot
+# ----
+import matplotlib.pyplot as plt
+
+
+def key(r):
+    return f"{r['direction']}, {r['memory']}" + (
+        ", non_blocking" if r["non_blocking"] else ""
+    )
+
+
+fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
+for name in dict.fromkeys(key(r) for r in rows):
+    chosen = [r for r in rows if key(r) == name]
+    where = f"this build ({device}, torch {torch.__version__})"
+    ax.plot([r["size_mib"] for r in chosen], [r["gbps"] for r in chosen], marker="o",
+            label=f"{where}: {name}")  # fmt: skip
+for data in recorded:
+    for dev, entry in data["results"].items():
+        for name in dict.fromkeys(key(r) for r in entry["copy"]):
+            chosen = [r for r in entry["copy"] if key(r) == name]
+            ax.plot([r["size_mib"] for r in chosen], [r["gbps"] for r in chosen],
+                    marker="s", linestyle="--",
+                    label=f"{label(data, dev)}: {name}")  # fmt: skip
+ax.set(xscale="log", xlabel="tensor size (MiB)", ylabel="GB/s (median)")
+first, last = rows[0]["gbps"], rows[-1]["gbps"]
+ax.set_title(
+    "Larger copies move more bytes per second"
+    if last > first
+    else f"Here the smallest copies are fastest ({first:.0f} vs {last:.0f} GB/s)"
+)
+ax.legend(fontsize="x-small")
+plt.show()
+
+# %%
+# See also
+# --------
+# - The chapter page: :doc:`/gpu` (transfers are slow).
+# - API: :func:`dlcomp.copy_bandwidth`.
