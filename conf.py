@@ -52,7 +52,18 @@ extensions = [
     "sphinx_copybutton",
     "sphinx_design",
     "dlcomp_sphinx",  # docs/_ext: dlcomp-source, dlcomp-api, reset_torch
+    "notfound.extension",  # 404.html with absolute links, for any URL depth
 ]
+
+# The site's path on its host, for the links of the 404 page: "/" for a
+# custom domain or local serving, "/dlcomp/" for a GitHub Pages project site.
+notfound_urls_prefix = os.environ.get("DLCOMP_URL_PREFIX", "/")
+notfound_context = {
+    "title": "Page not found",
+    "body": "<h1>Page not found</h1><p>This page does not exist (any more). "
+    'Start from the <a href="' + notfound_urls_prefix + 'index.html">chapter map</a> '
+    "or use the search.</p>",
+}
 
 root_doc = "index"
 exclude_patterns = [
@@ -129,6 +140,12 @@ sphinx_gallery_conf = {
     "show_signature": False,
     "plot_gallery": "False" if FAST else "True",
     "matplotlib_animations": False,
+    # Its timing tables need jQuery, which Sphinx 9 no longer ships ("$ is not
+    # defined" in the browser); the build log prints the same times.
+    "write_computation_times": False,
+    # Run the scripts in parallel processes (joblib). They seed torch
+    # themselves through reset_modules and write only to temporary folders.
+    "parallel": 2,
 }
 
 # -- HTML -------------------------------------------------------------------
@@ -136,6 +153,7 @@ html_theme = "pydata_sphinx_theme"
 html_title = "dlcomp"
 html_static_path = ["docs/_static"]
 html_css_files = ["dlcomp.css"]
+html_favicon = "docs/_static/favicon.svg"  # also spares browsers a 404 for /favicon.ico
 html_theme_options = {
     "navigation_with_keys": False,
     "show_toc_level": 2,
@@ -153,7 +171,12 @@ CHAPTER_PAGES = [
     "read-write",
     "gpu",
 ]
-html_sidebars = {page: [] for page in ["index", *CHAPTER_PAGES]}
+html_sidebars = {page: [] for page in ["index", *CHAPTER_PAGES, "404"]}
+dlcomp_chapter_pages = CHAPTER_PAGES
+# Executed notebooks exist only when pages are executed.
+dlcomp_notebook_links = not FAST
 html_show_sourcelink = True
+# Without a default, a first visit logs "Got invalid theme mode" (console error).
+html_context = {"default_mode": "auto"}
 copybutton_prompt_text = r">>> |\.\.\. |\$ "
 copybutton_prompt_is_regexp = True

@@ -14,7 +14,7 @@ import nox
 
 nox.needs_version = ">=2025.2.9"
 nox.options.default_venv_backend = "virtualenv"
-nox.options.sessions = ["lint", "tests", "docs"]
+nox.options.sessions = ["lint", "tests", "docs", "browser"]
 
 ROOT = Path(__file__).parent
 PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
@@ -34,10 +34,15 @@ def install(session: nox.Session, *groups: str, project: bool = True) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """Check style and formatting with ruff (no changes; run `ruff format` to fix)."""
+    """Check style and formatting (ruff) and the hosting configs (their schemas)."""
     install(session, "lint", project=False)
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    # Schemas vendored in check-jsonschema: no network needed.
+    session.run("check-jsonschema", "--builtin-schema", "vendor.github-workflows",
+                ".github/workflows/docs.yml")  # fmt: skip
+    session.run("check-jsonschema", "--builtin-schema", "vendor.readthedocs",
+                ".readthedocs.yaml")  # fmt: skip
 
 
 @nox.session
@@ -74,6 +79,18 @@ def docs(session: nox.Session) -> None:
             "pytest", "-m", "site", "tests/site", env={"DLCOMP_SITE": str(BUILD)}
         )
     session.log(f"Built site: {BUILD / 'index.html'}")
+
+
+@nox.session
+def browser(session: nox.Session) -> None:
+    """Drive Chromium over the built site (run `nox -s docs` first).
+
+    Needs Debian's Chromium (`apt-get install -y chromium`, or DLCOMP_CHROMIUM
+    pointing at a Chromium binary); Playwright does not download a browser.
+    """
+    install(session, "browser", project=False)
+    session.run("pytest", "-m", "browser", "tests/browser", *session.posargs,
+                env={"DLCOMP_SITE": str(BUILD)})  # fmt: skip
 
 
 @nox.session

@@ -7,6 +7,10 @@
   truth), so a chapter page shows the code it then runs.
 - ``.. dlcomp-api:: dlcomp.module``: documents every name in the module's
   ``__all__`` (autodoc), each followed by the gallery examples that use it.
+- Chapter pages (``dlcomp_chapter_pages`` in conf.py): each exercise's answer
+  under the "Exercises" heading is folded (``<details>``), and a link offers
+  the executed page as a Jupyter notebook, copied next to the HTML when the
+  build finishes.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ from __future__ import annotations
 import ast
 import importlib
 import inspect
+import shutil
 import textwrap
+from pathlib import Path
 from typing import Any, ClassVar
 
 from docutils import nodes
@@ -137,7 +143,76 @@ class DlcompApi(SphinxDirective):
         return []
 
 
+NOTEBOOKS = "_notebooks"  # folder of the built site that holds the .ipynb files
+
+
+def _fold_answers(section: nodes.section) -> None:
+    """Wrap everything under each exercise's heading in a closed <details>."""
+    for exercise in section.findall(nodes.section):
+        if exercise is section:
+            continue
+        title = exercise.children[0]
+        answer = exercise.children[1:]
+        if not answer:
+            continue
+        exercise.children = [
+            title,
+            nodes.raw(
+                "",
+                '<details class="dlcomp-answer"><summary>Show the answer</summary>',
+                format="html",
+            ),
+            *answer,
+            nodes.raw("", "</details>", format="html"),
+        ]
+        for child in exercise.children:
+            child.parent = exercise
+
+
+def _chapter_page(app: Sphinx, doctree: nodes.document) -> None:
+    """doctree-read: fold the answers, add the notebook download link."""
+    docname = app.env.docname
+    if docname not in app.config.dlcomp_chapter_pages:
+        return
+    for section in doctree.findall(nodes.section):
+        title = section.children[0] if section.children else None
+        if isinstance(title, nodes.title) and title.astext() == "Exercises":
+            _fold_answers(section)
+    if app.config.dlcomp_notebook_links:
+        top = next(iter(doctree.findall(nodes.section)), None)
+        if top is not None:
+            href = f"{NOTEBOOKS}/{docname}.ipynb"
+            link = nodes.reference(
+                "", "Download this page as a Jupyter notebook (.ipynb)", refuri=href
+            )
+            link["classes"].append("dlcomp-notebook-link")
+            top.insert(1, nodes.paragraph("", "", link, classes=["dlcomp-notebook"]))
+
+
+def _copy_notebooks(app: Sphinx, exception: Exception | None) -> None:
+    """build-finished: put the executed notebooks next to the HTML pages."""
+    if exception is not None or app.builder.format != "html":
+        return
+    if not app.config.dlcomp_notebook_links:
+        return
+    executed = Path(app.outdir).parent / "jupyter_execute"
+    target = Path(app.outdir) / NOTEBOOKS
+    target.mkdir(exist_ok=True)
+    for docname in app.config.dlcomp_chapter_pages:
+        source = executed / f"{docname}.ipynb"
+        if not source.is_file():
+            raise FileNotFoundError(
+                f"{source} is missing: myst-nb did not write the executed notebook "
+                f"of {docname}, so its download link would be broken"
+            )
+        shutil.copyfile(source, target / f"{docname}.ipynb")
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive("dlcomp-source", DlcompSource)
     app.add_directive("dlcomp-api", DlcompApi)
+    app.add_config_value("dlcomp_chapter_pages", [], "env")
+    app.add_config_value("dlcomp_notebook_links", True, "env")
+    app.connect("doctree-read", _chapter_page)
+    app.connect("build-finished", _copy_notebooks)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
