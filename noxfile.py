@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import nox
@@ -21,6 +22,16 @@ PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
 CONSTRAINTS = ("-c", str(ROOT / "constraints.txt"))
 BUILD = ROOT / "build" / "html"  # myst-nb keeps its cache in build/.jupyter_cache
 SPHINX = ["-W", "--keep-going", "-n", "-T", "-c", ".", "docs", str(BUILD)]
+
+
+def clean_build() -> None:
+    """Delete the built site, myst-nb's cache and the generated gallery."""
+    for path in (
+        ROOT / "build",
+        ROOT / "docs" / "auto_examples",
+        ROOT / "docs" / "gen_modules",
+    ):
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def install(session: nox.Session, *groups: str, project: bool = True) -> None:
@@ -79,6 +90,27 @@ def docs(session: nox.Session) -> None:
             "pytest", "-m", "site", "tests/site", env={"DLCOMP_SITE": str(BUILD)}
         )
     session.log(f"Built site: {BUILD / 'index.html'}")
+
+
+@nox.session
+def buildtime(session: nox.Session) -> None:
+    """Time a clean docs build and a no-change rebuild; fail if the rebuild is >=15%."""
+    install(session, "docs")
+    clean_build()
+    times = []
+    for _ in ("clean", "no-change"):
+        start = time.perf_counter()
+        session.run("sphinx-build", "-q", *SPHINX, env={"CI": ""})
+        times.append(time.perf_counter() - start)
+    ratio = times[1] / times[0]
+    clean, again = times
+    session.log(
+        f"clean build {clean:.1f} s, no-change rebuild {again:.1f} s, ratio {ratio:.1%}"
+    )
+    if ratio >= 0.15:
+        session.error(
+            f"a no-change rebuild took {ratio:.0%} of a clean build (limit 15%)"
+        )
 
 
 @nox.session
