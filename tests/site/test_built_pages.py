@@ -141,3 +141,9 @@ def test_gpu_page_ran_the_cpu_path_and_the_timer_check(site: Path):
     assert "X is on cpu but Y is on meta" in text
     assert "ours / Timer (same threads):" in text
     assert "needs two accelerators, this machine has 0" in text
+
+
+@pytest.mark.parametrize("page", CHAPTER_PAGES)
+def test_chapter_pages_show_their_gallery_scripts(site: Path, page: str):
+    source = (site / page).read_text(encoding="utf-8")
+    assert source.count("sphx-glr-thumbcontainer") >= 1  # the mini-gallery
