@@ -7,7 +7,8 @@ it belongs to:
 - :mod:`dlcomp.parameters`: 5.2 parameter management.
 - :mod:`dlcomp.lazy`: 5.3 deferred initialization.
 - :mod:`dlcomp.layers`: 5.4 custom layers.
-- :mod:`dlcomp.serialization`: 5.5 reading and writing files.
+- :mod:`dlcomp.serialization`: 5.5 reading and writing files, and
+  :mod:`dlcomp.distributed`, its checkpoints of models trained across processes.
 - :mod:`dlcomp.devices` and :mod:`dlcomp.timing`: 5.6 GPUs (and
   :mod:`dlcomp.bench`, the measurements of ``python -m dlcomp bench``).
 
@@ -39,6 +40,7 @@ from dlcomp.devices import (
     try_all_gpus,
     try_gpu,
 )
+from dlcomp.distributed import DistributedCheckpointManager, consolidate
 from dlcomp.layers import CenteredLayer, HalfFourier, MyLinear, TensorReduction
 from dlcomp.lazy import (
     LazyMyLinear,
@@ -94,6 +96,7 @@ __all__ = [
     "CheckpointManager",
     "DeviceInfo",
     "DeviceReport",
+    "DistributedCheckpointManager",
     "FixedHiddenMLP",
     "HalfFourier",
     "LayerShapes",
@@ -116,6 +119,7 @@ __all__ = [
     "block2",
     "chimera",
     "common_device",
+    "consolidate",
     "copy_bandwidth",
     "cpu",
     "current_accelerator",

@@ -15,6 +15,7 @@ TOPIC_MODULES = [
     "dlcomp.lazy",
     "dlcomp.layers",
     "dlcomp.serialization",
+    "dlcomp.distributed",
     "dlcomp.devices",
     "dlcomp.timing",
 ]

@@ -1,0 +1,255 @@
+"""Distributed checkpoints: FSDP2 and DDP on 2 CPU processes (gloo), resharding, kills.
+
+Each test launches ``torchrun --standalone`` with ``python -m dlcomp._dist_worker``
+(bounded by timeouts). The module prints how long its tests took.
+"""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from dlcomp import CheckpointError, DistributedCheckpointManager, consolidate
+from dlcomp._dist_worker import build, full_state
+
+pytestmark = pytest.mark.skipif(
+    not dist.is_available() or sys.platform == "win32",
+    reason="needs torch.distributed with gloo (POSIX)",
+)
+
+TIMES = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def report_times(request):
+    start = time.perf_counter()
+    yield
+    total = time.perf_counter() - start
+    parts = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in TIMES.items())
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled():
+        print(f"\ndistributed tests: {total:.1f} s in all ({parts})")
+
+
+def worker(directory, *args, nproc=2, torchrun_args=(), timeout=180):
+    """Run the training worker on ``nproc`` processes (1: no torchrun)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    module = ["-m", "dlcomp._dist_worker", str(directory), *map(str, args)]
+    if nproc == 1:
+        command = [sys.executable, *module]
+    else:
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                   f"--nproc_per_node={nproc}", *torchrun_args, *module]  # fmt: skip
+    return subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=timeout, check=True
+    )
+
+
+def assert_same_state(a, b):
+    assert a["model"].keys() == b["model"].keys()
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert a["optim"]["state"].keys() == b["optim"]["state"].keys()
+    for k, state in a["optim"]["state"].items():
+        for name, value in state.items():
+            assert torch.equal(
+                torch.as_tensor(value), torch.as_tensor(b["optim"]["state"][k][name])
+            ), (k, name)
+
+
+def load(path):
+    return torch.load(path, weights_only=True)
+
+
+@pytest.mark.parametrize("wrap", ["fsdp", "ddp"])
+def test_two_process_checkpoint_loads_into_one_and_two_processes(tmp_path, wrap):
+    start = time.perf_counter()
+    ckpt = tmp_path / "ckpt"
+    worker(
+        ckpt,
+        "--wrap",
+        wrap,
+        "--steps",
+        6,
+        "--save-every",
+        3,
+        "--state-out",
+        tmp_path / "ref.pt",
+    )
+    reference = load(tmp_path / "ref.pt")
+    latest = DistributedCheckpointManager(ckpt).latest()
+    assert sorted(p.name for p in latest.iterdir()) == [
+        ".metadata",
+        "__0_0.distcp",
+        "__1_0.distcp",
+        "dlcomp.json",
+    ]
+
+    # 2 -> 1: a plain model and optimizer in this process, no process group
+    model, optimizer = build("none", seed=123)  # other initial values
+    manager = DistributedCheckpointManager(ckpt)
+    assert manager.restore(model, optimizer) == 6
+    assert manager.restored["world_size"] == 2
+    assert_same_state(full_state(model, optimizer), reference)
+
+    # 2 -> 2: the same wrapping in two new processes
+    worker(ckpt, "--wrap", wrap, "--load-only", "--state-out", tmp_path / "loaded.pt")
+    assert_same_state(load(tmp_path / "loaded.pt"), reference)
+
+    # one file of full weights, for a plain model
+    from safetensors.torch import load_file
+
+    single = consolidate(latest, tmp_path / "weights.safetensors")
+    plain = nn.Sequential(
+        nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 1)
+    )
+    plain.load_state_dict(load_file(single))
+    assert all(
+        torch.equal(v, reference["model"][k]) for k, v in plain.state_dict().items()
+    )
+    TIMES[f"{wrap} 2->1, 2->2"] = time.perf_counter() - start
+
+
+def test_one_process_checkpoint_loads_into_two_fsdp_processes(tmp_path):
+    start = time.perf_counter()
+    ckpt = tmp_path / "ckpt"
+    worker(
+        ckpt,
+        "--steps",
+        4,
+        "--save-every",
+        2,
+        "--state-out",
+        tmp_path / "ref.pt",
+        nproc=1,
+    )
+    assert DistributedCheckpointManager(ckpt).restore(build("none", 0)[0]) == 4
+    worker(ckpt, "--wrap", "fsdp", "--load-only", "--state-out", tmp_path / "loaded.pt")
+    assert_same_state(load(tmp_path / "loaded.pt"), load(tmp_path / "ref.pt"))
+    TIMES["1->2 fsdp"] = time.perf_counter() - start
+
+
+def test_fsdp_job_killed_at_random_instants_resumes_bitwise(tmp_path, capsys):
+    """SIGKILL one worker of a torchrun job 3 times; torchrun restarts the group."""
+    start = time.perf_counter()
+    steps, every = 400, 4
+    worker(tmp_path / "reference", "--steps", steps, "--save-every", every,
+           "--state-out", tmp_path / "reference.pt")  # fmt: skip
+
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    job = subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone",
+         "--nproc_per_node=2", "--max-restarts=5",
+         "-m", "dlcomp._dist_worker", str(tmp_path / "ckpt"),
+         "--steps", str(steps), "--save-every", str(every), "--pid-dir", str(pids),
+         "--state-out", str(tmp_path / "final.pt")],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    rng = random.Random(8)
+    killed, seen = [], set()
+    deadline = time.monotonic() + 120
+    while len(killed) < 3 and job.poll() is None and time.monotonic() < deadline:
+        rank = rng.randrange(2)
+        pid_file = pids / f"rank{rank}"
+        # wait for a worker of a new attempt, then a random instant of its run
+        pid = 0
+        while time.monotonic() < deadline and job.poll() is None:
+            pid = int(pid_file.read_text() or 0) if pid_file.exists() else 0
+            if pid and pid not in seen:
+                break
+            time.sleep(0.05)
+        if not pid or pid in seen:
+            break
+        seen |= {int(p.read_text() or 0) for p in pids.iterdir()}
+        time.sleep(rng.uniform(0.5, 2.5))
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            continue  # that attempt already finished: nothing was killed
+        killed.append(pid)
+        # every complete checkpoint left behind has its manifest
+        for _, path in DistributedCheckpointManager(tmp_path / "ckpt").checkpoints():
+            assert (path / "dlcomp.json").is_file()
+    output, _ = job.communicate(timeout=180)
+    assert job.returncode == 0, output[-3000:]
+    assert len(killed) == 3, f"only {len(killed)} kills landed"
+    final, reference = load(tmp_path / "final.pt"), load(tmp_path / "reference.pt")
+    assert_same_state(final, reference)
+    assert final["losses"] == reference["losses"]
+    TIMES["kill test"] = time.perf_counter() - start
+    with capsys.disabled():
+        print(f"\ndistributed kill test: torchrun restarted the group after "
+              f"{len(killed)} SIGKILLs; final weights and optimizer state bitwise "
+              "equal to the uninterrupted run")  # fmt: skip
+
+
+def test_half_written_checkpoints_are_never_chosen(tmp_path):
+    manager = DistributedCheckpointManager(tmp_path)
+    model = nn.Linear(4, 2)
+    manager.save(1, model)
+    manager.save(2, model)
+    half = tmp_path / "step-000000003"  # the ranks wrote, the manifest never came
+    half.mkdir()
+    (half / ".metadata").write_bytes(b"")
+    (tmp_path / ".staging-step-000000004").mkdir()  # a save that died early
+    assert [step for step, _ in manager.checkpoints()] == [1, 2]
+    assert manager.restore(nn.Linear(4, 2)) == 2
+
+
+def test_another_architecture_is_refused_and_nothing_loaded(tmp_path):
+    manager = DistributedCheckpointManager(tmp_path)
+    manager.save(1, nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 2)))
+    target = nn.Sequential(nn.Linear(4, 8))
+    before = target[0].weight.detach().clone()
+    with pytest.raises(CheckpointError, match=r"unexpected keys: 1\.weight, 1\.bias"):
+        manager.restore(target)
+    assert torch.equal(target[0].weight, before)
+    wider = nn.Sequential(nn.Linear(4, 16), nn.Linear(16, 2))
+    with pytest.raises(
+        CheckpointError,
+        match=r"0\.weight: \(8, 4\) in the checkpoint, \(16, 4\) in the model",
+    ):
+        manager.restore(wider)
+
+
+def test_optimizer_requested_but_not_saved(tmp_path):
+    manager = DistributedCheckpointManager(tmp_path)
+    model = nn.Linear(4, 2)
+    manager.save(1, model)
+    target = nn.Linear(4, 2)
+    with pytest.raises(CheckpointError, match="holds no optimizer state"):
+        manager.restore(target, torch.optim.Adam(target.parameters()))
+
+
+def test_a_sharded_model_without_a_process_group_is_a_clear_error(tmp_path):
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    store = dist.HashStore()
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    try:
+        model = nn.Sequential(nn.Linear(4, 2))
+        fully_shard(model, mesh=init_device_mesh("cpu", (1,)))
+    finally:
+        dist.destroy_process_group()
+    with pytest.raises(RuntimeError, match="without an initialized process group"):
+        DistributedCheckpointManager(tmp_path).save(1, model)
+
+
+def test_extra_must_be_json(tmp_path):
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        DistributedCheckpointManager(tmp_path).save(1, nn.Linear(2, 2), when=object())
+
+
+def test_consolidate_refuses_an_incomplete_directory(tmp_path):
+    with pytest.raises(CheckpointError, match="not a complete DCP checkpoint"):
+        consolidate(tmp_path, tmp_path / "w.pt")
