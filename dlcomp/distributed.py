@@ -334,7 +334,7 @@ def consolidate(
         >>> out = consolidate(saved, folder / "weights.safetensors")
         >>> from safetensors.torch import load_file
         >>> sorted(load_file(out))
-        ['weight', 'bias']
+        ['bias', 'weight']
     """
     from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
