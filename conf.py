@@ -169,6 +169,7 @@ CHAPTER_PAGES = [
     "deferred-init",
     "custom-layers",
     "read-write",
+    "distributed-checkpoints",
     "gpu",
 ]
 html_sidebars = {page: [] for page in ["index", *CHAPTER_PAGES, "404"]}

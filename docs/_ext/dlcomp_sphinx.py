@@ -37,8 +37,17 @@ def reset_torch(gallery_conf: dict[str, Any], fname: str) -> None:
 
 
 def _resolve(dotted: str) -> Any:
-    module_name, _, attr = dotted.rpartition(".")
-    return getattr(importlib.import_module(module_name), attr)
+    """Import ``a.b.Class.method``: the longest importable module, then attributes."""
+    parts = dotted.split(".")
+    for i in range(len(parts) - 1, 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ModuleNotFoundError:
+            continue
+        for attr in parts[i:]:
+            obj = getattr(obj, attr)
+        return obj
+    raise ValueError(f"cannot import {dotted}")
 
 
 def source_without_docstring(obj: Any) -> str:
