@@ -39,7 +39,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from dlcomp.serialization import CheckpointError, _fsync_directory
+from dlcomp.serialization import (
+    CheckpointError,
+    _check_step,
+    _fsync_directory,
+    _StepCheckpoints,
+)
 
 __all__ = ["DistributedCheckpointManager", "consolidate"]
 
@@ -101,7 +106,7 @@ def _states(
     return {"model": model_state, "optim": optim_state}
 
 
-class DistributedCheckpointManager:
+class DistributedCheckpointManager(_StepCheckpoints):
     """Save and resume DDP, FSDP2 or plain models with DCP, atomically per checkpoint.
 
     Every process calls :meth:`save` and :meth:`restore` (they are collective
@@ -135,30 +140,13 @@ class DistributedCheckpointManager:
     _PATTERN = re.compile(r"step-(\d{9})")
 
     def __init__(self, directory: str | os.PathLike[str], keep: int = 3) -> None:
-        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
-            raise ValueError(f"keep must be an int >= 1, got {keep!r}")
-        self.directory = Path(directory)
+        super().__init__(directory, keep)
         if _rank() == 0:
             self.directory.mkdir(parents=True, exist_ok=True)
         _barrier()
-        self.keep = keep
-        self.restored: dict[str, Any] | None = None
 
-    def checkpoints(self) -> list[tuple[int, Path]]:
-        """``(step, path)`` of every *complete* checkpoint, oldest first."""
-        found = []
-        if not self.directory.is_dir():
-            return found
-        for path in self.directory.iterdir():
-            match = self._PATTERN.fullmatch(path.name)
-            if match and (path / MANIFEST).is_file() and (path / ".metadata").is_file():
-                found.append((int(match.group(1)), path))
-        return sorted(found)
-
-    def latest(self) -> Path | None:
-        """The newest complete checkpoint, or ``None``."""
-        found = self.checkpoints()
-        return found[-1][1] if found else None
+    def _complete(self, path: Path) -> bool:
+        return (path / MANIFEST).is_file() and (path / ".metadata").is_file()
 
     def save(
         self,
@@ -172,8 +160,7 @@ class DistributedCheckpointManager:
         ``extra`` must be JSON-serializable (numbers, strings, lists, dicts):
         it goes into the manifest, which any process can read without torch.
         """
-        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-            raise TypeError(f"step must be an int >= 0, got {step!r}")
+        _check_step(step)
         json.dumps(extra)  # fail early, in every rank, on what JSON cannot hold
         _check_group(model, "save")
         import torch.distributed.checkpoint as dcp

@@ -192,8 +192,7 @@ def save_checkpoint(
         >>> load_checkpoint(folder / "ckpt.pt", nn.Linear(4, 2))
         {'step': 10, 'loss': 0.25}
     """
-    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-        raise TypeError(f"step must be an int >= 0, got {step!r}")
+    _check_step(step)
     _check_extra(extra, "extra")
     payload = {
         "format": FORMAT,
@@ -360,7 +359,46 @@ def load_checkpoint(
 # --- many checkpoints of one run ------------------------------------------------------
 
 
-class CheckpointManager:
+def _check_step(step: object) -> int:
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise TypeError(f"step must be an int >= 0, got {step!r}")
+    return step
+
+
+class _StepCheckpoints:
+    """What both checkpoint managers share: entries named by step, the newest kept."""
+
+    _PATTERN: re.Pattern[str]
+
+    def __init__(self, directory: str | os.PathLike[str], keep: int) -> None:
+        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+            raise ValueError(f"keep must be an int >= 1, got {keep!r}")
+        self.directory = Path(directory)
+        self.keep = keep
+        self.restored: dict[str, Any] | None = None
+
+    def _complete(self, path: Path) -> bool:
+        """Whether the entry at ``path`` is a finished checkpoint."""
+        return True
+
+    def checkpoints(self) -> list[tuple[int, Path]]:
+        """``(step, path)`` of every complete checkpoint, oldest first."""
+        if not self.directory.is_dir():
+            return []
+        found = []
+        for path in self.directory.iterdir():
+            match = self._PATTERN.fullmatch(path.name)
+            if match and self._complete(path):
+                found.append((int(match.group(1)), path))
+        return sorted(found)
+
+    def latest(self) -> Path | None:
+        """The newest complete checkpoint, or ``None`` if there is none."""
+        found = self.checkpoints()
+        return found[-1][1] if found else None
+
+
+class CheckpointManager(_StepCheckpoints):
     """Keep the last ``keep`` checkpoints of a run in ``directory``; resume from them.
 
     Files are named ``step-000000120.pt``. :meth:`save` writes atomically and
@@ -392,29 +430,12 @@ class CheckpointManager:
     _PATTERN = re.compile(r"step-(\d{9})\.pt")
 
     def __init__(self, directory: str | os.PathLike[str], keep: int = 3) -> None:
-        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
-            raise ValueError(f"keep must be an int >= 1, got {keep!r}")
-        self.directory = Path(directory)
+        super().__init__(directory, keep)
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.keep = keep
-        self.restored: dict[str, Any] | None = None
 
     def path_for(self, step: int) -> Path:
         """The file name used for ``step``."""
         return self.directory / f"step-{step:09d}.pt"
-
-    def checkpoints(self) -> list[tuple[int, Path]]:
-        """``(step, path)`` of every checkpoint in the directory, oldest first."""
-        found = []
-        for path in self.directory.iterdir():
-            if match := self._PATTERN.fullmatch(path.name):
-                found.append((int(match.group(1)), path))
-        return sorted(found)
-
-    def latest(self) -> Path | None:
-        """The newest checkpoint's path, or ``None`` if there is none."""
-        found = self.checkpoints()
-        return found[-1][1] if found else None
 
     def save(
         self,

@@ -137,7 +137,13 @@ class DlcompApi(SphinxDirective):
             kind = "autoclass" if inspect.isclass(obj) else "autofunction"
             rst += [f".. {kind}:: {name}"]
             if inspect.isclass(obj):
-                rst += ["   :members:"]
+                # Members a class inherits from dlcomp's own (private) bases are
+                # documented; those of PyTorch's and Python's bases are not.
+                rst += [
+                    "   :members:",
+                    "   :inherited-members: Module, LazyModuleMixin, tuple, object, "
+                    "BaseException",
+                ]
             rst += [""]
             if self._has_examples(f"{public}.{name}"):
                 rst += [
