@@ -139,7 +139,7 @@ def test_one_process_checkpoint_loads_into_two_fsdp_processes(tmp_path):
 def test_fsdp_job_killed_at_random_instants_resumes_bitwise(tmp_path, capsys):
     """SIGKILL one worker of a torchrun job 3 times; torchrun restarts the group."""
     start = time.perf_counter()
-    steps, every = 400, 4
+    steps, every = 600, 4
     worker(tmp_path / "reference", "--steps", steps, "--save-every", every,
            "--state-out", tmp_path / "reference.pt")  # fmt: skip
 
