@@ -40,7 +40,11 @@ from dlcomp.devices import (
     try_all_gpus,
     try_gpu,
 )
-from dlcomp.distributed import DistributedCheckpointManager, consolidate
+from dlcomp.distributed import (
+    DistributedCheckpointManager,
+    consolidate,
+    init_process_group,
+)
 from dlcomp.layers import CenteredLayer, HalfFourier, MyLinear, TensorReduction
 from dlcomp.lazy import (
     LazyMyLinear,
@@ -129,6 +133,7 @@ __all__ = [
     "init_constant",
     "init_lazy",
     "init_normal",
+    "init_process_group",
     "init_xavier",
     "lazy_mlp",
     "load_checkpoint",

@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from dlcomp.distributed import DistributedCheckpointManager
+from dlcomp.distributed import DistributedCheckpointManager, init_process_group
 
 
 def build(wrap: str, seed: int) -> tuple[nn.Module, torch.optim.Optimizer]:
@@ -81,22 +81,7 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.set_num_threads(1)
-    distributed = "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
-    if distributed:
-        # Under torchrun the workers share the agent's key-value store, and it
-        # outlives a restart: keys of the dead attempt (peer addresses) would be
-        # read by the new one ("Gloo connectFullMesh failed ... Connection
-        # refused"). A prefix per attempt keeps the attempts apart.
-        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-        store = dist.TCPStore(
-            os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False
-        )
-        dist.init_process_group(
-            "gloo",
-            store=dist.PrefixStore(f"dlcomp-attempt-{attempt}", store),
-            rank=int(os.environ["RANK"]),
-            world_size=int(os.environ["WORLD_SIZE"]),
-        )
+    distributed = init_process_group("gloo")  # survives torchrun's restarts
     rank = dist.get_rank() if distributed else 0
     if args.pid_dir:
         Path(args.pid_dir, f"rank{rank}").write_text(str(os.getpid()))

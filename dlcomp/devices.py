@@ -17,13 +17,14 @@ a device only when it is *available*, not merely compiled in.
 
 from __future__ import annotations
 
-import html
 import platform
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from dlcomp._table import html_table, text_table
 
 __all__ = [
     "DeviceInfo",
@@ -266,31 +267,15 @@ class DeviceReport:
         extra = f", cuDNN {self.cudnn}" if self.cudnn else ""
         return f"torch {self.torch}, CUDA {cuda}{extra}, Python {self.python}"
 
+    _HEADER = ("device", "name", "memory", "capability")
+
     def __str__(self) -> str:
-        header = ("device", "name", "memory", "capability")
-        rows = [header, *self._rows()]
-        widths = [max(len(r[i]) for r in rows) for i in range(4)]
-        lines = [
-            "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-            for r in rows
-        ]
-        return "\n".join([*lines, self._versions()])
+        return text_table(self._HEADER, self._rows(), self._versions())
 
     __repr__ = __str__
 
     def _repr_html_(self) -> str:
-        head = "".join(
-            f"<th>{h}</th>" for h in ("device", "name", "memory", "capability")
-        )
-        body = "".join(
-            "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
-            for row in self._rows()
-        )
-        return (
-            '<table class="dlcomp-parameter-table">'
-            f"<caption>{html.escape(self._versions())}</caption>"
-            f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-        )
+        return html_table(self._HEADER, self._rows(), self._versions())
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data, for JSON files of benchmark results."""

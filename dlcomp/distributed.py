@@ -28,11 +28,13 @@ Works with or without an initialized process group (one process needs none).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +48,7 @@ from dlcomp.serialization import (
     _StepCheckpoints,
 )
 
-__all__ = ["DistributedCheckpointManager", "consolidate"]
+__all__ = ["DistributedCheckpointManager", "consolidate", "init_process_group"]
 
 MANIFEST = "dlcomp.json"
 
@@ -55,6 +57,44 @@ def _dist() -> Any:
     import torch.distributed as dist
 
     return dist if dist.is_available() and dist.is_initialized() else None
+
+
+def init_process_group(backend: str = "gloo") -> bool:
+    """Join the process group torchrun set up, in a way that survives restarts.
+
+    Under ``torchrun --max-restarts``, the workers of every attempt share the
+    agent's key-value store, which outlives a restart: a plain
+    ``torch.distributed.init_process_group()`` in a restarted worker can read
+    the peer addresses of the *dead* attempt, fail to connect ("Gloo
+    connectFullMesh failed ... Connection refused") and use up the restarts.
+    This gives each attempt its own prefix in the store.
+
+    Args:
+        backend: ``"gloo"`` (CPU) or ``"nccl"`` (NVIDIA GPUs).
+
+    Returns:
+        bool: ``True`` if a group was initialized, ``False`` in a single process
+        (``WORLD_SIZE`` unset or 1), which needs none.
+
+    Examples:
+        >>> init_process_group()  # not under torchrun: one process, no group
+        False
+    """
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    store = dist.TCPStore(
+        os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False
+    )
+    dist.init_process_group(
+        backend,
+        store=dist.PrefixStore(f"dlcomp-attempt-{attempt}", store),
+        rank=int(os.environ["RANK"]),
+        world_size=int(os.environ["WORLD_SIZE"]),
+    )
+    return True
 
 
 def _needs_group(model: nn.Module) -> bool:
@@ -170,12 +210,8 @@ class DistributedCheckpointManager(_StepCheckpoints):
         if _rank() == 0:
             shutil.rmtree(staging, ignore_errors=True)  # left by a crash
         _barrier()
-        quiet = _no_group_notice() if _dist() is None else None
-        try:
+        with _single_process_quietly():
             dcp.save(_states(model, optimizer), checkpoint_id=staging)
-        finally:
-            if quiet is not None:
-                quiet.__exit__(None, None, None)
         _barrier()  # every rank's part is written
         if _rank() == 0:
             manifest = {"step": step, "world_size": _world_size(), "extra": extra}
@@ -229,16 +265,21 @@ class DistributedCheckpointManager(_StepCheckpoints):
         return manifest["step"]
 
 
-def _no_group_notice() -> warnings.catch_warnings:
-    """Silence DCP's notice that it runs in one process: that is intended here."""
-    context = warnings.catch_warnings()
-    context.__enter__()
-    warnings.filterwarnings(
-        "ignore",
-        message="torch.distributed is disabled, unavailable or uninitialized",
-        category=UserWarning,
-    )
-    return context
+@contextlib.contextmanager
+def _single_process_quietly() -> Iterator[None]:
+    """Without a process group, silence DCP's notice that it runs in one process.
+
+    That is intended here (one process needs no group); with a group, nothing
+    changes.
+    """
+    with warnings.catch_warnings():
+        if _dist() is None:
+            warnings.filterwarnings(
+                "ignore",
+                message="torch.distributed is disabled, unavailable or uninitialized",
+                category=UserWarning,
+            )
+        yield
 
 
 def _check_fits(path: Path, states: dict[str, Any], model: nn.Module) -> None:
@@ -287,12 +328,8 @@ def _load(
 
     states = _states(model, optimizer)
     _check_fits(path, states, model)
-    quiet = _no_group_notice() if _dist() is None else None
-    try:
+    with _single_process_quietly():
         dcp.load(states, checkpoint_id=path)
-    finally:
-        if quiet is not None:
-            quiet.__exit__(None, None, None)
     if optimizer is None:
         set_model_state_dict(model, states["model"])
     else:

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import html
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -21,6 +20,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import UninitializedParameter
+
+from dlcomp._table import html_table, text_table
 
 __all__ = [
     "NormHistory",
@@ -316,10 +317,8 @@ class ParameterTable:
     total: int
     total_by_name: int
     uninitialized: int = 0
-    _columns: tuple[str, ...] = field(
-        default=("name", "shape", "dtype", "device", "numel", "grad", "shared with"),
-        repr=False,
-    )
+
+    _HEADER = ("name", "shape", "dtype", "device", "numel", "grad", "shared with")
 
     def __iter__(self) -> Iterator[ParameterRow]:
         return iter(self.rows)
@@ -351,33 +350,13 @@ class ParameterTable:
         return line
 
     def __str__(self) -> str:
-        cells = [self._columns, *self._cells()]
-        widths = [max(len(row[i]) for row in cells) for i in range(len(self._columns))]
-        right = {4}  # numel is right-aligned
-        lines = [
-            "  ".join(
-                c.rjust(w) if i in right else c.ljust(w)
-                for i, (c, w) in enumerate(zip(row, widths, strict=True))
-            ).rstrip()
-            for row in cells
-        ]
-        lines.insert(1, "  ".join("-" * w for w in widths))
-        return "\n".join([*lines, self.summary()])
+        # numel (column 4) is right-aligned
+        return text_table(self._HEADER, self._cells(), self.summary(), frozenset({4}))
 
     __repr__ = __str__
 
     def _repr_html_(self) -> str:
-        head = "".join(f"<th>{html.escape(c)}</th>" for c in self._columns)
-        body = "".join(
-            "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
-            for row in self._cells()
-        )
-        caption = html.escape(self.summary())
-        return (
-            '<table class="dlcomp-parameter-table">'
-            f"<caption>{caption}</caption><thead><tr>{head}</tr></thead>"
-            f"<tbody>{body}</tbody></table>"
-        )
+        return html_table(self._HEADER, self._cells(), self.summary())
 
 
 def _storage_key(param: Tensor) -> tuple[object, ...]:

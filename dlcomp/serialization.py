@@ -37,6 +37,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parameter import UninitializedParameter
 
+from dlcomp.parameters import _view_key  # the identity parameter_table counts by
+
 __all__ = [
     "CheckpointError",
     "CheckpointManager",
@@ -587,11 +589,11 @@ def load_matching(
 
 
 def _tied_aliases(model: nn.Module) -> dict[str, str]:
-    """Map each state_dict name that shares storage with an earlier one to it."""
+    """Map each state_dict name that is the same tensor as an earlier one to it."""
     first: dict[tuple[object, ...], str] = {}
     aliases = {}
     for name, tensor in model.state_dict(keep_vars=True).items():
-        key = (tensor.device, tensor.data_ptr(), tuple(tensor.shape), tensor.stride())
+        key = _view_key(tensor)
         if key in first:
             aliases[name] = first[key]
         else:
