@@ -6,6 +6,8 @@ logging, two devices at once) with :mod:`dlcomp.timing`, and records it with
 the device names, torch/CUDA versions, the date and the settings, so that a
 figure measured on one machine is always labelled with where and when.
 
+- :func:`~dlcomp.bench.check_devices`: the devices to measure, checked
+  against this machine's.
 - :func:`~dlcomp.bench.run_bench`: measure, return the results as a dict.
 - :func:`~dlcomp.bench.check_results`: validate a results dict (the schema).
 - :func:`~dlcomp.bench.load_results`: read the recorded runs in a directory.
@@ -26,7 +28,13 @@ from typing import Any
 
 import torch
 
-from dlcomp.devices import describe_devices, try_all_gpus
+from dlcomp.devices import (
+    cpu,
+    current_accelerator,
+    describe_devices,
+    num_gpus,
+    try_all_gpus,
+)
 from dlcomp.timing import (
     benchmark,
     copy_bandwidth,
@@ -37,6 +45,7 @@ from dlcomp.timing import (
 )
 
 __all__ = [
+    "check_devices",
     "check_results",
     "find_recorded",
     "label",
@@ -95,6 +104,61 @@ def _timer_check(device: torch.device, n: int, min_time: float) -> dict[str, Any
     }
 
 
+def _missing(device: torch.device) -> str | None:
+    """Why this machine cannot measure on ``device``, or ``None`` if it can."""
+    if device.type == "cpu":
+        return None
+    accelerator = current_accelerator()
+    if accelerator is None or device.type != accelerator.type:
+        return f"this machine has no {device.type} device that PyTorch can use"
+    count = num_gpus()
+    if device.index is not None and device.index >= count:
+        return f"there is no {device}, this machine has {count} {device.type} device(s)"
+    return None
+
+
+def check_devices(names: list[str] | None = None) -> list[torch.device]:
+    """The devices to measure on: ``names``, checked against this machine's devices.
+
+    Args:
+        names: device names such as ``"cuda:0"`` or ``"cpu"``; default
+            (``None``) every accelerator, then the CPU for comparison.
+
+    Returns:
+        list[torch.device]: one device per name, in order.
+
+    Raises:
+        ValueError: for the first name that is not a device, or not one of
+            this machine's; the message lists the devices there are.
+
+    Examples:
+        >>> check_devices(["cpu"])
+        [device(type='cpu')]
+        >>> check_devices(["nonsense"])
+        Traceback (most recent call last):
+        ...
+        ValueError: cannot measure on 'nonsense': not a device name; the devices here are ...cpu
+    """  # noqa: E501
+    here = [d for d in try_all_gpus() if d.type != "cpu"] + [cpu()]
+    if names is None:
+        return here
+    devices = []
+    for name in names:
+        try:
+            device = torch.device(name)
+        except (RuntimeError, TypeError):
+            problem: str | None = "not a device name"
+        else:
+            problem = _missing(device)
+        if problem is not None:
+            raise ValueError(
+                f"cannot measure on {name!r}: {problem}; "
+                f"the devices here are {', '.join(str(d) for d in here)}"
+            )
+        devices.append(device)
+    return devices
+
+
 def run_bench(
     *,
     quick: bool = False,
@@ -105,12 +169,15 @@ def run_bench(
 
     Args:
         quick: small sizes and short timings (seconds, not minutes).
-        devices: device names, default every accelerator or else the CPU,
-            plus the CPU for comparison.
+        devices: device names, checked by :func:`check_devices`; default
+            every accelerator, plus the CPU for comparison.
         progress: a stream for the progress bar (e.g. ``sys.stderr``), or ``None``.
 
     Returns:
         dict: checked by :func:`check_results`.
+
+    Raises:
+        ValueError: for a device this machine does not have, before measuring.
 
     Examples:
         >>> data = run_bench(quick=True, devices=["cpu"])
@@ -118,8 +185,7 @@ def run_bench(
         ('dlcomp.bench/1', ['cpu'])
     """
     settings = dict(QUICK if quick else FULL, quick=quick)
-    names = devices or [str(d) for d in try_all_gpus() if d.type != "cpu"] + ["cpu"]
-    targets = [torch.device(name) for name in names]
+    targets = check_devices(devices or None)
     step = (
         _progress(5 * len(targets) + 1, progress) if progress else (lambda what: None)
     )

@@ -17,6 +17,7 @@ a device only when it is *available*, not merely compiled in.
 
 from __future__ import annotations
 
+import operator
 import platform
 from dataclasses import dataclass
 from typing import Any
@@ -99,6 +100,23 @@ def cpu() -> torch.device:
     return torch.device("cpu")
 
 
+def _index(helper: str, i: int) -> int:
+    """``i`` as an ``int`` device index, or the error that says why it is not one."""
+    if isinstance(i, bool) or not hasattr(type(i), "__index__"):
+        name = i if isinstance(i, str) else "cuda"
+        raise TypeError(
+            f"{helper} takes an int index, got {type(i).__name__} {i!r}; "
+            f"for a device by name use torch.device({name!r})"
+        )
+    index = operator.index(i)
+    if index < 0:
+        raise ValueError(
+            f"{helper} takes a device index >= 0, got {index}: devices are "
+            f"numbered from 0 (for the last one use {helper}(num_gpus() - 1))"
+        )
+    return index
+
+
 def gpu(i: int = 0) -> torch.device:
     """Accelerator device ``i``; an error if there is no such device.
 
@@ -107,15 +125,23 @@ def gpu(i: int = 0) -> torch.device:
     This one checks at once. Use :func:`try_gpu` to fall back to the CPU.
 
     Args:
-        i: the device index.
+        i: the device index, an ``int`` from 0 (for a device by name, such as
+            ``"cuda"``, use ``torch.device("cuda")``).
 
     Raises:
+        TypeError: when ``i`` is not an ``int`` (a ``str``, a ``bool``, ...).
+        ValueError: when ``i`` is negative.
         RuntimeError: when there is no accelerator, or fewer than ``i + 1``.
 
     Examples:
         >>> try_gpu(0) == (gpu(0) if num_gpus() else cpu())
         True
-    """
+        >>> gpu("cuda")
+        Traceback (most recent call last):
+        ...
+        TypeError: gpu takes an int index, got str 'cuda'; for a device by name use torch.device('cuda')
+    """  # noqa: E501
+    i = _index("gpu", i)
     accelerator = current_accelerator()
     count = num_gpus()
     if accelerator is None:
@@ -123,7 +149,7 @@ def gpu(i: int = 0) -> torch.device:
             f"gpu({i}): this machine has no accelerator PyTorch can use "
             f"(torch {torch.__version__}); use try_gpu({i}) to fall back to the CPU"
         )
-    if not 0 <= i < count:
+    if i >= count:
         raise RuntimeError(
             f"gpu({i}): there are {count} {accelerator.type} device(s), "
             f"numbered 0 to {count - 1}; use try_gpu({i}) to fall back to the CPU"
@@ -134,11 +160,27 @@ def gpu(i: int = 0) -> torch.device:
 def try_gpu(i: int = 0) -> torch.device:
     """Accelerator device ``i`` if it exists, else the CPU.
 
+    Only a missing device falls back to the CPU; an index that is no index
+    at all is an error, not a silent run on the CPU.
+
+    Args:
+        i: the device index, an ``int`` from 0 (for a device by name, such as
+            ``"cuda"``, use ``torch.device("cuda")``).
+
+    Raises:
+        TypeError: when ``i`` is not an ``int`` (a ``str``, a ``bool``, ...).
+        ValueError: when ``i`` is negative (no machine has such a device).
+
     Examples:
         >>> try_gpu(10_000)
         device(type='cpu')
-    """
-    return gpu(i) if 0 <= i < num_gpus() else cpu()
+        >>> try_gpu(-1)
+        Traceback (most recent call last):
+        ...
+        ValueError: try_gpu takes a device index >= 0, got -1: devices are numbered from 0 (for the last one use try_gpu(num_gpus() - 1))
+    """  # noqa: E501
+    i = _index("try_gpu", i)
+    return gpu(i) if i < num_gpus() else cpu()
 
 
 def try_all_gpus() -> list[torch.device]:

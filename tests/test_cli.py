@@ -1,23 +1,42 @@
 """``python -m dlcomp info`` and ``bench --quick`` end to end; the results schema."""
 
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 import torch
 
+import dlcomp.__main__
+import dlcomp.bench
+from dlcomp import try_all_gpus
 from dlcomp.bench import check_results, load_results
 
 
-def run(*args, cwd=None):
-    return subprocess.run(
-        [sys.executable, "-m", "dlcomp", *args],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=cwd,
+def check_run(command, *, status=0, cwd=None):
+    """Run ``command``; assert it exits with ``status``, showing its stderr if not."""
+    result = subprocess.run(command, capture_output=True, text=True, cwd=cwd)
+    returncode = result.returncode  # (pytest would print the whole result)
+    assert returncode == status, (
+        f"{command} exited with {returncode}, expected {status}; "
+        f"the end of its stderr:\n{result.stderr[-2000:]}"
     )
+    return result
+
+
+def run(*args, status=0, cwd=None):
+    """``python -m dlcomp *args``, checked by :func:`check_run`."""
+    return check_run([sys.executable, "-m", "dlcomp", *args], status=status, cwd=cwd)
+
+
+def test_a_failed_child_shows_the_end_of_its_stderr():
+    child = "import sys; sys.stderr.write('x' * 5000 + 'the cause'); sys.exit(3)"
+    with pytest.raises(AssertionError, match="exited with 3, expected 0") as info:
+        check_run([sys.executable, "-c", child])
+    message = str(info.value)
+    assert "the cause" in message
+    assert "x" * 2100 not in message  # the tail, not all of it
 
 
 def test_info_prints_devices_and_versions():
@@ -73,3 +92,130 @@ def test_schema_violations_are_listed(bench_run, mutate, message):
     mutate(data)
     with pytest.raises(ValueError, match=message):
         check_results(data)
+
+
+# --- usage errors, found before measuring ------------------------------------
+
+
+def assert_usage_error(result, *phrases):
+    """Exit status 2, an argparse-style message with ``phrases``, no traceback."""
+    assert "usage: python -m dlcomp bench" in result.stderr
+    for phrase in phrases:
+        assert phrase in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "matmul on" not in result.stderr  # the progress bar never started
+
+
+def test_out_is_an_existing_file(tmp_path):
+    out = tmp_path / "results.json"
+    out.write_text("{}")
+    result = run("bench", "--quick", "--device", "cpu", "--out", str(out), status=2)
+    assert_usage_error(result, f"argument --out: {out} is a file, not a folder")
+    assert out.read_text() == "{}"
+
+
+def test_out_is_inside_a_file(tmp_path):
+    (tmp_path / "file").write_text("")
+    out = tmp_path / "file" / "results"
+    result = run("bench", "--quick", "--device", "cpu", "--out", str(out), status=2)
+    assert_usage_error(
+        result, f"argument --out: cannot create {out}: {tmp_path / 'file'} is a file"
+    )
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() == 0,
+    reason="root may write in any folder: a read-only folder proves nothing",
+)
+def test_out_is_not_writable(tmp_path):
+    tmp_path.chmod(0o500)
+    try:
+        result = run(
+            "bench", "--quick", "--device", "cpu", "--out", str(tmp_path), status=2
+        )
+    finally:
+        tmp_path.chmod(0o700)
+    assert_usage_error(result, f"argument --out: cannot write in {tmp_path}")
+
+
+def test_out_is_not_writable_as_root_too(monkeypatch, capsys, tmp_path):
+    """The same check where root runs the tests: the probe file is refused."""
+
+    def refuse(**kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(dlcomp.__main__.tempfile, "TemporaryFile", refuse)
+    with pytest.raises(SystemExit) as info:
+        dlcomp.__main__.main(["bench", "--device", "cpu", "--out", str(tmp_path)])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.endswith(
+        f"error: argument --out: cannot write in {tmp_path}: Permission denied\n"
+    )
+
+
+def test_device_that_does_not_exist(tmp_path):
+    out = tmp_path / "out"
+    result = run(
+        "bench", "--quick", "--device", "nonsense", "--out", str(out), status=2
+    )
+    assert_usage_error(
+        result,
+        "argument --device: cannot measure on 'nonsense': not a device name",
+        "the devices here are",
+    )
+    assert not out.exists()  # checked before anything was written
+
+
+def test_accelerator_that_is_not_here(tmp_path):
+    # Without CUDA, "cuda" is not here; with it, a 100th device is not.
+    name = "cuda:99" if torch.cuda.is_available() else "cuda"
+    result = run("bench", "--quick", "--device", name, "--out", str(tmp_path), status=2)
+    here = ", ".join([str(d) for d in try_all_gpus() if d.type != "cpu"] + ["cpu"])
+    assert_usage_error(
+        result, f"cannot measure on {name!r}", f"the devices here are {here}"
+    )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--device", "nonsense"],
+        ["--device", "cpu", "--device", "meta"],
+        ["--out", os.devnull],
+    ],
+)
+def test_usage_errors_come_before_measuring(monkeypatch, capsys, tmp_path, args):
+    def measure(**kwargs):
+        raise AssertionError("measured before checking the arguments")
+
+    monkeypatch.setattr(dlcomp.bench, "run_bench", measure)
+    if "--out" not in args:
+        args = [*args, "--out", str(tmp_path / "out")]
+    with pytest.raises(SystemExit) as info:
+        dlcomp.__main__.main(["bench", "--quick", *args])
+    assert info.value.code == 2
+    assert "error: argument" in capsys.readouterr().err
+
+
+def test_devices_checked_on_a_simulated_two_gpu_machine(monkeypatch):
+    def cuda():
+        return torch.device("cuda")
+
+    monkeypatch.setattr(dlcomp.devices, "current_accelerator", cuda)
+    monkeypatch.setattr(dlcomp.bench, "current_accelerator", cuda)
+    monkeypatch.setattr(torch.accelerator, "device_count", lambda: 2)
+    cuda0, cuda1, cpu = (
+        torch.device("cuda:0"),
+        torch.device("cuda:1"),
+        torch.device("cpu"),
+    )
+    assert dlcomp.bench.check_devices() == [cuda0, cuda1, cpu]
+    assert dlcomp.bench.check_devices(["cuda:1", "cpu"]) == [cuda1, cpu]
+    with pytest.raises(
+        ValueError,
+        match=r"^cannot measure on 'cuda:2': there is no cuda:2, this machine has "
+        r"2 cuda device\(s\); the devices here are cuda:0, cuda:1, cpu$",
+    ):
+        dlcomp.bench.check_devices(["cuda:2"])
+    with pytest.raises(ValueError, match="no mps device that PyTorch can use"):
+        dlcomp.bench.check_devices(["mps"])

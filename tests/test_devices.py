@@ -53,6 +53,35 @@ def test_describe_devices_text_and_html():
     assert report.as_dict()["torch"] == torch.__version__
 
 
+# --- arguments of the wrong type or value -------------------------------------
+
+
+@pytest.mark.parametrize("helper", [gpu, try_gpu])
+@pytest.mark.parametrize(
+    ("index", "got", "by_name"),
+    [
+        ("cuda", "str 'cuda'", "torch.device('cuda')"),
+        ("cuda:0", "str 'cuda:0'", "torch.device('cuda:0')"),
+        (True, "bool True", "torch.device('cuda')"),
+        (1.0, "float 1.0", "torch.device('cuda')"),
+    ],
+)
+def test_an_index_must_be_an_int(helper, index, got, by_name):
+    with pytest.raises(TypeError) as info:
+        helper(index)
+    assert str(info.value) == (
+        f"{helper.__name__} takes an int index, got {got}; "
+        f"for a device by name use {by_name}"
+    )
+
+
+@pytest.mark.parametrize("helper", [gpu, try_gpu])
+def test_a_negative_index_is_a_wrong_value(helper):
+    """Not "no such device, use the CPU": PyTorch has no negative device index."""
+    with pytest.raises(ValueError, match=r"index >= 0, got -1.*num_gpus\(\) - 1"):
+        helper(-1)
+
+
 # --- a simulated machine with two CUDA devices --------------------------------
 
 
@@ -69,11 +98,19 @@ def test_helpers_with_two_devices(two_gpus):
     assert gpu(1) == torch.device("cuda", 1)
     assert try_gpu(1) == torch.device("cuda", 1)
     assert try_gpu(2) == cpu()
+    with pytest.raises(ValueError, match="got -1"):
+        try_gpu(-1)
     assert try_all_gpus() == [torch.device("cuda", 0), torch.device("cuda", 1)]
     with pytest.raises(
         RuntimeError, match=r"there are 2 cuda device\(s\), numbered 0 to 1"
     ):
         gpu(2)
+
+
+def test_numpy_integers_are_indices(two_gpus):
+    np = pytest.importorskip("numpy")
+    assert gpu(np.int64(1)) == torch.device("cuda", 1)
+    assert try_gpu(np.int64(1)) == torch.device("cuda", 1)
 
 
 def test_helpers_follow_the_available_accelerator(monkeypatch):
