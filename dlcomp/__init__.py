@@ -70,13 +70,16 @@ from dlcomp.parameters import (
     track_norms,
 )
 from dlcomp.serialization import (
+    Checkpoint,
     CheckpointError,
+    CheckpointInfo,
     CheckpointManager,
     MatchReport,
     TrainingRun,
     load_checkpoint,
     load_matching,
     load_safetensors,
+    read_checkpoint,
     resumable_training,
     save_checkpoint,
     save_safetensors,
@@ -96,7 +99,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CenteredLayer",
+    "Checkpoint",
     "CheckpointError",
+    "CheckpointInfo",
     "CheckpointManager",
     "DeviceInfo",
     "DeviceReport",
@@ -145,6 +150,7 @@ __all__ = [
     "my_init",
     "num_gpus",
     "parameter_table",
+    "read_checkpoint",
     "resumable_training",
     "rgnet",
     "save_checkpoint",

@@ -5,9 +5,11 @@ Every message says what was expected, what came, and how to fix it.
 
 from __future__ import annotations
 
+import operator
+
 import torch
 
-__all__ = ["check_features", "check_tensor"]
+__all__ = ["check_features", "check_int", "check_tensor"]
 
 
 def check_tensor(x: object, who: str) -> torch.Tensor:
@@ -27,3 +29,23 @@ def check_features(x: object, expected: int, who: str) -> torch.Tensor:
             f"{tuple(x.shape)}"
         )
     return x
+
+
+def check_int(value: object, name: str, *, minimum: int | None = None) -> int:
+    """Return ``value`` as an int, or raise saying what was expected and what came.
+
+    A TypeError for anything that is not an integer (a float, a string, a
+    bool), a ValueError for an integer below ``minimum``. NumPy integers are
+    accepted (they have ``__index__``).
+    """
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        value = operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(
+            f"{name} must be an int, got {type(value).__name__} {value!r}"
+        ) from None
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
+    return value

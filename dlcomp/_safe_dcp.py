@@ -76,12 +76,13 @@ from torch.distributed.checkpoint.planner import (
 from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
 from torch.futures import Future
 
-from dlcomp.serialization import CheckpointError
+from dlcomp._checkpoint import CheckpointError
 
 __all__ = [
     "SafeFileSystemReader",
     "load",
     "read_metadata",
+    "single_process_quietly",
     "to_torch_save_state",
 ]
 
@@ -375,7 +376,7 @@ def _dist_ready() -> bool:
 
 
 @contextlib.contextmanager
-def _single_process_quietly() -> Iterator[None]:
+def single_process_quietly() -> Iterator[None]:
     """Without a process group, silence DCP's notice that it runs in one process.
 
     That is intended (one process needs no group); with a group, nothing
@@ -427,7 +428,7 @@ def load(state_dict: dict[str, Any], path: str | os.PathLike[str]) -> None:
     # by "metadata is None".
     read_metadata(path)
     reader = SafeFileSystemReader(path)
-    with _single_process_quietly():
+    with single_process_quietly():
         _unwrapped(lambda: dcp.load(state_dict, storage_reader=reader))
 
 

@@ -28,24 +28,25 @@ Works with or without an initialized process group (one process needs none).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import re
 import shutil
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from dlcomp.serialization import (
+from dlcomp._checkpoint import (
     CheckpointError,
-    _check_step,
-    _fsync_directory,
-    _StepCheckpoints,
+    CheckpointInfo,
+    StepCheckpoints,
+    atomic_write,
+    check_fits,
+    fsync_directory,
+    os_error_in,
+    write_failed,
 )
 
 __all__ = ["DistributedCheckpointManager", "consolidate", "init_process_group"]
@@ -146,22 +147,26 @@ def _states(
     return {"model": model_state, "optim": optim_state}
 
 
-class DistributedCheckpointManager(_StepCheckpoints):
+class DistributedCheckpointManager(StepCheckpoints):
     """Save and resume DDP, FSDP2 or plain models with DCP, atomically per checkpoint.
 
     Every process calls :meth:`save` and :meth:`restore` (they are collective
     when a process group is initialized). Checkpoints are directories named
     ``step-000000120``; a directory without its manifest (a save that did not
-    finish) or a staging directory is never chosen.
+    finish) or a staging directory is never chosen. One job writes to a
+    directory at a time (its rank 0 commits and deletes under the directory's
+    lock file).
+
+    Loading is safe: the ``.metadata`` file and non-tensor items are read
+    through a restricted reader (plain DCP unpickles them, which can run
+    code), and a checkpoint that does not load (damaged, refused, another
+    architecture) is skipped with a warning, in every process alike, for the
+    next newest one.
 
     Args:
         directory: where the checkpoints go; the same path in every process
             (a shared file system when the processes are on several machines).
-        keep: how many of the newest checkpoints to keep, at least 1.
-
-    Attributes:
-        restored (dict | None): what the last :meth:`restore` loaded:
-            ``{"step": ..., "world_size": ..., **extra}``, or ``None``.
+        keep: how many of the newest checkpoints to keep, an int >= 1.
 
     Examples:
         >>> import tempfile
@@ -173,11 +178,12 @@ class DistributedCheckpointManager(_StepCheckpoints):
         ['step-000000002', 'step-000000003']
         >>> sorted(p.name for p in manager.latest().iterdir())
         ['.metadata', '__0_0.distcp', 'dlcomp.json']
-        >>> manager.restore(nn.Linear(4, 2)), manager.restored["note"]
-        (3, 'one process, no group')
+        >>> restored = manager.restore(nn.Linear(4, 2))
+        >>> restored.step, restored.world_size, restored.extra["note"]
+        (3, 1, 'one process, no group')
     """
 
-    _PATTERN = re.compile(r"step-(\d{9})")
+    SUFFIX = ""
 
     def __init__(self, directory: str | os.PathLike[str], keep: int = 3) -> None:
         super().__init__(directory, keep)
@@ -199,19 +205,42 @@ class DistributedCheckpointManager(_StepCheckpoints):
 
         ``extra`` must be JSON-serializable (numbers, strings, lists, dicts):
         it goes into the manifest, which any process can read without torch.
+
+        Raises:
+            TypeError: ``step`` is not an int, or ``extra`` is not JSON.
+            ValueError: ``step`` is negative.
+            OSError: the write failed (disk full, ...) in some process;
+                nothing was committed, the previous checkpoints are intact.
         """
-        _check_step(step)
-        json.dumps(extra)  # fail early, in every rank, on what JSON cannot hold
+        final = self.path_for(step)
+        try:
+            json.dumps(extra)  # fail early, in every rank, on what JSON cannot hold
+        except (TypeError, ValueError) as error:
+            raise TypeError(
+                f"extra must be JSON (numbers, strings, lists, dicts): {error}"
+            ) from None
         _check_group(model, "save")
         import torch.distributed.checkpoint as dcp
 
-        final = self.directory / f"step-{step:09d}"
-        staging = self.directory / f".staging-step-{step:09d}"
+        from dlcomp._safe_dcp import single_process_quietly
+
+        staging = self.directory / f".staging-{final.name}"
         if _rank() == 0:
             shutil.rmtree(staging, ignore_errors=True)  # left by a crash
         _barrier()
-        with _single_process_quietly():
-            dcp.save(_states(model, optimizer), checkpoint_id=staging)
+        try:
+            with single_process_quietly():
+                dcp.save(_states(model, optimizer), checkpoint_id=staging)
+        except BaseException as error:  # DCP's CheckpointException is a BaseException
+            if type(error).__name__ != "CheckpointException":
+                raise
+            if _rank() == 0:
+                shutil.rmtree(staging, ignore_errors=True)
+            if cause := os_error_in(error):
+                raise write_failed(final, cause) from None
+            raise CheckpointError(
+                f"could not write {final}: {error}. Nothing was committed"
+            ) from None
         _barrier()  # every rank's part is written
         if _rank() == 0:
             manifest = {"step": step, "world_size": _world_size(), "extra": extra}
@@ -219,117 +248,173 @@ class DistributedCheckpointManager(_StepCheckpoints):
                 json.dump(manifest, f)
                 f.flush()
                 os.fsync(f.fileno())
-            _fsync_directory(staging)
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(staging, final)  # the commit: complete, or not there
-            _fsync_directory(self.directory)
-            for _, old in self.checkpoints()[: -self.keep]:
-                shutil.rmtree(old, ignore_errors=True)
-            for stale in self.directory.glob(".staging-step-*"):
-                if stale != staging:
-                    shutil.rmtree(stale, ignore_errors=True)
+            fsync_directory(staging)
+            with self.locked():
+                if final.exists():
+                    shutil.rmtree(final)
+                os.replace(staging, final)  # the commit: complete, or not there
+                fsync_directory(self.directory)
+                self.prune(shutil.rmtree, just_written=final)
+                for stale in self.directory.glob(".staging-step-*"):
+                    if stale != staging:
+                        shutil.rmtree(stale, ignore_errors=True)
         _barrier()
         return final
 
     def restore(
         self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None
-    ) -> int | None:
-        """Load the newest complete checkpoint into ``model`` (and ``optimizer``).
+    ) -> CheckpointInfo | None:
+        """Load the newest checkpoint that loads into ``model`` (and ``optimizer``).
 
         The checkpoint may have been written by any number of processes: DCP
         reshards it to this one's layout (a plain model in one process, DDP,
-        or FSDP2 over any number of ranks).
+        or FSDP2 over any number of ranks). A checkpoint that does not load
+        in some process (a torn manifest, damaged or refused files, another
+        architecture) is skipped with a RuntimeWarning by every process, and
+        the next newest one is tried; the model is changed only by the one
+        that loads.
 
         Returns:
-            The step of the checkpoint, or ``None`` if there is none.
+            CheckpointInfo | None: the step, world size and extras of the
+            checkpoint loaded, or ``None`` if there is none.
 
         Raises:
-            CheckpointError: the checkpoint does not fit the model (another
-                architecture) or holds no optimizer state.
+            CheckpointError: checkpoints exist but none of them loads.
             RuntimeError: the model is sharded or replicated but no process
                 group is initialized.
         """
         _check_group(model, "restore")
-        self.restored = None
-        latest = self.latest()
-        if latest is None:
-            return None
-        manifest = json.loads((latest / MANIFEST).read_text())
-        _load(latest, model, optimizer)
-        self.restored = {
-            "step": manifest["step"],
-            "world_size": manifest["world_size"],
-            **manifest["extra"],
-        }
-        return manifest["step"]
-
-
-@contextlib.contextmanager
-def _single_process_quietly() -> Iterator[None]:
-    """Without a process group, silence DCP's notice that it runs in one process.
-
-    That is intended here (one process needs no group); with a group, nothing
-    changes.
-    """
-    with warnings.catch_warnings():
-        if _dist() is None:
-            warnings.filterwarnings(
-                "ignore",
-                message="torch.distributed is disabled, unavailable or uninitialized",
-                category=UserWarning,
+        found = self.checkpoints()
+        failures = []
+        for _, path in reversed(found):
+            try:
+                info, states = _read(path, model, optimizer)
+                error = None
+            except CheckpointError as failed:
+                error = failed
+            if not _everywhere(error is None):
+                error = error or CheckpointError("it did not load in another process")
+                failures.append(f"{path.name}: {error}")
+                warnings.warn(
+                    f"skipping checkpoint {path.name}, which does not load: {error}",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                continue
+            _apply(model, optimizer, states)
+            return info
+        if failures:
+            raise CheckpointError(
+                f"none of the {len(found)} checkpoints in {self.directory} loads: "
+                + " | ".join(failures)
             )
-        yield
+        return None
+
+
+def _everywhere(ok: bool) -> bool:
+    """Whether ``ok`` holds in every process (collective with a group)."""
+    dist = _dist()
+    if dist is None:
+        return ok
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    flag = torch.tensor([int(ok)], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())
+
+
+def _manifest(path: Path) -> CheckpointInfo:
+    """The checkpoint's manifest, checked: its step, world size and extras."""
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(
+            f"its manifest {MANIFEST} is unreadable ({error})"
+        ) from None
+    if not isinstance(manifest, dict):
+        manifest = {}
+    step, world, extra = (manifest.get(k) for k in ("step", "world_size", "extra"))
+    if not (
+        type(step) is int
+        and path.name == f"step-{step:09d}"
+        and type(world) is int
+        and world >= 1
+        and isinstance(extra, dict)
+    ):
+        raise CheckpointError(
+            f"its manifest {MANIFEST} is damaged: expected the step of its name, "
+            f"a world size and extras, found {str(manifest)[:120]}"
+        )
+    return CheckpointInfo(path=path, step=step, extra=extra, world_size=world)
 
 
 def _check_fits(path: Path, states: dict[str, Any], model: nn.Module) -> None:
     """Compare the checkpoint's keys and shapes with the model's, before loading."""
-    import torch.distributed.checkpoint as dcp
+    from dlcomp._safe_dcp import read_metadata
 
-    saved = dcp.FileSystemReader(path).read_metadata().state_dict_metadata
+    saved = read_metadata(path).state_dict_metadata
     in_file = {
-        k.removeprefix("model."): v for k, v in saved.items() if k.startswith("model.")
+        k.removeprefix("model."): tuple(v.size) if hasattr(v, "size") else None
+        for k, v in saved.items()
+        if k.startswith("model.")
     }
-    wanted = states["model"]
-    missing = [k for k in wanted if k not in in_file]
-    unexpected = [k for k in in_file if k not in wanted]
-    shapes = [
-        f"{k}: {tuple(in_file[k].size)} in the checkpoint, "
-        f"{tuple(v.shape)} in the model"
-        for k, v in wanted.items()
-        if k in in_file
-        and hasattr(in_file[k], "size")
-        and tuple(in_file[k].size) != tuple(v.shape)
-    ]
-    problems = []
-    if missing:
-        problems.append(f"missing keys: {', '.join(missing[:8])}")
-    if unexpected:
-        problems.append(f"unexpected keys: {', '.join(unexpected[:8])}")
-    if shapes:
-        problems.append("shape mismatches: " + "; ".join(shapes[:8]))
-    if problems:
-        raise CheckpointError(
-            f"the checkpoint {path.name} does not fit this {type(model).__name__} "
-            f"(another architecture?). {'. '.join(problems)}. Nothing was loaded"
-        )
+    wanted = {k: tuple(v.shape) for k, v in states["model"].items()}
+    check_fits(wanted, in_file, what="checkpoint", model=type(model).__name__)
     if "optim" in states and not any(k.startswith("optim.") for k in saved):
-        raise CheckpointError(f"the checkpoint {path.name} holds no optimizer state")
+        raise CheckpointError(
+            "it holds no optimizer state (it was saved without an optimizer)"
+        )
 
 
-def _load(
+def _clone(state: Any) -> Any:
+    """A copy of a (nested) state dict whose tensors can be loaded into."""
+    from torch.utils._pytree import tree_map
+
+    return tree_map(lambda x: x.clone() if isinstance(x, torch.Tensor) else x, state)
+
+
+def _read(
     path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None
+) -> tuple[CheckpointInfo, dict[str, Any]]:
+    """Read the checkpoint at ``path`` into copies of the model's states.
+
+    Raises CheckpointError for anything wrong; the model is not touched.
+    """
+    from dlcomp._safe_dcp import load
+
+    try:
+        info = _manifest(path)
+        states = _clone(_states(model, optimizer))
+        _check_fits(path, states, model)
+        load(states, path)
+    except CheckpointError:
+        raise
+    except FileNotFoundError as error:
+        raise CheckpointError(f"a file is missing ({error})") from None
+    except BaseException as error:  # DCP's CheckpointException is a BaseException
+        if not isinstance(error, Exception) and (
+            type(error).__name__ != "CheckpointException"
+        ):
+            raise  # KeyboardInterrupt, SystemExit
+        raise CheckpointError(f"it is damaged ({_first_line(error)})") from None
+    return info, states
+
+
+def _first_line(error: BaseException) -> str:
+    for failure in getattr(error, "failures", {}).values():  # DCP: per rank
+        inner = failure[0] if isinstance(failure, tuple) else failure
+        inner = getattr(inner, "exc", inner)
+        return f"{type(inner).__name__}: {str(inner).splitlines()[0][:200]}"
+    return f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
+
+
+def _apply(
+    model: nn.Module, optimizer: torch.optim.Optimizer | None, states: dict[str, Any]
 ) -> None:
-    import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import (
         set_model_state_dict,
         set_state_dict,
     )
 
-    states = _states(model, optimizer)
-    _check_fits(path, states, model)
-    with _single_process_quietly():
-        dcp.load(states, checkpoint_id=path)
     if optimizer is None:
         set_model_state_dict(model, states["model"])
     else:
@@ -349,7 +434,12 @@ def consolidate(
     In one process, without a process group. A ``.safetensors`` path gives a
     safetensors file; any other a ``torch.save`` file of the state dict
     (load it with ``torch.load(path, weights_only=True)``). Both are written
-    atomically.
+    atomically. The checkpoint is read through the same restricted reader as
+    :meth:`DistributedCheckpointManager.restore`: it cannot run code.
+
+    Raises:
+        CheckpointError: ``checkpoint`` is not a complete DCP checkpoint, is
+            damaged, or holds something that would run code.
 
     Examples:
         >>> import tempfile, pathlib
@@ -360,27 +450,25 @@ def consolidate(
         >>> sorted(load_file(out))
         ['bias', 'weight']
     """
-    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
-
-    from dlcomp.serialization import _atomic_write
-
     checkpoint, path = Path(checkpoint), Path(path)
     if not (checkpoint / ".metadata").is_file():
         raise CheckpointError(
             f"{checkpoint} is not a complete DCP checkpoint (no .metadata file)"
         )
-    with_tmp = path.parent / f".{path.name}.full.tmp"
-    try:
-        dcp_to_torch_save(checkpoint, with_tmp)
-        full = torch.load(with_tmp, weights_only=True)
-    finally:
-        with_tmp.unlink(missing_ok=True)
-    weights = {k: v.contiguous() for k, v in full["model"].items()}
+    from dlcomp._safe_dcp import to_torch_save_state
+
+    full = to_torch_save_state(checkpoint)
+    model = full.get("model") if isinstance(full, dict) else None
+    if not isinstance(model, dict):
+        raise CheckpointError(f"{checkpoint} holds no model state")
+    weights = {
+        k: v.contiguous() for k, v in model.items() if isinstance(v, torch.Tensor)
+    }
     if path.suffix == ".safetensors":
         from safetensors.torch import save
 
         data = save(weights)
-        _atomic_write(path, lambda f: f.write(data))
+        atomic_write(path, lambda f: f.write(data))
     else:
-        _atomic_write(path, lambda f: torch.save(weights, f))
+        atomic_write(path, lambda f: torch.save(weights, f))
     return path

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import UninitializedParameter
 
+from dlcomp._identity import storage_key, view_key
 from dlcomp._table import html_table, text_table
 
 __all__ = [
@@ -359,20 +360,6 @@ class ParameterTable:
         return html_table(self._HEADER, self._cells(), self.summary())
 
 
-def _storage_key(param: Tensor) -> tuple[object, ...]:
-    """Parameters with equal keys share their memory (tied)."""
-    if isinstance(param, UninitializedParameter) or param.device.type == "meta":
-        return ("object", id(param))  # no real memory to compare
-    return (param.device, param.untyped_storage().data_ptr())
-
-
-def _view_key(param: Tensor) -> tuple[object, ...]:
-    """Parameters with equal keys are the very same values (counted once)."""
-    if isinstance(param, UninitializedParameter) or param.device.type == "meta":
-        return ("object", id(param))
-    return (param.device, param.data_ptr(), tuple(param.shape), param.stride())
-
-
 def parameter_table(net: nn.Module) -> ParameterTable:
     """List every parameter of ``net``: name, shape, dtype, device, size, tying.
 
@@ -405,9 +392,9 @@ def parameter_table(net: nn.Module) -> ParameterTable:
     names_by_storage: dict[tuple[object, ...], list[str]] = {}
     numel_by_view: dict[tuple[object, ...], int] = {}
     for name, param in named:
-        names_by_storage.setdefault(_storage_key(param), []).append(name)
+        names_by_storage.setdefault(storage_key(param), []).append(name)
         lazy = isinstance(param, UninitializedParameter)
-        numel_by_view[_view_key(param)] = 0 if lazy else param.numel()
+        numel_by_view[view_key(param)] = 0 if lazy else param.numel()
     rows = []
     uninitialized = 0
     for name, param in named:
@@ -422,7 +409,7 @@ def parameter_table(net: nn.Module) -> ParameterTable:
                 numel=0 if lazy else param.numel(),
                 requires_grad=param.requires_grad,
                 shared_with=tuple(
-                    n for n in names_by_storage[_storage_key(param)] if n != name
+                    n for n in names_by_storage[storage_key(param)] if n != name
                 ),
             )
         )

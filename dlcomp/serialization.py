@@ -21,137 +21,148 @@ training from a power cut. This module keeps that promise:
 
 from __future__ import annotations
 
-import contextlib
+import copy
+import enum
+import itertools
 import json
+import numbers
 import os
 import pickle
 import re
-import tempfile
 import warnings
-from collections.abc import Callable, Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.nn.parameter import UninitializedParameter
+from torch.nn.parameter import UninitializedBuffer, UninitializedParameter
 
-from dlcomp.parameters import _view_key  # the identity parameter_table counts by
+from dlcomp._checkpoint import (
+    SHOW,
+    CheckpointError,
+    CheckpointInfo,
+    StepCheckpoints,
+    atomic_write,
+    check_fits,
+    check_step,
+    is_regular_file,
+    names,
+)
+from dlcomp._identity import view_key
+from dlcomp._torchfile import check_torch_file
 
 __all__ = [
+    "Checkpoint",
     "CheckpointError",
+    "CheckpointInfo",
     "CheckpointManager",
     "MatchReport",
     "TrainingRun",
     "load_checkpoint",
     "load_matching",
     "load_safetensors",
+    "read_checkpoint",
     "resumable_training",
     "save_checkpoint",
     "save_safetensors",
 ]
 
 FORMAT = "dlcomp.checkpoint"
-VERSION = 1
-_SHOW = 8  # how many names an error message lists
+VERSION = 2  # 2: the optimizer's class and the dlcomp version are recorded
+READS = (1, 2)  # the format versions this dlcomp reads
 
 
-class CheckpointError(ValueError):
-    """A file could not be used as a checkpoint; nothing was loaded.
+# --- writing: atomic, durable ---------------------------------------------------------
 
-    Raised for a file that is not a checkpoint, is truncated or corrupted,
-    would run code when loaded, or does not fit the model (missing or
-    unexpected keys, shapes). The message says which, and what to do.
 
-    Examples:
-        >>> issubclass(CheckpointError, ValueError)
-        True
+_SCALARS = (type(None), bool, int, float, str, torch.dtype, torch.device)
+
+
+def _plain(value: object, where: str) -> object:
+    """``value`` as a safe load (``weights_only=True``) reads it back, or a TypeError.
+
+    Types are checked exactly: a subclass of ``int``, ``str``, ``tuple`` or
+    ``dict`` (an ``IntEnum``, a namedtuple, a ``defaultdict``) would be
+    saved by pickle under its own class name, which a safe load refuses.
+    NumPy scalars (what ``np.mean`` returns) become Python numbers.
     """
-
-
-# --- writing: atomic, durable --------------------------------------------------------
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make a rename in ``directory`` durable (POSIX; a no-op elsewhere)."""
-    if os.name != "posix":
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _os_error_in(error: BaseException | None) -> OSError | None:
-    """The OSError behind ``error``, if any.
-
-    ``torch.save`` can report a failed write (disk full, file too large) as
-    a RuntimeError raised while it handles the original OSError.
-    """
-    seen = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, OSError):
-            return error
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
-    return None
-
-
-def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write ``path`` so that it is either the old file or the new one.
-
-    ``write`` fills a temporary file in the same directory (same file
-    system, so the rename is atomic); it is flushed and fsynced, renamed over
-    ``path`` with :func:`os.replace`, and the directory is fsynced so the
-    rename itself survives a power cut. On any error the temporary file is
-    removed and ``path`` is untouched.
-    """
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as error:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        if cause := _os_error_in(error):
-            raise type(cause)(
-                cause.errno,
-                f"could not write {path}: {cause.strerror or cause}. Nothing was "
-                "replaced: the previous file, if any, is unchanged",
-            ) from error
-        raise
-    _fsync_directory(directory)
-
-
-_PLAIN = (type(None), bool, int, float, str, Tensor, torch.dtype, torch.device)
-
-
-def _check_extra(value: object, where: str) -> None:
-    """Refuse what ``weights_only=True`` could not load back."""
-    if isinstance(value, _PLAIN):
-        return
-    if isinstance(value, list | tuple):
-        for i, item in enumerate(value):
-            _check_extra(item, f"{where}[{i}]")
-        return
-    if isinstance(value, dict):
+    kind = type(value)
+    if kind in _SCALARS or isinstance(value, Tensor):
+        return value
+    if isinstance(value, numbers.Number) and hasattr(value, "item"):  # NumPy scalar
+        item = value.item()
+        if type(item) in _SCALARS:
+            return item
+    if kind in (list, tuple):
+        items = [_plain(item, f"{where}[{i}]") for i, item in enumerate(value)]
+        return kind(items)
+    if kind in (dict, OrderedDict):
+        out = {}
         for key, item in value.items():
-            if not isinstance(key, str | int):
-                raise TypeError(f"{where} has a key of type {type(key).__name__}")
-            _check_extra(item, f"{where}[{key!r}]")
-        return
+            if type(key) not in (str, int):
+                raise TypeError(
+                    f"{where} has a key of type {type(key).__name__} ({key!r}); "
+                    "a safe load reads only str and int keys"
+                )
+            out[key] = _plain(item, f"{where}[{key!r}]")
+        return out
+    hint = ""
+    if isinstance(value, enum.Enum):
+        hint = f" (store its value, {where}.value, instead)"
+    elif isinstance(value, tuple | list | dict | str | int | float):
+        hint = f" (convert it to a plain {kind.__mro__[-2].__name__} first)"
     raise TypeError(
-        f"{where} is a {type(value).__name__}, which a safe load "
-        "(weights_only=True) cannot read back; store plain numbers, strings, "
-        "tensors, and lists or dicts of them"
+        f"{where} is a {kind.__module__}.{kind.__qualname__}, which a safe load "
+        f"(weights_only=True) cannot read back{hint}; store plain numbers, "
+        "strings, tensors, and lists or dicts of them"
     )
+
+
+def _check_materialized(model: nn.Module, what: str) -> None:
+    lazy = [
+        name
+        for name, value in itertools.chain(
+            model.named_parameters(remove_duplicate=False),
+            model.named_buffers(remove_duplicate=False),
+        )
+        if isinstance(value, UninitializedParameter | UninitializedBuffer)
+    ]
+    if lazy:
+        raise ValueError(
+            f"cannot {what} a model with uninitialized (lazy) parameters or "
+            f"buffers ({names(lazy)}): they have no values yet. Run the model "
+            "once on a sample batch (or dlcomp.materialize(model, sample)) first"
+        )
+
+
+def _class_name(obj: object) -> str:
+    kind = type(obj)
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def _payload(
+    model: nn.Module, optimizer: torch.optim.Optimizer | None, step: int, extra: dict
+) -> dict[str, Any]:
+    """The dict a checkpoint file holds; checks everything it contains."""
+    check_step(step)
+    extra = _plain(extra, "extra")
+    _check_materialized(model, "save")
+    import dlcomp
+
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "dlcomp": dlcomp.__version__,
+        "step": step,
+        "model": model.state_dict(),
+        "optimizer": None if optimizer is None else optimizer.state_dict(),
+        "optimizer_class": None if optimizer is None else _class_name(optimizer),
+        "extra": extra,
+    }
 
 
 def save_checkpoint(
@@ -165,16 +176,17 @@ def save_checkpoint(
     """Save model, optimizer and training state to ``path``, atomically.
 
     The file holds a dict with the model's ``state_dict``, the optimizer's
-    (or ``None``), ``step``, and ``extra`` (plain values: numbers, strings,
-    tensors, lists and dicts of them, e.g. a loss history). It is written to
-    a temporary file, fsynced and renamed: a crash at any instant leaves
+    (or ``None``) and its class, ``step``, and ``extra`` (plain values:
+    numbers, strings, tensors, lists and dicts of them, e.g. a loss history;
+    NumPy scalars are stored as Python numbers). It is written to a
+    temporary file, fsynced and renamed: a crash at any instant leaves
     either the previous file or the complete new one.
 
     Args:
         path: where to write (the directory must exist).
         model: whose ``state_dict()`` to save.
         optimizer: whose ``state_dict()`` to save, if any.
-        step: the training step the state belongs to (>= 0).
+        step: the training step the state belongs to (an int >= 0).
         **extra: more values to store and get back from :func:`load_checkpoint`.
 
     Returns:
@@ -183,7 +195,10 @@ def save_checkpoint(
     Raises:
         OSError: when the write fails (disk full, file too large, ...); the
             previous file is unchanged and no temporary file is left.
-        TypeError: for a value in ``extra`` that a safe load could not read.
+        TypeError: ``step`` is not an int, or a value in ``extra`` is of a
+            type a safe load could not read back (checked before writing).
+        ValueError: ``step`` is negative, or ``model`` has lazy parameters
+            that are not initialized yet.
 
     Examples:
         >>> import tempfile, pathlib
@@ -191,51 +206,85 @@ def save_checkpoint(
         >>> net = nn.Linear(4, 2)
         >>> save_checkpoint(folder / "ckpt.pt", net, step=10, loss=0.25).name
         'ckpt.pt'
-        >>> load_checkpoint(folder / "ckpt.pt", nn.Linear(4, 2))
-        {'step': 10, 'loss': 0.25}
+        >>> info = load_checkpoint(folder / "ckpt.pt", nn.Linear(4, 2))
+        >>> info.step, info.extra
+        (10, {'loss': 0.25})
     """
-    _check_step(step)
-    _check_extra(extra, "extra")
-    payload = {
-        "format": FORMAT,
-        "version": VERSION,
-        "step": step,
-        "model": model.state_dict(),
-        "optimizer": None if optimizer is None else optimizer.state_dict(),
-        "extra": extra,
-    }
+    payload = _payload(model, optimizer, step, extra)
     path = Path(path)
-    _atomic_write(path, lambda f: torch.save(payload, f))
+    atomic_write(path, lambda f: torch.save(payload, f))
     return path
 
 
 # --- reading: safe, checked, all or nothing -------------------------------------------
 
 
-def _names(names: list[str]) -> str:
-    shown = ", ".join(names[:_SHOW])
-    return shown + (f" and {len(names) - _SHOW} more" if len(names) > _SHOW else "")
+# torch.save's legacy (pre-1.6, not zip) format starts with its pickled magic number.
+_LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
+
+
+def _would_run_code(path: Path, what: str) -> CheckpointError:
+    return CheckpointError(
+        f"{path} was not loaded: it holds {what}, which would run code when "
+        "unpickled, and checkpoints are loaded with weights_only=True. Only if "
+        "you trust where the file came from: torch.load(path, "
+        "weights_only=False), or allow that one name with "
+        "torch.serialization.safe_globals([...])"
+    )
+
+
+def _device_error(path: Path, message: str, map_location: Any) -> CheckpointError:
+    device = re.search(r"on a (\w+) device", message)
+    device = device.group(1) if device else "an accelerator"
+    if map_location is not None:
+        where = (
+            f"map_location={map_location!r} asks for a {device} device, and "
+            "this machine has none"
+        )
+    else:
+        where = (
+            f"it holds tensors saved on a {device} device, and this machine has none"
+        )
+    return CheckpointError(
+        f"{path} was not loaded: {where}. Load it onto the CPU with "
+        "map_location='cpu' (or onto the device you have, e.g. "
+        "map_location=dlcomp.try_gpu())"
+    )
 
 
 def _safe_load(path: Path, map_location: Any) -> Any:
     """``torch.load(weights_only=True)``, with its failures as CheckpointError."""
+    if not path.exists():
+        raise FileNotFoundError(2, f"no checkpoint at {path}", str(path))
+    if not is_regular_file(path):
+        raise CheckpointError(
+            f"{path} is not a regular file (a directory, FIFO or device): "
+            "not a checkpoint"
+        )
+    with open(path, "rb") as f:
+        head = f.read(len(_LEGACY_MAGIC))
+    if head.startswith(b"\x80") and not head.startswith(_LEGACY_MAGIC):
+        raise _would_run_code(path, "a raw pickle (not a torch.save file)")
+    check_torch_file(path)  # before torch.load allocates or inflates anything
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except (FileNotFoundError, IsADirectoryError, PermissionError):
+    except (FileNotFoundError, PermissionError):
         raise
     except pickle.UnpicklingError as error:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        message = str(error)
+        found = re.search(r"GLOBAL (\S+) whose module \S+ is blocked", message)
+        found = found or re.search(r"Unsupported global: GLOBAL (\S+)", message)
         if found:
-            raise CheckpointError(
-                f"{path} was not loaded: it holds a Python object "
-                f"({found.group(1)}) that would run code when unpickled, and "
-                "checkpoints are loaded with weights_only=True. Only if you "
-                "trust where the file came from: torch.load(path, "
-                "weights_only=False), or allow that one name with "
-                "torch.serialization.safe_globals([...])"
-            ) from error
+            what = f"a Python object ({found.group(1)})"
+            raise _would_run_code(path, what) from error
         raise _damaged(path, error) from error
-    except (RuntimeError, EOFError, KeyError, OSError, ValueError) as error:
+    except RuntimeError as error:
+        if "deserialize object on a" in str(error) or "is_available() is False" in (
+            str(error)
+        ):
+            raise _device_error(path, str(error), map_location) from error
+        raise _damaged(path, error) from error
+    except (EOFError, KeyError, OSError, ValueError) as error:
         raise _damaged(path, error) from error
 
 
@@ -248,49 +297,296 @@ def _damaged(path: Path, error: BaseException) -> CheckpointError:
     )
 
 
+@dataclass(frozen=True)
+class Checkpoint:
+    """What a checkpoint file holds, read and checked by :func:`read_checkpoint`.
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "ckpt.pt"
+        >>> net = nn.Linear(4, 2)
+        >>> _ = save_checkpoint(path, net, torch.optim.SGD(net.parameters()), step=3)
+        >>> checkpoint = read_checkpoint(path)
+        >>> checkpoint.step, sorted(checkpoint.model), checkpoint.optimizer_class
+        (3, ['bias', 'weight'], 'torch.optim.sgd.SGD')
+    """
+
+    path: Path
+    """The file."""
+    step: int
+    """The training step."""
+    model: dict[str, Tensor]
+    """The model's ``state_dict``."""
+    optimizer: dict[str, Any] | None
+    """The optimizer's ``state_dict``, or ``None`` if none was saved."""
+    optimizer_class: str | None
+    """The optimizer's class (``"torch.optim.adam.Adam"``); ``None`` in version-1 files."""  # noqa: E501
+    extra: dict[str, Any] = field(default_factory=dict)
+    """The values given to :func:`save_checkpoint` besides the states."""
+    version: int = VERSION
+    """The file's format version."""
+
+    @property
+    def info(self) -> CheckpointInfo:
+        """The step and the extras, as loads return them."""
+        return CheckpointInfo(path=self.path, step=self.step, extra=self.extra)
+
+
+def _not_a_checkpoint(path: Path, data: object) -> CheckpointError:
+    found = (
+        f"a dict with keys {names([str(k) for k in data])}"
+        if isinstance(data, dict)
+        else f"a {type(data).__name__}"
+    )
+    return CheckpointError(
+        f"{path} is a PyTorch file but not a dlcomp checkpoint: expected the "
+        f"dict save_checkpoint writes, found {found}. For a bare state_dict "
+        "use model.load_state_dict(torch.load(path, weights_only=True))"
+    )
+
+
+def read_checkpoint(
+    path: str | os.PathLike[str], *, map_location: Any = None
+) -> Checkpoint:
+    """Read a checkpoint written by :func:`save_checkpoint`, safely, without loading it.
+
+    The file is read with ``weights_only=True`` (a file that would run code
+    is refused, not executed) and every field is checked: format, version,
+    step, states, extras.
+
+    Args:
+        path: the checkpoint file.
+        map_location: where to put the tensors (see :func:`torch.load`).
+
+    Returns:
+        Checkpoint: the states, step, extras and optimizer class.
+
+    Raises:
+        CheckpointError: the file is not a dlcomp checkpoint, is damaged,
+            would run code, needs a device this machine lacks, or was
+            written by a newer dlcomp.
+        FileNotFoundError: there is no file at ``path``.
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "ckpt.pt"
+        >>> _ = save_checkpoint(path, nn.Linear(4, 2), step=7, note="warm-up done")
+        >>> read_checkpoint(path).extra
+        {'note': 'warm-up done'}
+    """
+    path = Path(path)
+    data = _safe_load(path, map_location)
+    if not (isinstance(data, dict) and data.get("format") == FORMAT):
+        raise _not_a_checkpoint(path, data)
+    version = data.get("version")
+    if type(version) is not int or version < 1:
+        raise CheckpointError(f"{path} has no valid format version ({version!r})")
+    if version not in READS:
+        written_by = data.get("dlcomp")
+        by = f"dlcomp {written_by}" if isinstance(written_by, str) else "a newer dlcomp"
+        raise CheckpointError(
+            f"{path} has checkpoint format version {version}, written by {by}; "
+            f"this dlcomp reads versions {READS[0]} to {READS[-1]}. Install a "
+            f"dlcomp that reads it: pip install 'dlcomp>={written_by or 'newer'}'"
+        )
+    problems = []
+    step, model, optimizer = data.get("step"), data.get("model"), data.get("optimizer")
+    extra, optimizer_class = data.get("extra"), data.get("optimizer_class")
+    if type(step) is not int or step < 0:
+        problems.append(f"its step is {step!r}, not an int >= 0")
+    if not isinstance(model, dict) or not all(isinstance(k, str) for k in model):
+        problems.append(
+            "it has no model state_dict" + (" (missing)" if model is None else "")
+        )
+    if optimizer is not None and not isinstance(optimizer, dict):
+        problems.append(f"its optimizer state is a {type(optimizer).__name__}")
+    if optimizer_class is not None and type(optimizer_class) is not str:
+        problems.append("its optimizer class is not a name")
+    if type(extra) is not dict or not all(type(k) is str for k in extra):
+        problems.append("its extra values are not a dict with str keys")
+    for key in ("step", "model", "optimizer", "extra"):
+        if key not in data:
+            problems.append(f"it has no {key!r} entry")
+    if problems:
+        raise CheckpointError(
+            f"{path} is a damaged dlcomp checkpoint: {'; '.join(problems)}. "
+            "Nothing was loaded"
+        )
+    return Checkpoint(
+        path=path,
+        step=step,
+        model=model,
+        optimizer=optimizer,
+        optimizer_class=optimizer_class,
+        extra=extra,
+        version=version,
+    )
+
+
+def _shape(value: object) -> tuple[int, ...] | None:
+    return tuple(value.shape) if isinstance(value, Tensor) else None
+
+
 def _check_state_dict(
     model: nn.Module, state: Mapping[str, Any], what: str = "checkpoint"
 ) -> None:
-    """Raise CheckpointError unless ``state`` fits ``model`` exactly."""
+    """Raise CheckpointError unless ``state`` fits ``model`` and can be copied in."""
     if not isinstance(state, Mapping) or not all(isinstance(k, str) for k in state):
         raise CheckpointError(f"the {what}'s model state is not a state_dict")
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    problems = []
-    if missing:
-        problems.append(f"missing keys: {_names(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys: {_names(unexpected)}")
-    shapes = [
-        f"{k}: {tuple(state[k].shape)} in the {what}, {tuple(v.shape)} in the model"
-        for k, v in expected.items()
-        if k in state
-        and isinstance(v, Tensor)
-        and not isinstance(v, UninitializedParameter)
-        and isinstance(state[k], Tensor)
-        and state[k].shape != v.shape
-    ]
-    if shapes:
-        problems.append("shape mismatches: " + "; ".join(shapes[:_SHOW]))
-    if problems:
+    own = model.state_dict()
+    expected = {
+        k: None
+        if isinstance(v, UninitializedParameter | UninitializedBuffer)
+        else (_shape(v))
+        for k, v in own.items()
+    }
+    check_fits(expected, {k: _shape(v) for k, v in state.items()}, what=what,
+               model=type(model).__name__)  # fmt: skip
+    _check_copyable(own, state, what)
+
+
+def _check_copyable(
+    own: Mapping[str, Any], state: Mapping[str, Any], what: str
+) -> None:
+    """Entries that have the right shape but could not be copied into the model."""
+    bad = []
+    for name, value in state.items():
+        ours = own[name]
+        if not isinstance(value, Tensor):
+            bad.append(f"{name} is a {type(value).__name__}, not a tensor")
+        elif value.device.type == "meta":
+            bad.append(f"{name} is on the meta device (it has no values)")
+        elif isinstance(ours, Tensor) and value.layout != ours.layout:
+            bad.append(f"{name} is {value.layout}, the model's is {ours.layout}")
+        elif value.is_complex() and not ours.is_complex():
+            bad.append(
+                f"{name} is complex ({value.dtype}), the model's is {ours.dtype}"
+            )
+    if bad:
         raise CheckpointError(
-            f"the {what} does not fit this {type(model).__name__} (another "
-            f"architecture?). {'. '.join(problems)}. Nothing was loaded"
+            f"the {what} has entries that cannot be loaded: {names(bad)}. "
+            "Nothing was loaded"
         )
 
 
-def _check_optimizer_state(optimizer: torch.optim.Optimizer, state: Any) -> None:
-    ours = optimizer.state_dict()["param_groups"]
-    if not isinstance(state, Mapping) or "param_groups" not in state:
-        raise CheckpointError("the checkpoint holds no optimizer state to load")
-    theirs = state["param_groups"]
-    if [len(g["params"]) for g in theirs] != [len(g["params"]) for g in ours]:
+def _check_optimizer_state(
+    optimizer: torch.optim.Optimizer, checkpoint: Checkpoint
+) -> None:
+    """Raise CheckpointError unless the saved optimizer state fits ``optimizer``."""
+    state = checkpoint.optimizer
+    if state is None:
+        raise CheckpointError(
+            f"{checkpoint.path} holds no optimizer state to load (it was saved "
+            "without an optimizer): load it without one, or from another file"
+        )
+    ours = _class_name(optimizer)
+    if checkpoint.optimizer_class not in (None, ours):
+        raise CheckpointError(
+            f"{checkpoint.path} holds the state of a {checkpoint.optimizer_class}, "
+            f"and the optimizer given is a {ours}: its state (and hyperparameters) "
+            "would not fit. Build the same optimizer as when saving, or load the "
+            "model alone (optimizer=None). Nothing was loaded"
+        )
+    groups, saved = state.get("param_groups"), state.get("state")
+    if not (
+        isinstance(groups, list)
+        and all(
+            isinstance(g, dict) and isinstance(g.get("params"), list) for g in groups
+        )
+        and isinstance(saved, dict)
+    ):
+        raise CheckpointError(
+            f"{checkpoint.path}: the optimizer state is damaged (no param_groups "
+            "or state). Nothing was loaded"
+        )
+    sizes = [len(g["params"]) for g in groups]
+    own_sizes = [len(g["params"]) for g in optimizer.param_groups]
+    if sizes != own_sizes:
         raise CheckpointError(
             "the checkpoint's optimizer state does not fit this optimizer: "
-            f"parameter groups of sizes {[len(g['params']) for g in theirs]} in "
-            f"the file, {[len(g['params']) for g in ours]} here. Nothing was loaded"
+            f"parameter groups of sizes {sizes} in the file, {own_sizes} here. "
+            "Nothing was loaded"
         )
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    ids = [i for g in groups for i in g["params"]]
+    problems = [f"state for parameter {i}, which no group lists" for i in saved
+                if i not in ids]  # fmt: skip
+    for index, (i, param) in enumerate(zip(ids, params, strict=True)):
+        entry = saved.get(i)
+        if entry is None:
+            continue
+        if not isinstance(entry, dict):
+            problems.append(f"parameter {index}: state is a {type(entry).__name__}")
+            continue
+        own = optimizer.state.get(param)
+        if own and set(own) != set(entry):
+            problems.append(
+                f"parameter {index}: keys {sorted(entry)} in the file, "
+                f"{sorted(own)} here"
+            )
+        for key, value in entry.items():
+            if (
+                isinstance(value, Tensor)
+                and value.dim() > 0
+                and (value.shape != param.shape)
+            ):
+                problems.append(
+                    f"parameter {index} {key}: {tuple(value.shape)} in the file, "
+                    f"parameter of shape {tuple(param.shape)} here"
+                )
+    if problems:
+        raise CheckpointError(
+            "the checkpoint's optimizer state does not fit this optimizer: "
+            f"{names(problems)}. Nothing was loaded"
+        )
+
+
+@contextmanager
+def _all_or_nothing(
+    model: nn.Module, optimizer: torch.optim.Optimizer | None
+) -> Iterator[None]:
+    """Undo every change to ``model`` and ``optimizer`` if the block fails.
+
+    Even a KeyboardInterrupt between the two loads leaves both as they were.
+    Costs one copy of the model's state while the block runs.
+    """
+    saved_model = {
+        k: v.detach().clone()
+        for k, v in model.state_dict().items()
+        if isinstance(v, Tensor)
+        and not isinstance(v, UninitializedParameter | UninitializedBuffer)
+    }
+    saved_optimizer = (
+        None if optimizer is None else copy.deepcopy(optimizer.state_dict())
+    )
+    try:
+        yield
+    except BaseException:
+        model.load_state_dict(saved_model, strict=False)
+        if optimizer is not None:
+            optimizer.load_state_dict(saved_optimizer)
+        raise
+
+
+def _load_into(
+    checkpoint: Checkpoint,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+) -> None:
+    """Check everything, then copy; roll back if the copy fails."""
+    _check_state_dict(model, checkpoint.model)
+    if optimizer is not None:
+        _check_optimizer_state(optimizer, checkpoint)
+    try:
+        with _all_or_nothing(model, optimizer):
+            model.load_state_dict(checkpoint.model)
+            if optimizer is not None:
+                optimizer.load_state_dict(checkpoint.optimizer)
+    except Exception as error:
+        raise CheckpointError(
+            f"{checkpoint.path} could not be loaded ({error}); the model and the "
+            "optimizer were left unchanged"
+        ) from error
 
 
 def load_checkpoint(
@@ -299,27 +595,30 @@ def load_checkpoint(
     optimizer: torch.optim.Optimizer | None = None,
     *,
     map_location: Any = None,
-) -> dict[str, Any]:
+) -> CheckpointInfo:
     """Load a checkpoint written by :func:`save_checkpoint` into ``model`` (and ``optimizer``).
 
     The file is read with ``weights_only=True``: a file that would run code
-    is refused, not executed. Every key and shape is checked against the
-    model before anything is copied, so on any error the model and the
-    optimizer are unchanged.
+    is refused, not executed. Every key, shape and type, and the optimizer's
+    class and state, are checked before anything is copied; if the copy
+    still fails (or is interrupted), what was copied is undone. On any error
+    the model and the optimizer are unchanged.
 
     Args:
         path: the checkpoint file.
         model: receives the saved parameters and buffers.
-        optimizer: receives the saved optimizer state, if given.
+        optimizer: receives the saved optimizer state, if given; it must be
+            of the class that was saved.
         map_location: where to put the loaded tensors first (see
             :func:`torch.load`), e.g. ``"cpu"`` for a file saved on a GPU.
 
     Returns:
-        dict: ``{"step": ..., **extra}`` as given to :func:`save_checkpoint`.
+        CheckpointInfo: the step and the extras given to :func:`save_checkpoint`.
 
     Raises:
         CheckpointError: the file is not a checkpoint, is damaged, would run
-            code, or does not fit ``model``/``optimizer``.
+            code, needs a device this machine lacks, or does not fit
+            ``model``/``optimizer``.
         FileNotFoundError: there is no file at ``path``.
 
     Examples:
@@ -329,78 +628,17 @@ def load_checkpoint(
         >>> load_checkpoint(path, nn.Linear(4, 3))
         Traceback (most recent call last):
         ...
-        dlcomp.serialization.CheckpointError: the checkpoint does not fit this Linear (another architecture?). shape mismatches: weight: (2, 4) in the checkpoint, (3, 4) in the model; bias: (2,) in the checkpoint, (3,) in the model. Nothing was loaded
+        dlcomp.CheckpointError: the checkpoint does not fit this Linear (another architecture?). shape mismatches: weight: (2, 4) in the checkpoint, (3, 4) in the model; bias: (2,) in the checkpoint, (3,) in the model. Nothing was loaded
     """  # noqa: E501
-    path = Path(path)
-    data = _safe_load(path, map_location)
-    if not (isinstance(data, dict) and data.get("format") == FORMAT):
-        found = (
-            f"a dict with keys {_names([str(k) for k in data])}"
-            if isinstance(data, dict)
-            else f"a {type(data).__name__}"
-        )
-        raise CheckpointError(
-            f"{path} is a PyTorch file but not a dlcomp checkpoint: expected the "
-            f"dict save_checkpoint writes, found {found}. For a bare state_dict "
-            "use model.load_state_dict(torch.load(path, weights_only=True))"
-        )
-    _check_state_dict(model, data["model"])
-    if optimizer is not None:
-        _check_optimizer_state(optimizer, data["optimizer"])
-        backup = optimizer.state_dict()
-        optimizer.load_state_dict(data["optimizer"])
-    try:
-        model.load_state_dict(data["model"])
-    except Exception as error:  # pragma: no cover - the checks above prevent it
-        if optimizer is not None:
-            optimizer.load_state_dict(backup)
-        raise CheckpointError(f"{path} could not be loaded: {error}") from error
-    return {"step": data["step"], **data["extra"]}
+    checkpoint = read_checkpoint(path, map_location=map_location)
+    _load_into(checkpoint, model, optimizer)
+    return checkpoint.info
 
 
 # --- many checkpoints of one run ------------------------------------------------------
 
 
-def _check_step(step: object) -> int:
-    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-        raise TypeError(f"step must be an int >= 0, got {step!r}")
-    return step
-
-
-class _StepCheckpoints:
-    """What both checkpoint managers share: entries named by step, the newest kept."""
-
-    _PATTERN: re.Pattern[str]
-
-    def __init__(self, directory: str | os.PathLike[str], keep: int) -> None:
-        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
-            raise ValueError(f"keep must be an int >= 1, got {keep!r}")
-        self.directory = Path(directory)
-        self.keep = keep
-        self.restored: dict[str, Any] | None = None
-
-    def _complete(self, path: Path) -> bool:
-        """Whether the entry at ``path`` is a finished checkpoint."""
-        return True
-
-    def checkpoints(self) -> list[tuple[int, Path]]:
-        """``(step, path)`` of every complete checkpoint, oldest first."""
-        if not self.directory.is_dir():
-            return []
-        found = []
-        for path in self.directory.iterdir():
-            match = self._PATTERN.fullmatch(path.name)
-            if match and self._complete(path):
-                found.append((int(match.group(1)), path))
-        return sorted(found)
-
-    def latest(self) -> Path | None:
-        """The newest complete checkpoint, or ``None`` if there is none."""
-        found = self.checkpoints()
-        return found[-1][1] if found else None
-
-
-class CheckpointManager(_StepCheckpoints):
+class CheckpointManager(StepCheckpoints):
     """Keep the last ``keep`` checkpoints of a run in ``directory``; resume from them.
 
     Files are named ``step-000000120.pt``. :meth:`save` writes atomically and
@@ -409,13 +647,13 @@ class CheckpointManager(_StepCheckpoints):
     was written). :meth:`restore` loads the newest checkpoint that loads; a
     damaged newer file is reported with a warning and skipped.
 
+    Several processes may save into one directory: renames and deletions
+    are serialized by a lock file (``.dlcomp.lock``), and a process removes
+    only its own temporary files and those whose writer died.
+
     Args:
         directory: where the checkpoints go (created if needed).
-        keep: how many of the newest checkpoints to keep, at least 1.
-
-    Attributes:
-        restored (dict | None): what the last :meth:`restore` loaded:
-            ``{"step": ..., **extra}``, or ``None``.
+        keep: how many of the newest checkpoints to keep, an int >= 1.
 
     Examples:
         >>> import tempfile
@@ -425,19 +663,19 @@ class CheckpointManager(_StepCheckpoints):
         ...     _ = manager.save(step, net, loss=1 / step)
         >>> [path.name for _, path in manager.checkpoints()]
         ['step-000000020.pt', 'step-000000030.pt']
-        >>> manager.restore(nn.Linear(4, 2)), manager.restored["loss"] == 1 / 30
+        >>> restored = manager.restore(nn.Linear(4, 2))
+        >>> restored.step, restored.extra["loss"] == 1 / 30
         (30, True)
     """
 
-    _PATTERN = re.compile(r"step-(\d{9})\.pt")
+    SUFFIX = ".pt"
 
     def __init__(self, directory: str | os.PathLike[str], keep: int = 3) -> None:
         super().__init__(directory, keep)
         self.directory.mkdir(parents=True, exist_ok=True)
 
-    def path_for(self, step: int) -> Path:
-        """The file name used for ``step``."""
-        return self.directory / f"step-{step:09d}.pt"
+    def _complete(self, path: Path) -> bool:
+        return is_regular_file(path)
 
     def save(
         self,
@@ -446,19 +684,32 @@ class CheckpointManager(_StepCheckpoints):
         optimizer: torch.optim.Optimizer | None = None,
         **extra: Any,
     ) -> Path:
-        """Write the checkpoint of ``step``, then delete all but the newest ``keep``."""
-        path = save_checkpoint(
-            self.path_for(step), model, optimizer, step=step, **extra
-        )
-        for _, old in self.checkpoints()[: -self.keep]:
-            old.unlink(missing_ok=True)
-        self._remove_stale_temporaries()
-        return path
+        """Write the checkpoint of ``step``, then delete all but the newest ``keep``.
 
-    def _remove_stale_temporaries(self) -> None:
-        # A process killed during a write leaves its temporary file behind.
-        for path in self.directory.glob(".step-*.pt.*.tmp"):
-            path.unlink(missing_ok=True)
+        Returns:
+            Path: the new checkpoint file.
+
+        A step older than the ``keep`` newest checkpoints is written and
+        kept until the next save (which deletes it if it is still too old);
+        :meth:`restore` picks the newest step, not the newest file.
+
+        Raises:
+            TypeError: as :func:`save_checkpoint`.
+            ValueError: as :func:`save_checkpoint`.
+            OSError: the write failed; the directory is as it was.
+        """
+        payload = _payload(model, optimizer, step, extra)
+        path = self.path_for(step)
+
+        @contextmanager
+        def commit() -> Iterator[None]:  # around the rename, under the lock
+            with self.locked():
+                yield
+                self.prune(Path.unlink, just_written=path)
+                self.remove_abandoned_temporaries()
+
+        atomic_write(path, lambda f: torch.save(payload, f), commit=commit)
+        return path
 
     def restore(
         self,
@@ -466,20 +717,29 @@ class CheckpointManager(_StepCheckpoints):
         optimizer: torch.optim.Optimizer | None = None,
         *,
         map_location: Any = None,
-    ) -> int | None:
-        """Load the newest checkpoint that loads; return its step, or ``None`` if none exist.
+    ) -> CheckpointInfo | None:
+        """Load the newest checkpoint that loads; return what it held, or ``None``.
+
+        Damaged or unfitting checkpoints are skipped with a RuntimeWarning;
+        one deleted meanwhile (by another process's cleanup) is skipped
+        silently.
+
+        Returns:
+            CheckpointInfo | None: the step and extras of the checkpoint
+            loaded, or ``None`` if the directory holds none.
 
         Raises:
             CheckpointError: if checkpoints exist but none of them loads.
-        """  # noqa: E501
-        self.restored = None
+        """
         found = self.checkpoints()
         failures = []
-        for step, path in reversed(found):
+        for _, path in reversed(found):
             try:
-                info = load_checkpoint(
+                return load_checkpoint(
                     path, model, optimizer, map_location=map_location
                 )
+            except FileNotFoundError:
+                continue  # removed by another process's cleanup since listed
             except CheckpointError as error:
                 failures.append(f"{path.name}: {error}")
                 warnings.warn(
@@ -487,9 +747,6 @@ class CheckpointManager(_StepCheckpoints):
                     RuntimeWarning,
                     stacklevel=2,
                 )
-                continue
-            self.restored = info
-            return step
         if failures:
             raise CheckpointError(
                 f"none of the {len(found)} checkpoints in {self.directory} loads: "
@@ -519,52 +776,73 @@ class MatchReport:
     """Names of the model that kept their values (their initialization)."""
 
 
+def _selected(name: str, prefixes: tuple[str, ...] | None) -> bool:
+    """Whether ``name``'s leading dotted components are one of ``prefixes``."""
+    if prefixes is None:
+        return True
+    parts = name.split(".")
+    return any(
+        parts[: len(p)] == p
+        for p in (prefix.strip(".").split(".") for prefix in prefixes)
+    )
+
+
 def load_matching(
     model: nn.Module,
     state_dict: Mapping[str, Tensor],
-    prefixes: tuple[str, ...] | list[str] | None = None,
+    prefixes: str | tuple[str, ...] | list[str] | None = None,
 ) -> MatchReport:
     """Copy the shared part of a state dict into another architecture.
 
     Selects the entries of ``state_dict`` whose names start with one of
     ``prefixes`` (all entries if ``None``) *and* exist in ``model``; every
     selected entry must have the model's shape. Either all of them are
-    copied or, on a mismatch, none.
+    copied or, on any error, none.
+
+    A prefix matches whole dotted components: ``"1"`` (or ``"1."``) selects
+    ``1.weight`` and ``1.bias``, not ``10.weight``. A plain string is one
+    prefix.
 
     Args:
         model: the new network.
         state_dict: the trained network's ``state_dict()``.
         prefixes: name prefixes to take, e.g. ``("0.", "2.")`` for the first
-            two linear layers of an ``nn.Sequential``, or ``("hidden.",)``.
+            two linear layers of an ``nn.Sequential``, or ``"hidden"``.
 
     Returns:
         MatchReport: the names loaded, not used, and left in the model.
 
     Raises:
-        CheckpointError: a selected entry's shape differs from the model's.
+        CheckpointError: a selected entry's shape differs from the model's,
+            a prefix selects names the model lacks, or an entry cannot be
+            copied (not a tensor, on the meta device).
 
     Examples:
         >>> old = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
         >>> new = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 5))
-        >>> report = load_matching(new, old.state_dict(), prefixes=("0.",))
+        >>> report = load_matching(new, old.state_dict(), prefixes="0")
         >>> report.loaded, report.left_in_model
         (['0.weight', '0.bias'], ['2.weight', '2.bias'])
         >>> torch.equal(new[0].weight, old[0].weight)
         True
     """
+    if isinstance(prefixes, str):
+        prefixes = (prefixes,)
+    elif prefixes is not None:
+        prefixes = tuple(prefixes)
+        if not all(isinstance(p, str) for p in prefixes):
+            raise TypeError(f"prefixes must be strings, got {prefixes!r}")
     own = model.state_dict()
-    selected = [
-        k
-        for k in state_dict
-        if k in own and (prefixes is None or k.startswith(tuple(prefixes)))
-    ]
+    selected = [k for k in state_dict if k in own and _selected(k, prefixes)]
     if prefixes is not None:
-        wanted = [k for k in state_dict if k.startswith(tuple(prefixes))]
+        wanted = [k for k in state_dict if _selected(k, prefixes)]
         if absent := [k for k in wanted if k not in own]:
             raise CheckpointError(
-                f"the model has no entries named {_names(absent)}, selected by "
-                f"prefixes {list(prefixes)}; its names are {_names(list(own))}"
+                f"the model has no entries named {names(absent)}, selected by "
+                f"prefixes {list(prefixes)}; its names are {names(list(own))}"
             )
+    chosen = {k: state_dict[k] for k in selected}
+    _check_copyable(own, chosen, "state dict")
     mismatched = [
         f"{k}: {tuple(state_dict[k].shape)} in the state dict, {tuple(own[k].shape)} "
         "in the model"
@@ -574,10 +852,16 @@ def load_matching(
     if mismatched:
         raise CheckpointError(
             "cannot reuse these entries, their shapes differ: "
-            + "; ".join(mismatched[:_SHOW])
+            + "; ".join(mismatched[:SHOW])
             + ". Nothing was loaded"
         )
-    model.load_state_dict({k: state_dict[k] for k in selected}, strict=False)
+    try:
+        with _all_or_nothing(model, None):
+            model.load_state_dict(chosen, strict=False)
+    except Exception as error:
+        raise CheckpointError(
+            f"the entries could not be copied ({error}); the model is unchanged"
+        ) from error
     return MatchReport(
         loaded=selected,
         not_used=[k for k in state_dict if k not in selected],
@@ -593,7 +877,7 @@ def _tied_aliases(model: nn.Module) -> dict[str, str]:
     first: dict[tuple[object, ...], str] = {}
     aliases = {}
     for name, tensor in model.state_dict(keep_vars=True).items():
-        key = _view_key(tensor)
+        key = view_key(tensor)
         if key in first:
             aliases[name] = first[key]
         else:
@@ -601,7 +885,7 @@ def _tied_aliases(model: nn.Module) -> dict[str, str]:
     return aliases
 
 
-def save_safetensors(model: nn.Module, path: str | os.PathLike[str]) -> Path:
+def save_safetensors(path: str | os.PathLike[str], model: nn.Module) -> Path:
     """Save a model's weights as ``.safetensors``, tied parameters included, atomically.
 
     The safetensors format stores raw tensors and a JSON header, nothing
@@ -611,25 +895,30 @@ def save_safetensors(model: nn.Module, path: str | os.PathLike[str]) -> Path:
     :func:`load_safetensors` restores them.
 
     Args:
-        model: whose ``state_dict()`` to save.
         path: the file to write.
+        model: whose ``state_dict()`` to save.
 
     Returns:
         Path: ``path``.
+
+    Raises:
+        ValueError: ``model`` has lazy parameters not initialized yet.
+        OSError: the write failed; the previous file is unchanged.
 
     Examples:
         >>> import tempfile, pathlib
         >>> from dlcomp import tied_mlp
         >>> path = pathlib.Path(tempfile.mkdtemp()) / "tied.safetensors"
         >>> net = tied_mlp()
-        >>> _ = save_safetensors(net, path)
+        >>> _ = save_safetensors(path, net)
         >>> clone = tied_mlp()
-        >>> load_safetensors(clone, path)
+        >>> load_safetensors(path, clone)
         >>> torch.equal(clone[4].weight, net[2].weight), clone[2].weight is clone[4].weight
         (True, True)
     """  # noqa: E501
     from safetensors.torch import save
 
+    _check_materialized(model, "save")
     aliases = _tied_aliases(model)
     tensors = {
         name: tensor.detach().contiguous().cpu()
@@ -638,12 +927,34 @@ def save_safetensors(model: nn.Module, path: str | os.PathLike[str]) -> Path:
     }
     data = save(tensors, metadata={"format": FORMAT, "tied": json.dumps(aliases)})
     path = Path(path)
-    _atomic_write(path, lambda f: f.write(data))
+    atomic_write(path, lambda f: f.write(data))
     return path
 
 
+def _aliases(path: Path, metadata: Mapping[str, str]) -> dict[str, str]:
+    """The ``tied`` metadata of a file: ``{alias: name stored}``, checked."""
+    try:
+        aliases = json.loads(metadata.get("tied", "{}"))
+    except json.JSONDecodeError as error:
+        raise CheckpointError(
+            f"{path}: its 'tied' metadata is not JSON ({error}). Nothing was loaded"
+        ) from error
+    if not (
+        isinstance(aliases, dict)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in aliases.items())
+    ):
+        raise CheckpointError(
+            f"{path}: its 'tied' metadata should map names to names, found "
+            f"{str(aliases)[:80]}. Nothing was loaded"
+        )
+    return aliases
+
+
 def load_safetensors(
-    model: nn.Module, path: str | os.PathLike[str], *, device: str = "cpu"
+    path: str | os.PathLike[str],
+    model: nn.Module,
+    *,
+    map_location: str | torch.device = "cpu",
 ) -> None:
     """Load weights written by :func:`save_safetensors` (or any ``.safetensors`` file).
 
@@ -651,28 +962,30 @@ def load_safetensors(
     checked before anything is copied.
 
     Args:
-        model: receives the weights.
         path: the ``.safetensors`` file.
-        device: where to read the tensors to.
+        model: receives the weights.
+        map_location: the device to read the tensors to.
 
     Raises:
-        CheckpointError: the file is not a safetensors file or does not fit.
+        CheckpointError: the file is not a safetensors file, is damaged, or
+            does not fit; the model is unchanged.
+        FileNotFoundError: there is no file at ``path``.
 
     Examples:
         >>> import tempfile, pathlib
         >>> path = pathlib.Path(tempfile.mkdtemp()) / "w.safetensors"
         >>> path.write_text("not tensors")
         11
-        >>> load_safetensors(nn.Linear(2, 2), path)
+        >>> load_safetensors(path, nn.Linear(2, 2))
         Traceback (most recent call last):
         ...
-        dlcomp.serialization.CheckpointError: ...w.safetensors is not a safetensors file, or it is damaged (...)
+        dlcomp.CheckpointError: ...w.safetensors is not a safetensors file, or it is damaged (...)
     """  # noqa: E501
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
     try:
-        with safe_open(path, framework="pt", device=device) as f:
+        with safe_open(path, framework="pt", device=str(map_location)) as f:
             metadata = f.metadata() or {}
             state = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError) as error:
@@ -681,12 +994,12 @@ def load_safetensors(
         raise CheckpointError(
             f"{path} is not a safetensors file, or it is damaged ({error})"
         ) from error
-    aliases = json.loads(metadata.get("tied", "{}"))
-    for name, target in aliases.items():
+    for name, target in _aliases(path, metadata).items():
         if target in state:
             state[name] = state[target]
     _check_state_dict(model, state, what="file")
-    model.load_state_dict(state)
+    with _all_or_nothing(model, None):
+        model.load_state_dict(state)
 
 
 # --- a run that checkpoints and resumes -----------------------------------------------
@@ -765,10 +1078,10 @@ def resumable_training(
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
     manager = CheckpointManager(directory, keep=keep)
-    start = manager.restore(model, optimizer) or 0
-    losses = list(manager.restored["losses"]) if manager.restored else []
-    resumed_from = start if manager.restored is not None else None
-    run = TrainingRun(model=model, losses=losses, resumed_from=resumed_from)
+    restored = manager.restore(model, optimizer)
+    start = restored.step if restored else 0
+    losses = list(restored.extra["losses"]) if restored else []
+    run = TrainingRun(model=model, losses=losses, resumed_from=restored and start)
 
     for step in range(start, steps):
         xb, yb = _batch(seed, step, X, y)

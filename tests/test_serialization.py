@@ -1,10 +1,16 @@
 """Tests of dlcomp.serialization: round trips, bad files, failed writes, safetensors."""
 
+import collections
+import enum
 import errno
 import io
+import os
 import pathlib
 import pickle
 import random
+import signal
+import time
+from unittest import mock
 
 import pytest
 import torch
@@ -14,9 +20,11 @@ from dlcomp import (
     MLP,
     CheckpointError,
     CheckpointManager,
+    _checkpoint,
     load_checkpoint,
     load_matching,
     load_safetensors,
+    read_checkpoint,
     resumable_training,
     save_checkpoint,
     save_safetensors,
@@ -57,7 +65,7 @@ def test_round_trip_restores_model_optimizer_and_extra(tmp_path):
     clone = MLP()
     clone_optimizer = torch.optim.Adam(clone.parameters())
     info = load_checkpoint(tmp_path / "c.pt", clone, clone_optimizer)
-    assert info == {"step": 7, "losses": [1.0, 0.5]}
+    assert (info.step, info.extra) == (7, {"losses": [1.0, 0.5]})
     assert same(snapshot(clone), snapshot(model))
     X = torch.rand(3, 20)
     assert torch.equal(clone.eval()(X), model.eval()(X))
@@ -76,15 +84,26 @@ def test_map_location_puts_tensors_where_asked(tmp_path):
 
 
 def test_save_refuses_what_a_safe_load_could_not_read(tmp_path):
-    with pytest.raises(TypeError, match=r"extra\['when'\] is a object"):
+    with pytest.raises(TypeError, match=r"extra\['when'\] is a builtins.object"):
         save_checkpoint(tmp_path / "c.pt", MLP(), step=0, when=object())
     assert not list(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("step", [-1, 1.5, True, "3"])
-def test_save_refuses_a_bad_step(tmp_path, step):
-    with pytest.raises(TypeError, match="step must be an int >= 0"):
+@pytest.mark.parametrize(
+    ("step", "error", "message"),
+    [
+        (-1, ValueError, "step must be an int >= 0, got -1"),
+        (1.5, TypeError, "step must be an int, got float 1.5"),
+        (True, TypeError, "step must be an int, got bool True"),
+        ("3", TypeError, "step must be an int, got str '3'"),
+    ],
+)
+def test_save_refuses_a_bad_step(tmp_path, step, error, message):
+    with pytest.raises(error, match=message):
         save_checkpoint(tmp_path / "c.pt", MLP(), step=step)
+    with pytest.raises(error, match=message):
+        CheckpointManager(tmp_path).save(step, MLP())
+    assert [p.name for p in tmp_path.iterdir()] in ([], [".dlcomp.lock"])
 
 
 # --- bad files: a clear CheckpointError, and the model unchanged --------------
@@ -235,7 +254,7 @@ def test_a_write_that_fails_part_way_leaves_the_old_checkpoint(tmp_path, monkeyp
     assert path.read_bytes() == old_bytes
     assert temporaries(tmp_path) == []
     restored = MLP()
-    assert load_checkpoint(path, restored)["step"] == 1
+    assert load_checkpoint(path, restored).step == 1
     assert same(snapshot(restored), snapshot(old_model))
 
 
@@ -247,7 +266,7 @@ def test_a_permission_error_on_rename_leaves_no_temporary(tmp_path, monkeypatch)
     def refuse(src, dst):
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr(serialization.os, "replace", refuse)
+    monkeypatch.setattr(_checkpoint.os, "replace", refuse)
     with pytest.raises(PermissionError, match=r"Permission denied.*previous file"):
         save_checkpoint(path, MLP(), step=2)
     monkeypatch.undo()
@@ -276,14 +295,13 @@ def test_manager_keeps_the_newest(tmp_path):
         manager.save(step, model)
     assert [s for s, _ in manager.checkpoints()] == [30, 40, 50]
     assert manager.latest() == tmp_path / "step-000000050.pt"
-    assert manager.restore(MLP()) == 50
+    assert manager.restore(MLP()).step == 50
 
 
 def test_manager_with_nothing_saved(tmp_path):
     manager = CheckpointManager(tmp_path / "new")
     assert manager.latest() is None
     assert manager.restore(MLP()) is None
-    assert manager.restored is None
 
 
 def test_manager_skips_a_damaged_newest_file_and_says_so(tmp_path):
@@ -298,7 +316,7 @@ def test_manager_skips_a_damaged_newest_file_and_says_so(tmp_path):
     )  # torn by something outside our control
     target = MLP()
     with pytest.warns(RuntimeWarning, match=r"skipping checkpoint step-000000020\.pt"):
-        assert manager.restore(target) == 10
+        assert manager.restore(target).step == 10
     assert same(snapshot(target), good)
 
 
@@ -313,18 +331,26 @@ def test_manager_raises_when_no_checkpoint_loads(tmp_path):
         manager.restore(MLP())
 
 
-def test_manager_ignores_and_cleans_leftover_temporaries(tmp_path):
+def test_manager_ignores_and_cleans_abandoned_temporaries(tmp_path):
     manager = CheckpointManager(tmp_path)
-    stale = tmp_path / ".step-000000010.pt.abc123.tmp"
+    stale = tmp_path / ".dlcomp-abc123.tmp"  # its writer died: unlocked, and old
     stale.write_bytes(b"half a checkpoint")
+    an_hour_ago = time.time() - 3600
+    os.utime(stale, (an_hour_ago, an_hour_ago))
+    fresh = tmp_path / ".dlcomp-def456.tmp"  # maybe being created right now
+    fresh.write_bytes(b"")
     assert manager.latest() is None
     manager.save(10, MLP())
     assert not stale.exists()
+    assert fresh.exists()
 
 
-@pytest.mark.parametrize("keep", [0, -1, 1.5, True])
-def test_manager_bad_keep(tmp_path, keep):
-    with pytest.raises(ValueError, match="keep must be an int >= 1"):
+@pytest.mark.parametrize(
+    ("keep", "error"),
+    [(0, ValueError), (-1, ValueError), (1.5, TypeError), (True, TypeError)],
+)
+def test_manager_bad_keep(tmp_path, keep, error):
+    with pytest.raises(error, match="keep must be an int"):
         CheckpointManager(tmp_path, keep=keep)
 
 
@@ -387,9 +413,9 @@ def test_plain_safetensors_refuses_a_tied_model(tmp_path):
 
 def test_safetensors_round_trip_keeps_the_tie(tmp_path):
     net = tied_mlp()
-    save_safetensors(net, tmp_path / "t.safetensors")
+    save_safetensors(tmp_path / "t.safetensors", net)
     clone = tied_mlp()
-    load_safetensors(clone, tmp_path / "t.safetensors")
+    load_safetensors(tmp_path / "t.safetensors", clone)
     assert same(snapshot(clone), snapshot(net))
     assert clone[2].weight is clone[4].weight
     X = torch.rand(3, 4)
@@ -397,16 +423,16 @@ def test_safetensors_round_trip_keeps_the_tie(tmp_path):
 
 
 def test_safetensors_of_another_architecture(tmp_path):
-    save_safetensors(MLP(), tmp_path / "m.safetensors")
+    save_safetensors(tmp_path / "m.safetensors", MLP())
     target = tied_mlp()
     before = snapshot(target)
     with pytest.raises(CheckpointError, match="does not fit this Sequential"):
-        load_safetensors(target, tmp_path / "m.safetensors")
+        load_safetensors(tmp_path / "m.safetensors", target)
     assert same(snapshot(target), before)
 
 
 def test_safetensors_file_contains_no_pickle(tmp_path):
-    save_safetensors(MLP(), tmp_path / "m.safetensors")
+    save_safetensors(tmp_path / "m.safetensors", MLP())
     with pytest.raises(pickle.UnpicklingError):
         pickle.load(io.BytesIO((tmp_path / "m.safetensors").read_bytes()))
 
@@ -432,3 +458,359 @@ def test_resume_after_the_newest_checkpoint_is_lost(tmp_path):
     resumed = resumable_training(tmp_path / "run", steps=20, save_every=5)
     assert resumed.resumed_from == 10
     assert same(snapshot(resumed.model), snapshot(full.model))
+
+
+# --- what an adversarial review found: each test failed before its fix ----------
+
+
+def fake_checkpoint(path, **fields):
+    """A file like save_checkpoint's, with ``fields`` replaced (None: removed)."""
+    good = path.parent / "good-source.pt"
+    model = MLP()
+    save_checkpoint(good, model, torch.optim.SGD(model.parameters()), step=1)
+    data = torch.load(good, weights_only=True)
+    for key, value in fields.items():
+        if value is None:
+            data.pop(key, None)
+        else:
+            data[key] = value
+    torch.save(data, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"step": None}, "has no 'step' entry"),
+        ({"step": "ten"}, "its step is 'ten'"),
+        ({"step": -3}, "its step is -3"),
+        ({"extra": None}, "extra values are not a dict"),
+        ({"extra": [1, 2]}, "extra values are not a dict"),
+        ({"model": None}, "has no model state_dict"),
+        ({"optimizer": None}, "has no 'optimizer' entry"),
+    ],
+)
+def test_a_damaged_field_is_a_checkpoint_error_and_nothing_changes(
+    tmp_path, fields, message
+):
+    path = fake_checkpoint(tmp_path / "c.pt", **fields)
+    model = MLP()
+    optimizer = torch.optim.SGD(model.parameters())
+    before = snapshot(model)
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(path, model, optimizer)
+    assert same(snapshot(model), before)
+
+
+def uncopyable_states():
+    """State dicts whose shapes fit MLP but whose entries cannot be copied."""
+    good = MLP().state_dict()
+    sparse = dict(good)
+    sparse["hidden.weight"] = good["hidden.weight"].to_sparse()
+    meta = dict(good)
+    meta["out.weight"] = torch.empty_like(good["out.weight"], device="meta")
+    not_a_tensor = dict(good)
+    not_a_tensor["out.bias"] = [0.0] * 10
+    return {"sparse": sparse, "meta": meta, "not a tensor": not_a_tensor}
+
+
+@pytest.mark.parametrize("kind", ["sparse", "meta", "not a tensor"])
+def test_an_entry_that_cannot_be_copied_changes_nothing(tmp_path, kind):
+    path = fake_checkpoint(tmp_path / "c.pt", model=uncopyable_states()[kind])
+    model = MLP()
+    before = snapshot(model)
+    with pytest.raises(CheckpointError, match="Nothing was loaded"):
+        load_checkpoint(path, model)
+    assert same(snapshot(model), before)
+
+
+@pytest.mark.parametrize("kind", ["sparse", "meta", "not a tensor"])
+def test_load_matching_with_an_entry_that_cannot_be_copied_changes_nothing(kind):
+    model = MLP()
+    before = snapshot(model)
+    with pytest.raises(CheckpointError, match="Nothing was loaded"):
+        load_matching(model, uncopyable_states()[kind])
+    assert same(snapshot(model), before)
+
+
+@pytest.mark.parametrize("failure", [KeyboardInterrupt, RuntimeError])
+def test_a_failure_between_the_two_loads_leaves_both_unchanged(
+    tmp_path, monkeypatch, failure
+):
+    source = MLP()
+    save_checkpoint(tmp_path / "c.pt", source, trained(source), step=3)
+    model = MLP()
+    optimizer = trained(model, steps=1)
+    model_before, optimizer_before = snapshot(model), optimizer.state_dict()
+    optimizer_before = {k: v.clone() for k, v in optimizer_before["state"][0].items()}
+
+    def fails(state):
+        raise failure("Ctrl-C between the model and the optimizer load")
+
+    monkeypatch.setattr(optimizer, "load_state_dict", fails)
+    expected = KeyboardInterrupt if failure is KeyboardInterrupt else CheckpointError
+    with pytest.raises(expected):
+        load_checkpoint(tmp_path / "c.pt", model, optimizer)
+    monkeypatch.undo()
+    assert same(snapshot(model), model_before)
+    assert same(optimizer.state_dict()["state"][0], optimizer_before)
+
+
+def test_an_adam_checkpoint_is_refused_by_sgd_with_momentum(tmp_path):
+    model = MLP()
+    save_checkpoint(tmp_path / "c.pt", model, trained(model), step=3)
+    target = MLP()
+    sgd = torch.optim.SGD(target.parameters(), lr=0.1, momentum=0.9)
+    before = snapshot(target)
+    with pytest.raises(
+        CheckpointError, match=r"state of a torch\.optim\.adam\.Adam.*SGD"
+    ):
+        load_checkpoint(tmp_path / "c.pt", target, sgd)
+    assert same(snapshot(target), before)
+    target(torch.rand(2, 20)).sum().backward()
+    sgd.step()  # still a working SGD: it did not get Adam's hyperparameters
+
+
+def test_a_momentum_buffer_of_the_wrong_shape_is_refused(tmp_path):
+    model = MLP()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.rand(2, 20)).sum().backward()
+    optimizer.step()
+    path = save_checkpoint(tmp_path / "c.pt", model, optimizer, step=1)
+    data = torch.load(path, weights_only=True)
+    data["optimizer"]["state"][0]["momentum_buffer"] = torch.zeros(3, 3)
+    torch.save(data, path)
+    target = MLP()
+    with pytest.raises(CheckpointError, match=r"momentum_buffer: \(3, 3\) in the file"):
+        load_checkpoint(
+            path, target, torch.optim.SGD(target.parameters(), momentum=0.9)
+        )
+
+
+class Color(enum.IntEnum):
+    RED = 1
+
+
+class Name(str):
+    pass
+
+
+Point = collections.namedtuple("Point", "x y")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [Color.RED, Name("run-1"), Point(1, 2), collections.defaultdict(list)],
+    ids=["IntEnum", "str subclass", "namedtuple", "defaultdict"],
+)
+def test_what_a_safe_load_would_refuse_is_refused_at_save(tmp_path, value):
+    with pytest.raises(TypeError, match="a safe load"):
+        save_checkpoint(tmp_path / "c.pt", MLP(), step=1, value=value)
+    assert not (tmp_path / "c.pt").exists()
+
+
+def test_numpy_scalars_are_saved_as_python_numbers_and_load_back(tmp_path):
+    np = pytest.importorskip("numpy")
+    losses = np.array([0.5, 0.25])
+    save_checkpoint(
+        tmp_path / "c.pt", MLP(), step=1, mean=np.mean(losses), count=np.int64(2)
+    )
+    info = load_checkpoint(tmp_path / "c.pt", MLP())
+    assert info.extra == {"mean": 0.375, "count": 2}
+    assert type(info.extra["mean"]) is float
+    assert type(info.extra["count"]) is int
+
+
+def test_an_uninitialized_lazy_model_is_refused_at_save(tmp_path):
+    lazy = nn.Sequential(nn.LazyLinear(4))
+    with pytest.raises(ValueError, match=r"uninitialized.*0\.weight.*sample batch"):
+        save_checkpoint(tmp_path / "c.pt", lazy, step=1)
+    with pytest.raises(ValueError, match="uninitialized"):
+        save_safetensors(tmp_path / "c.safetensors", lazy)
+    assert not list(tmp_path.glob("c.*"))
+
+
+def test_steps_of_a_billion_and_more_are_listed_and_pruned(tmp_path):
+    manager = CheckpointManager(tmp_path, keep=2)
+    for step in (999_999_999, 1_000_000_000, 12_345_678_901):
+        manager.save(step, MLP())
+    assert [s for s, _ in manager.checkpoints()] == [1_000_000_000, 12_345_678_901]
+    assert manager.restore(MLP()).step == 12_345_678_901
+    assert sorted(p.name for p in tmp_path.glob("step-*")) == [
+        "step-1000000000.pt",
+        "step-12345678901.pt",
+    ]
+
+
+def test_the_same_step_spelled_with_more_zeros_is_not_listed(tmp_path):
+    manager = CheckpointManager(tmp_path)
+    manager.save(5, MLP())
+    (tmp_path / "step-0000000005.pt").write_bytes(manager.latest().read_bytes())
+    assert [p.name for _, p in manager.checkpoints()] == ["step-000000005.pt"]
+
+
+def test_extras_cannot_override_the_step(tmp_path):
+    manager = CheckpointManager(tmp_path)
+    manager.save(5, MLP(), world_size=64, path="elsewhere")
+    info = manager.restore(MLP())
+    assert (info.step, info.world_size, info.path) == (5, 1, manager.latest())
+    assert info.extra == {"world_size": 64, "path": "elsewhere"}
+
+
+def test_saving_a_step_older_than_the_kept_ones_keeps_it_until_the_next_save(
+    tmp_path,
+):
+    manager = CheckpointManager(tmp_path, keep=2)
+    manager.save(10, MLP())
+    manager.save(20, MLP())
+    path = manager.save(5, MLP())
+    assert path.exists()  # the path a save returns is there
+    assert [s for s, _ in manager.checkpoints()] == [5, 10, 20]
+    assert manager.restore(MLP()).step == 20  # the newest step, not the newest file
+    manager.save(30, MLP())
+    assert [s for s, _ in manager.checkpoints()] == [20, 30]
+
+
+def test_restore_falls_back_past_a_directory_and_a_fifo_named_like_checkpoints(
+    tmp_path,
+):
+    manager = CheckpointManager(tmp_path)
+    model = MLP()
+    manager.save(10, model)
+    (tmp_path / "step-000000020.pt").mkdir()
+    os.mkfifo(tmp_path / "step-000000030.pt")
+    signal.alarm(60)  # a FIFO opened for reading would block forever
+    try:
+        target = MLP()
+        assert manager.restore(target).step == 10
+        with pytest.raises(CheckpointError, match="not a regular file"):
+            load_checkpoint(tmp_path / "step-000000030.pt", MLP())
+        with pytest.raises(CheckpointError, match="not a regular file"):
+            load_checkpoint(tmp_path / "step-000000020.pt", MLP())
+    finally:
+        signal.alarm(0)
+    assert same(snapshot(target), snapshot(model))
+
+
+def test_restore_skips_a_checkpoint_deleted_after_it_was_listed(tmp_path, monkeypatch):
+    manager = CheckpointManager(tmp_path)
+    manager.save(10, MLP())
+    manager.save(20, MLP())
+    listed = manager.checkpoints()
+    manager.latest().unlink()  # another process's cleanup, after our listing
+    monkeypatch.setattr(manager, "checkpoints", lambda: listed)
+    assert manager.restore(MLP()).step == 10
+
+
+class Evil:
+    def __reduce__(self):
+        return (os.system, ("true",))
+
+
+def code_payloads(folder):
+    modern = folder / "modern.pt"
+    torch.save({"x": Evil()}, modern)
+    legacy = folder / "legacy.pt"
+    torch.save({"x": Evil()}, legacy, _use_new_zipfile_serialization=False)
+    raw = folder / "raw.pkl"
+    raw.write_bytes(pickle.dumps({"x": Evil()}))
+    raw2 = folder / "raw2.pkl"
+    raw2.write_bytes(pickle.dumps({"x": Evil()}, protocol=2))
+    return {"modern": modern, "legacy": legacy, "raw pickle": raw, "raw pickle 2": raw2}
+
+
+@pytest.mark.parametrize("kind", ["modern", "legacy", "raw pickle", "raw pickle 2"])
+def test_a_code_payload_is_called_code_not_corruption(tmp_path, kind):
+    path = code_payloads(tmp_path)[kind]
+    with pytest.raises(CheckpointError, match="would run code") as caught:
+        load_checkpoint(path, MLP())
+    assert "corrupted" not in str(caught.value)
+
+
+def gpu_checkpoint(path):
+    """A checkpoint whose tensors say they were saved on cuda:0."""
+    with mock.patch("torch.serialization.location_tag", return_value="cuda:0"):
+        save_checkpoint(path, MLP(), step=1)
+    return path
+
+
+@pytest.mark.skipif(
+    torch.cuda.is_available(),
+    reason="on a CUDA machine the file loads; the CPU run checks the message",
+)
+@pytest.mark.parametrize("map_location", [None, "cuda"])
+def test_a_gpu_checkpoint_on_a_cpu_machine_says_how_to_map_it(tmp_path, map_location):
+    path = gpu_checkpoint(tmp_path / "gpu.pt")
+    with pytest.raises(
+        CheckpointError, match=r"(?i)cuda device.*map_location='cpu'"
+    ) as caught:
+        load_checkpoint(path, MLP(), map_location=map_location)
+    assert "corrupted" not in str(caught.value)
+    load_checkpoint(path, MLP(), map_location="cpu")  # and the advice works
+
+
+@pytest.mark.parametrize(
+    "tied",
+    ["{not json", "[1, 2]", '{"a": 3}', '"text"'],
+    ids=["bad json", "list", "int value", "str"],
+)
+def test_bad_tied_metadata_is_a_checkpoint_error(tmp_path, tied):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "t.safetensors"
+    save_file(
+        {k: v.contiguous() for k, v in MLP().state_dict().items()},
+        path,
+        metadata={"tied": tied},
+    )
+    model = MLP()
+    before = snapshot(model)
+    with pytest.raises(CheckpointError, match="'tied' metadata"):
+        load_safetensors(path, model)
+    assert same(snapshot(model), before)
+
+
+def test_a_string_prefix_matches_whole_components():
+    old = nn.Sequential(*[nn.Linear(3, 3) for _ in range(12)])
+    new = nn.Sequential(*[nn.Linear(3, 3) for _ in range(12)])
+    report = load_matching(new, old.state_dict(), prefixes="1.")
+    assert report.loaded == ["1.weight", "1.bias"]
+    assert load_matching(new, old.state_dict(), prefixes="1").loaded == report.loaded
+    assert not torch.equal(new[10].weight, old[10].weight)
+    assert torch.equal(new[1].weight, old[1].weight)
+
+
+def test_a_newer_format_version_is_refused_naming_the_dlcomp_that_reads_it(tmp_path):
+    path = fake_checkpoint(tmp_path / "c.pt", version=99, dlcomp="7.0.0")
+    with pytest.raises(
+        CheckpointError,
+        match=r"format version 99, written by dlcomp 7\.0\.0.*dlcomp>=7\.0\.0",
+    ):
+        load_checkpoint(path, MLP())
+
+
+def test_a_version_1_file_still_loads(tmp_path):
+    path = fake_checkpoint(
+        tmp_path / "c.pt", version=1, optimizer_class=None, dlcomp=None
+    )
+    model = MLP()
+    assert load_checkpoint(path, model, torch.optim.SGD(model.parameters())).step == 1
+
+
+@pytest.mark.parametrize("length", [200, 242, 250, 255])
+def test_long_file_names_save(tmp_path, length):
+    path = tmp_path / ("c" * (length - 3) + ".pt")
+    save_checkpoint(path, nn.Linear(2, 2), step=1)
+    assert load_checkpoint(path, nn.Linear(2, 2)).step == 1
+
+
+def test_read_checkpoint_gives_the_states_without_loading(tmp_path):
+    model = MLP()
+    optimizer = trained(model)
+    save_checkpoint(tmp_path / "c.pt", model, optimizer, step=4, note="x")
+    checkpoint = read_checkpoint(tmp_path / "c.pt")
+    assert checkpoint.step == 4
+    assert checkpoint.optimizer_class == "torch.optim.adam.Adam"
+    assert same(checkpoint.model, snapshot(model))
+    assert checkpoint.extra == {"note": "x"}
+    assert checkpoint.info.step == 4
