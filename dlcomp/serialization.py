@@ -21,6 +21,7 @@ training from a power cut. This module keeps that promise:
 
 from __future__ import annotations
 
+import atexit
 import copy
 import enum
 import itertools
@@ -30,8 +31,10 @@ import os
 import pickle
 import re
 import warnings
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -638,6 +641,65 @@ def load_checkpoint(
 # --- many checkpoints of one run ------------------------------------------------------
 
 
+_WRITER: list[ThreadPoolExecutor] = []  # the one thread of background writes
+_IN_FLIGHT: weakref.WeakSet[CheckpointManager] = weakref.WeakSet()
+
+
+def _writer() -> ThreadPoolExecutor:
+    if not _WRITER:
+        _WRITER.append(ThreadPoolExecutor(1, thread_name_prefix="dlcomp-save"))
+    return _WRITER[0]
+
+
+@atexit.register
+def _finish_writes() -> None:
+    """At exit, finish the background writes in flight; a failure is raised here.
+
+    (Python prints an exception raised in an exit handler, with its
+    traceback, on stderr: a failed write is reported, not lost.)
+    """
+    errors = []
+    for manager in list(_IN_FLIGHT):
+        try:
+            manager.wait()
+        except Exception as error:  # report every failure, then raise the first
+            errors.append(error)
+    if errors:
+        raise errors[0]
+
+
+def _to_host(state: Any, buffers: dict[str, Tensor]) -> Any:
+    """A copy of ``state`` whose tensors are in host memory, apart from the model's.
+
+    The copies go into ``buffers`` (by position in ``state``), reused from one
+    save to the next when shapes and dtypes match: copying into memory that
+    is already mapped is several times faster than into new memory. A tensor
+    that appears under several names (tied parameters) is copied once.
+    """
+    copies: dict[tuple[object, ...], Tensor] = {}
+
+    def copy(value: Any, where: str) -> Any:
+        if isinstance(value, Tensor):
+            key = view_key(value)
+            if key in copies:
+                return copies[key]
+            buffer = buffers.get(where)
+            if buffer is None or (buffer.shape, buffer.dtype) != (
+                value.shape,
+                value.dtype,
+            ):
+                buffer = buffers[where] = torch.empty_like(value, device="cpu")
+            copies[key] = buffer.copy_(value.detach())
+            return buffer
+        if isinstance(value, dict):
+            return {k: copy(v, f"{where}/{k}") for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return type(value)(copy(v, f"{where}/{i}") for i, v in enumerate(value))
+        return value
+
+    return copy(state, "")
+
+
 class CheckpointManager(StepCheckpoints):
     """Keep the last ``keep`` checkpoints of a run in ``directory``; resume from them.
 
@@ -651,9 +713,17 @@ class CheckpointManager(StepCheckpoints):
     are serialized by a lock file (``.dlcomp.lock``), and a process removes
     only its own temporary files and those whose writer died.
 
+    With ``background=True``, :meth:`save` copies the state to host memory
+    and returns; a worker thread writes it, with the same guarantees. The
+    next :meth:`save`, :meth:`wait`, :meth:`restore` and the interpreter's
+    exit wait for the write in flight, and a write that failed is raised
+    there: it is never lost silently. Training goes on while the file is
+    written; the cost is one copy of the state in memory.
+
     Args:
         directory: where the checkpoints go (created if needed).
         keep: how many of the newest checkpoints to keep, an int >= 1.
+        background: write in a worker thread (see above).
 
     Examples:
         >>> import tempfile
@@ -666,13 +736,33 @@ class CheckpointManager(StepCheckpoints):
         >>> restored = manager.restore(nn.Linear(4, 2))
         >>> restored.step, restored.extra["loss"] == 1 / 30
         (30, True)
+
+        In the background, the training loop waits only for the copy:
+
+        >>> background = CheckpointManager(tempfile.mkdtemp(), background=True)
+        >>> path = background.save(40, net)  # returns before the file is written
+        >>> background.wait() == path, path.exists()
+        (True, True)
     """
 
     SUFFIX = ".pt"
 
-    def __init__(self, directory: str | os.PathLike[str], keep: int = 3) -> None:
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        keep: int = 3,
+        *,
+        background: bool = False,
+    ) -> None:
         super().__init__(directory, keep)
+        if not isinstance(background, bool):
+            raise TypeError(
+                f"background must be True or False, got {type(background).__name__}"
+            )
         self.directory.mkdir(parents=True, exist_ok=True)
+        self.background = background
+        self._pending: Future[Path] | None = None
+        self._buffers: dict[str, Tensor] = {}  # host copies for background writes
 
     def _complete(self, path: Path) -> bool:
         return is_regular_file(path)
@@ -698,9 +788,20 @@ class CheckpointManager(StepCheckpoints):
             ValueError: as :func:`save_checkpoint`.
             OSError: the write failed; the directory is as it was.
         """
+        self.wait()  # the previous background write: done, or its error raised
         payload = _payload(model, optimizer, step, extra)
         path = self.path_for(step)
+        if not self.background:
+            self._write(path, payload)
+            return path
+        # Training may change the tensors from now on: copy them. (The
+        # previous write is done, so its buffers can be reused.)
+        payload = _to_host(payload, self._buffers)
+        self._pending = _writer().submit(self._write, path, payload)
+        _IN_FLIGHT.add(self)
+        return path
 
+    def _write(self, path: Path, payload: dict[str, Any]) -> Path:
         @contextmanager
         def commit() -> Iterator[None]:  # around the rename, under the lock
             with self.locked():
@@ -710,6 +811,21 @@ class CheckpointManager(StepCheckpoints):
 
         atomic_write(path, lambda f: torch.save(payload, f), commit=commit)
         return path
+
+    def wait(self) -> Path | None:
+        """Wait for the background write in flight, if any; return its path.
+
+        Returns:
+            Path | None: the checkpoint written, or ``None`` if no write was
+            in flight (always ``None`` without ``background=True``).
+
+        Raises:
+            OSError: the background write failed (disk full, ...); the
+                previous checkpoints are intact. Raised once.
+        """
+        pending, self._pending = self._pending, None
+        _IN_FLIGHT.discard(self)
+        return None if pending is None else pending.result()
 
     def restore(
         self,
@@ -730,7 +846,9 @@ class CheckpointManager(StepCheckpoints):
 
         Raises:
             CheckpointError: if checkpoints exist but none of them loads.
+            OSError: a background write failed (see :meth:`wait`).
         """
+        self.wait()
         found = self.checkpoints()
         failures = []
         for _, path in reversed(found):
