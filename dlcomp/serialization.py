@@ -1154,6 +1154,7 @@ def resumable_training(
     seed: int = 0,
     keep: int = 2,
     on_step: Callable[[int], None] | None = None,
+    background: bool = False,
 ) -> TrainingRun:
     """Train a small regression model, checkpointing to ``directory``; resume if it can.
 
@@ -1171,6 +1172,8 @@ def resumable_training(
         keep: how many checkpoints to keep.
         on_step: called with the number of finished steps after each step
             (e.g. to report progress).
+        background: checkpoint with ``CheckpointManager(..., background=True)``
+            (the run waits for the last write before it returns).
 
     Returns:
         TrainingRun: the model and the whole loss history.
@@ -1195,7 +1198,7 @@ def resumable_training(
         model = nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Linear(64, 1))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
-    manager = CheckpointManager(directory, keep=keep)
+    manager = CheckpointManager(directory, keep=keep, background=background)
     restored = manager.restore(model, optimizer)
     start = restored.step if restored else 0
     losses = list(restored.extra["losses"]) if restored else []
@@ -1213,4 +1216,5 @@ def resumable_training(
             manager.save(done, model, optimizer, losses=losses)
         if on_step is not None:
             on_step(done)
+    manager.wait()
     return run
