@@ -16,6 +16,8 @@ import struct
 import zipfile
 from pathlib import Path
 
+from dlcomp._checkpoint import CheckpointError
+
 __all__ = ["check_torch_file"]
 
 # torch.load treats a file as a zip archive exactly when it starts with these.
@@ -38,10 +40,6 @@ _UNREADABLE = (
 
 def _refused(message: str) -> ValueError:
     """Return the CheckpointError to raise, with ``message``."""
-    # serialization imports this module, so its error is imported here, not at
-    # the top (move it there once CheckpointError lives in a core module).
-    from dlcomp.serialization import CheckpointError
-
     return CheckpointError(message)
 
 

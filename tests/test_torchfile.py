@@ -319,3 +319,27 @@ def test_declared_sizes_larger_than_the_file_are_refused(tmp_path, case, expecte
     pattern = expected.format(size=path.stat().st_size)
     with pytest.raises(CheckpointError, match=pattern):
         check_torch_file(path)
+
+
+LOAD_CHECKPOINT = """
+import json, resource, sys
+from torch import nn
+import dlcomp
+try:
+    dlcomp.load_checkpoint(sys.argv[1], nn.Linear(4, 2))
+    outcome = "loaded"
+except dlcomp.CheckpointError as error:
+    outcome = f"CheckpointError: {error}"
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"peak_kib": peak, "outcome": outcome}))
+"""
+
+
+def test_load_checkpoint_refuses_the_bomb_without_inflating_it(bomb):
+    size = bomb.stat().st_size
+    baseline, _ = run_child(bomb, "imports only")
+    peak, outcome = run_child(bomb, "load_checkpoint", script=LOAD_CHECKPOINT)
+    assert outcome.startswith("CheckpointError: "), outcome
+    assert "'archive/data/0' is compressed (deflate)" in outcome, outcome
+    assert f"would inflate to {BOMB_BYTES} bytes" in outcome, outcome
+    assert peak - baseline < 20 * size, (peak, baseline, size)
