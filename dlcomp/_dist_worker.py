@@ -88,8 +88,9 @@ def main() -> None:
 
     model, optimizer = build(args.wrap if distributed else "none", args.seed)
     manager = DistributedCheckpointManager(args.directory, keep=2)
-    start = manager.restore(model, optimizer) or 0
-    losses = list(manager.restored["losses"]) if manager.restored else []
+    restored = manager.restore(model, optimizer)
+    start = restored.step if restored else 0
+    losses = list(restored.extra["losses"]) if restored else []
     if rank == 0:
         print(json.dumps({"event": "start", "resumed_from": start}), flush=True)
 

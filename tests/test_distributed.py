@@ -95,8 +95,8 @@ def test_two_process_checkpoint_loads_into_one_and_two_processes(tmp_path, wrap)
     # 2 -> 1: a plain model and optimizer in this process, no process group
     model, optimizer = build("none", seed=123)  # other initial values
     manager = DistributedCheckpointManager(ckpt)
-    assert manager.restore(model, optimizer) == 6
-    assert manager.restored["world_size"] == 2
+    restored = manager.restore(model, optimizer)
+    assert (restored.step, restored.world_size) == (6, 2)
     assert_same_state(full_state(model, optimizer), reference)
 
     # 2 -> 2: the same wrapping in two new processes
@@ -130,7 +130,7 @@ def test_one_process_checkpoint_loads_into_two_fsdp_processes(tmp_path):
         tmp_path / "ref.pt",
         nproc=1,
     )
-    assert DistributedCheckpointManager(ckpt).restore(build("none", 0)[0]) == 4
+    assert DistributedCheckpointManager(ckpt).restore(build("none", 0)[0]).step == 4
     worker(ckpt, "--wrap", "fsdp", "--load-only", "--state-out", tmp_path / "loaded.pt")
     assert_same_state(load(tmp_path / "loaded.pt"), load(tmp_path / "ref.pt"))
     TIMES["1->2 fsdp"] = time.perf_counter() - start
@@ -202,7 +202,7 @@ def test_half_written_checkpoints_are_never_chosen(tmp_path):
     (half / ".metadata").write_bytes(b"")
     (tmp_path / ".staging-step-000000004").mkdir()  # a save that died early
     assert [step for step, _ in manager.checkpoints()] == [1, 2]
-    assert manager.restore(nn.Linear(4, 2)) == 2
+    assert manager.restore(nn.Linear(4, 2)).step == 2
 
 
 def test_another_architecture_is_refused_and_nothing_loaded(tmp_path):
@@ -210,13 +210,19 @@ def test_another_architecture_is_refused_and_nothing_loaded(tmp_path):
     manager.save(1, nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 2)))
     target = nn.Sequential(nn.Linear(4, 8))
     before = target[0].weight.detach().clone()
-    with pytest.raises(CheckpointError, match=r"unexpected keys: 1\.weight, 1\.bias"):
+    with (
+        pytest.warns(RuntimeWarning, match="skipping checkpoint step-000000001"),
+        pytest.raises(CheckpointError, match=r"unexpected keys: 1\.weight, 1\.bias"),
+    ):
         manager.restore(target)
     assert torch.equal(target[0].weight, before)
     wider = nn.Sequential(nn.Linear(4, 16), nn.Linear(16, 2))
-    with pytest.raises(
-        CheckpointError,
-        match=r"0\.weight: \(8, 4\) in the checkpoint, \(16, 4\) in the model",
+    with (
+        pytest.warns(RuntimeWarning, match="skipping"),
+        pytest.raises(
+            CheckpointError,
+            match=r"0\.weight: \(8, 4\) in the checkpoint, \(16, 4\) in the model",
+        ),
     ):
         manager.restore(wider)
 
@@ -226,7 +232,10 @@ def test_optimizer_requested_but_not_saved(tmp_path):
     model = nn.Linear(4, 2)
     manager.save(1, model)
     target = nn.Linear(4, 2)
-    with pytest.raises(CheckpointError, match="holds no optimizer state"):
+    with (
+        pytest.warns(RuntimeWarning, match="skipping"),
+        pytest.raises(CheckpointError, match="holds no optimizer state"),
+    ):
         manager.restore(target, torch.optim.Adam(target.parameters()))
 
 
