@@ -29,7 +29,6 @@ import os
 import re
 import stat
 import tempfile
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,7 +54,6 @@ SHOW = 8  # how many names an error message lists
 LOCK_NAME = ".dlcomp.lock"
 TEMP_PREFIX = ".dlcomp-"
 TEMP_SUFFIX = ".tmp"
-ABANDONED_AFTER = 10.0  # seconds: an unlocked temporary file older than this is dead
 
 try:  # POSIX
     import fcntl
@@ -301,12 +299,14 @@ class StepCheckpoints:
     def remove_abandoned_temporaries(self) -> None:
         """Remove temporary files left by writers that died (hold :meth:`locked`).
 
-        A file is abandoned when no process holds its lock (a live writer
-        does, until its rename) and it is older than a few seconds.
-        Temporary files of other live writers are left alone.
+        A file is abandoned when no process holds its lock: a live writer
+        holds it from creation to rename (and checks, once it holds it, that
+        its file was not removed in between). Temporary files of other live
+        writers are left alone.
         """
-        for path in self.directory.glob(f"{TEMP_PREFIX}*{TEMP_SUFFIX}"):
-            _remove_if_abandoned(path)
+        for pattern in (f"{TEMP_PREFIX}*{TEMP_SUFFIX}", ".step-*.tmp"):  # and 0.1's
+            for path in self.directory.glob(pattern):
+                _remove_if_abandoned(path)
 
 
 def _remove_if_abandoned(path: Path) -> None:
@@ -316,9 +316,7 @@ def _remove_if_abandoned(path: Path) -> None:
         return
     try:
         info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or time.time() - info.st_mtime < (
-            ABANDONED_AFTER
-        ):
+        if not stat.S_ISREG(info.st_mode):
             return
         if _lock(fd, blocking=False):
             with contextlib.suppress(FileNotFoundError):

@@ -1,23 +1,21 @@
-"""Child processes for the crash tests and the resume demo (private).
+"""A training process to kill: the resume demo and the crash tests (private).
 
-The functions here run in a process of their own, started by
-``multiprocessing`` (tests) or as ``python -m dlcomp._worker DIR ...`` (the
-gallery). They pin torch to one thread, so that every run of
-:func:`dlcomp.resumable_training` computes bitwise the same numbers.
+``python -m dlcomp._worker DIR`` runs (or resumes) :func:`dlcomp.resumable_training`
+in ``DIR``; the crash tests start :func:`train` with ``multiprocessing``. Torch
+is pinned to one thread, so that every run computes bitwise the same numbers.
+(The tests' fault injection, such as a write stalled inside ``fsync``, lives
+in the tests.)
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import signal
 import time
 from typing import Any
 
 import torch
-from torch import nn
 
-from dlcomp.serialization import resumable_training, save_checkpoint
+from dlcomp.serialization import resumable_training
 
 
 def train(
@@ -26,29 +24,16 @@ def train(
     save_every: int,
     seed: int,
     ready: Any = None,
-    stall_on_fsync: int | None = None,
-    stalled: Any = None,
     pause_at: int | None = None,
+    background: bool = False,
 ) -> None:
     """Run (or resume) the training.
 
-    ``stall_on_fsync=n`` hangs inside the n-th fsync (the middle of a
-    checkpoint write) after setting ``stalled``; ``pause_at=s`` hangs after
-    step ``s`` after printing ``paused at s``. Either way the process waits
-    to be killed.
+    ``ready`` (an event) is set when training starts. ``pause_at=s`` hangs
+    after step ``s`` after printing ``paused at s``, and waits to be killed.
+    ``background`` checkpoints with ``CheckpointManager(background=True)``.
     """
     torch.set_num_threads(1)
-    if stall_on_fsync is not None:
-        real_fsync, calls = os.fsync, [0]
-
-        def fsync(fd: int) -> None:
-            calls[0] += 1
-            if calls[0] == stall_on_fsync:  # inside a checkpoint write
-                stalled.set()
-                time.sleep(3600)
-            real_fsync(fd)
-
-        os.fsync = fsync
     if ready is not None:
         ready.set()
 
@@ -58,22 +43,13 @@ def train(
             time.sleep(3600)
 
     resumable_training(
-        directory, steps=steps, save_every=save_every, seed=seed, on_step=on_step
+        directory,
+        steps=steps,
+        save_every=save_every,
+        seed=seed,
+        on_step=on_step,
+        background=background,
     )
-
-
-def write_past_file_size_limit(path: str, limit: int, results: Any) -> None:
-    """Save a checkpoint larger than RLIMIT_FSIZE allows; report what happened."""
-    import resource  # POSIX only
-
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # get EFBIG, not a fatal signal
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-    try:
-        save_checkpoint(path, nn.Linear(1000, 1000), step=2)
-    except OSError as error:
-        results.put((type(error).__name__, error.errno, str(error)))
-    else:
-        results.put(("no error", None, ""))
 
 
 def main() -> None:
@@ -84,6 +60,7 @@ def main() -> None:
     parser.add_argument("--save-every", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pause-at", type=int, default=None)
+    parser.add_argument("--background", action="store_true")
     args = parser.parse_args()
     print("ready", flush=True)
     train(
@@ -92,6 +69,7 @@ def main() -> None:
         args.save_every,
         args.seed,
         pause_at=args.pause_at,
+        background=args.background,
     )
 
 

@@ -3,13 +3,13 @@
 import collections
 import enum
 import errno
+import fcntl
 import io
 import os
 import pathlib
 import pickle
 import random
 import signal
-import time
 from unittest import mock
 
 import pytest
@@ -333,16 +333,18 @@ def test_manager_raises_when_no_checkpoint_loads(tmp_path):
 
 def test_manager_ignores_and_cleans_abandoned_temporaries(tmp_path):
     manager = CheckpointManager(tmp_path)
-    stale = tmp_path / ".dlcomp-abc123.tmp"  # its writer died: unlocked, and old
+    stale = tmp_path / ".dlcomp-abc123.tmp"  # its writer died: nobody holds its lock
     stale.write_bytes(b"half a checkpoint")
-    an_hour_ago = time.time() - 3600
-    os.utime(stale, (an_hour_ago, an_hour_ago))
-    fresh = tmp_path / ".dlcomp-def456.tmp"  # maybe being created right now
-    fresh.write_bytes(b"")
-    assert manager.latest() is None
-    manager.save(10, MLP())
+    old_style = tmp_path / ".step-000000010.pt.abc123.tmp"  # dlcomp 0.1's naming
+    old_style.write_bytes(b"half a checkpoint")
+    live = tmp_path / ".dlcomp-def456.tmp"  # another writer is writing it
+    with open(live, "wb") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        assert manager.latest() is None
+        manager.save(10, MLP())
+        assert live.exists()
     assert not stale.exists()
-    assert fresh.exists()
+    assert not old_style.exists()
 
 
 @pytest.mark.parametrize(
