@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from dlcomp import CheckpointManager
+from dlcomp import CheckpointManager, read_checkpoint
 
 STEPS, EVERY = 200, 10
 workdir = Path(tempfile.mkdtemp())
@@ -67,14 +67,18 @@ print("resumed run finished, exit code", process.returncode)
 # %%
 # The uninterrupted reference
 # ---------------------------
+# Each run's last checkpoint holds its final weights and, among its extras,
+# the loss of every step. :func:`dlcomp.read_checkpoint` reads a checkpoint
+# file safely (``weights_only=True``) and checks it, without loading it into
+# a model.
 reference = workdir / "reference"
 process = start(reference)
 process.communicate()
 
 
 def final(folder):
-    data = torch.load(CheckpointManager(folder).latest(), weights_only=True)
-    return data["model"], data["extra"]["losses"]
+    checkpoint = read_checkpoint(CheckpointManager(folder).latest())
+    return checkpoint.model, checkpoint.extra["losses"]
 
 
 model_a, losses_a = final(crashed)
@@ -113,4 +117,5 @@ plt.show()
 # --------
 # - The chapter page: :doc:`/read-write` (why it works: atomic writes, safe
 #   loading).
-# - API: :class:`dlcomp.CheckpointManager`, :func:`dlcomp.resumable_training`.
+# - API: :class:`dlcomp.CheckpointManager`, :func:`dlcomp.resumable_training`,
+#   :func:`dlcomp.read_checkpoint`.

@@ -38,8 +38,7 @@ def torchrun(folder, *options, restarts=0):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                "--nproc_per_node=2", f"--max-restarts={restarts}",
                "-m", "dlcomp._dist_worker", str(folder / "ckpt"), "--wrap", "fsdp",
-               "--steps", str(STEPS), "--save-every", "4",
-               "--state-out", str(folder / "final.pt"), *options]  # fmt: skip
+               "--steps", str(STEPS), "--save-every", "4", *options]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     quiet = subprocess.DEVNULL  # torchrun's own log
     return subprocess.Popen(command, env=env, text=True, stdout=subprocess.PIPE,
@@ -78,12 +77,43 @@ reference = workdir / "reference"
 reference.mkdir()
 run = torchrun(reference)
 run.communicate()
+print("reference job finished, exit code", run.returncode)
 
-a = torch.load(killed / "final.pt", weights_only=True)
-b = torch.load(reference / "final.pt", weights_only=True)
-same = all(torch.equal(a["model"][k], b["model"][k]) for k in b["model"])
+# %%
+# Compare the two jobs' last checkpoints
+# --------------------------------------
+# Both jobs end with a checkpoint of step 60, written by 2 processes. Here,
+# in this one process, :meth:`dlcomp.DistributedCheckpointManager.restore`
+# loads each into a plain (unsharded) model and its Adam optimizer, and
+# returns a :class:`dlcomp.CheckpointInfo`: the step, the number of
+# processes that wrote it, and the extras of its manifest (the loss of every
+# step).
+from dlcomp import DistributedCheckpointManager
+from dlcomp._dist_worker import build
+
+
+def final(folder):
+    model, optimizer = build("none", seed=1)  # unwrapped, other initial values
+    info = DistributedCheckpointManager(folder / "ckpt").restore(model, optimizer)
+    return info, model, optimizer
+
+
+info_a, model_a, optimizer_a = final(killed)
+info_b, model_b, optimizer_b = final(reference)
+print(f"killed job:    step {info_a.step}, written by {info_a.world_size} processes")
+print(f"reference job: step {info_b.step}, written by {info_b.world_size} processes")
+weights_a, weights_b = model_a.state_dict(), model_b.state_dict()
+same = all(torch.equal(weights_a[k], weights_b[k]) for k in weights_b)
+adam_a, adam_b = optimizer_a.state_dict()["state"], optimizer_b.state_dict()["state"]
+same_adam = all(
+    torch.equal(adam_a[i][name], adam_b[i][name])
+    for i in adam_b
+    for name in ("exp_avg", "exp_avg_sq")
+)
+losses_a, losses_b = info_a.extra["losses"], info_b.extra["losses"]
 print("same final weights (bitwise):", same)
-print("same loss at every step:     ", a["losses"] == b["losses"])
+print("same Adam moments (bitwise): ", same_adam)
+print("same loss at every step:     ", losses_a == losses_b)
 
 # %%
 # Plot the two loss curves
@@ -92,8 +122,8 @@ import matplotlib.pyplot as plt
 
 steps = range(1, STEPS + 1)
 fig, ax = plt.subplots(figsize=(7, 3.8), layout="constrained")
-ax.plot(steps, b["losses"], linewidth=4, alpha=0.35, label="uninterrupted, 2 processes")
-ax.plot(steps, a["losses"], linewidth=1.2, color="C3",
+ax.plot(steps, losses_b, linewidth=4, alpha=0.35, label="uninterrupted, 2 processes")
+ax.plot(steps, losses_a, linewidth=1.2, color="C3",
         label="rank 1 killed at step 23, resumed from 20")  # fmt: skip
 ax.axvline(23, color="k", linestyle=":")
 ax.axvspan(20, 23, color="C3", alpha=0.15)

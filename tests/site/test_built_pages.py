@@ -21,7 +21,11 @@ GALLERY = {
     "blocks": ["plot_01_chimera", "plot_02_forward_hooks"],
     "parameters": ["plot_01_tied_training", "plot_02_lazy_input_sizes"],
     "layers": ["plot_01_half_fourier"],
-    "files": ["plot_01_resume_after_crash", "plot_02_sharded_resume_after_kill"],
+    "files": [
+        "plot_01_resume_after_crash",
+        "plot_02_sharded_resume_after_kill",
+        "plot_03_background_saves",
+    ],
     "gpu": [
         "plot_01_matmul_throughput",
         "plot_02_copy_bandwidth",
@@ -33,6 +37,22 @@ GALLERY = {
 def page_text(path: Path) -> str:
     """The visible text of a built page (tags stripped, entities decoded)."""
     return html.unescape(re.sub(r"<[^>]+>", "", path.read_text(encoding="utf-8")))
+
+
+def output_texts(path: Path) -> list[str]:
+    """The text of each cell output of a built page, in order (not the prose)."""
+    source = path.read_text(encoding="utf-8")
+    outputs = []
+    for chunk in source.split('<div class="cell_output')[1:]:
+        depth = 1  # inside the output's <div>: read up to its closing tag
+        for tag in re.finditer(r"<(/?)div\b", chunk):
+            depth += -1 if tag.group(1) else 1
+            if depth == 0:
+                chunk = chunk[: tag.start()]
+                break
+        chunk = chunk.partition(">")[2]  # after the rest of the opening tag
+        outputs.append(html.unescape(re.sub(r"<[^>]+>", "", chunk)))
+    return outputs
 
 
 @pytest.mark.parametrize("page", CHAPTER_PAGES)
@@ -116,9 +136,15 @@ def test_read_write_page_shows_safety_and_resume(site: Path):
     assert "Unsupported global: GLOBAL print" in text  # weights_only=True refused
     assert "would run code when unpickled" in text  # and load_checkpoint says so
     assert "model unchanged: True" in text
+    assert "optimizer unchanged: True" in text
+    assert "holds the state of a torch.optim.sgd.SGD" in text  # optimizer class
+    assert "format version 3, written by dlcomp 2.0" in text
+    assert "which a safe load (weights_only=True) cannot read back" in text
+    assert "the file holds the weights of the moment of save: True" in text
     assert "same losses:  True" in text
     assert "dlcomp imported: False" in text  # the .pt2 file loaded without the class
     assert "Could not guard on data-dependent expression" in text
+    assert 'File "dlcomp/blocks.py", line' in text  # the line export named
 
 
 def test_resume_gallery_script_matches_the_uninterrupted_run(site: Path):
@@ -133,6 +159,9 @@ def test_outputs_hold_nothing_that_changes_between_builds(site: Path, page: str)
     text = page_text(site / page)
     assert not re.findall(r"0x[0-9a-f]{6,}", text), "a memory address in an output"
     assert not re.findall(r"/tmp/tmp\w+", text), "a temporary path in an output"
+    root = str(Path(__file__).resolve().parents[2])
+    assert root not in text, "a path of the build machine on the page"
+    assert "site-packages" not in text, "a path of the build machine on the page"
 
 
 def test_gpu_page_ran_the_cpu_path_and_the_timer_check(site: Path):
@@ -160,6 +189,25 @@ def test_distributed_page_ran_two_processes(site: Path):
     assert "weights equal:         True" in text
     assert '"resumed_from": 12' in text
     assert "unexpected keys: 4.weight, 4.bias" in text
+
+
+def test_distributed_page_refused_the_crafted_checkpoint(site: Path):
+    outputs = output_texts(site / "distributed-checkpoints.html")
+    refusals = [o for o in outputs if "refers to posix.system (os.system)" in o]
+    # restore's warning, then consolidate's CheckpointError, printed by this build
+    assert len(refusals) >= 2, "the crafted .metadata was not refused on the page"
+    assert any(
+        "RuntimeWarning: skipping checkpoint step-000000012" in o for o in refusals
+    )
+    assert any("CheckpointError" in o for o in refusals)
+    ran = [
+        line for o in outputs for line in o.splitlines() if line.startswith("code ran:")
+    ]
+    # restore and consolidate ran nothing; plain DCP's read_metadata ran the payload
+    assert len(ran) >= 3, ran
+    assert all(o == "code ran: False" for o in ran[:-1]), ran
+    assert ran[-1] == "code ran: True", ran
+    assert any("restored step 8" in o for o in outputs)  # fell back to the previous
 
 
 def test_sharded_resume_gallery_script_matches_the_uninterrupted_run(site: Path):
