@@ -20,7 +20,21 @@ def storage_key(param: Tensor) -> tuple[object, ...]:
 
 
 def view_key(param: Tensor) -> tuple[object, ...]:
-    """Tensors with equal keys are the very same values (counted once)."""
-    if isinstance(param, UninitializedParameter) or param.device.type == "meta":
+    """Tensors with equal keys are the very same values (counted once).
+
+    The same memory seen with another dtype (``x.view(torch.int32)``) is
+    another tensor; tensors without elements share no values.
+    """
+    if (
+        isinstance(param, UninitializedParameter)
+        or param.device.type == "meta"
+        or param.numel() == 0
+    ):
         return ("object", id(param))
-    return (param.device, param.data_ptr(), tuple(param.shape), param.stride())
+    return (
+        param.device,
+        param.data_ptr(),
+        param.dtype,
+        tuple(param.shape),
+        param.stride(),
+    )

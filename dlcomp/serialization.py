@@ -31,7 +31,6 @@ import os
 import pickle
 import re
 import warnings
-import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -151,7 +150,7 @@ def _payload(
     model: nn.Module, optimizer: torch.optim.Optimizer | None, step: int, extra: dict
 ) -> dict[str, Any]:
     """The dict a checkpoint file holds; checks everything it contains."""
-    check_step(step)
+    step = check_step(step)
     extra = _plain(extra, "extra")
     _check_materialized(model, "save")
     import dlcomp
@@ -255,8 +254,21 @@ def _device_error(path: Path, message: str, map_location: Any) -> CheckpointErro
     )
 
 
+def _check_map_location(map_location: Any) -> None:
+    """A device name that does not parse is the caller's mistake, not the file's."""
+    if isinstance(map_location, str):
+        try:
+            torch.device(map_location)
+        except RuntimeError:
+            raise ValueError(
+                f"map_location={map_location!r} is not a device: use e.g. 'cpu', "
+                "'cuda', 'cuda:0', a torch.device, or None"
+            ) from None
+
+
 def _safe_load(path: Path, map_location: Any) -> Any:
     """``torch.load(weights_only=True)``, with its failures as CheckpointError."""
+    _check_map_location(map_location)
     if not path.exists():
         raise FileNotFoundError(2, f"no checkpoint at {path}", str(path))
     if not is_regular_file(path):
@@ -264,14 +276,19 @@ def _safe_load(path: Path, map_location: Any) -> Any:
             f"{path} is not a regular file (a directory, FIFO or device): "
             "not a checkpoint"
         )
-    with open(path, "rb") as f:
-        head = f.read(len(_LEGACY_MAGIC))
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(_LEGACY_MAGIC))
+    except PermissionError as error:
+        raise CheckpointError(
+            f"{path} cannot be read (permission denied): not loaded"
+        ) from error
     if head.startswith(b"\x80") and not head.startswith(_LEGACY_MAGIC):
         raise _would_run_code(path, "a raw pickle (not a torch.save file)")
     check_torch_file(path)  # before torch.load allocates or inflates anything
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except (FileNotFoundError, PermissionError):
+    except FileNotFoundError:
         raise
     except pickle.UnpicklingError as error:
         message = str(error)
@@ -287,7 +304,7 @@ def _safe_load(path: Path, map_location: Any) -> Any:
         ):
             raise _device_error(path, str(error), map_location) from error
         raise _damaged(path, error) from error
-    except (EOFError, KeyError, OSError, ValueError) as error:
+    except Exception as error:  # whatever a damaged file makes torch's reader raise
         raise _damaged(path, error) from error
 
 
@@ -455,6 +472,8 @@ def _check_copyable(
     bad = []
     for name, value in state.items():
         ours = own[name]
+        if not isinstance(ours, Tensor):
+            continue  # a module's extra state (get_extra_state): any value
         if not isinstance(value, Tensor):
             bad.append(f"{name} is a {type(value).__name__}, not a tensor")
         elif value.device.type == "meta":
@@ -494,13 +513,18 @@ def _check_optimizer_state(
     if not (
         isinstance(groups, list)
         and all(
-            isinstance(g, dict) and isinstance(g.get("params"), list) for g in groups
+            isinstance(g, dict)
+            and isinstance(g.get("params"), list)
+            and all(type(i) is int for i in g["params"])
+            for g in groups
         )
         and isinstance(saved, dict)
+        and all(type(i) is int for i in saved)
     ):
         raise CheckpointError(
-            f"{checkpoint.path}: the optimizer state is damaged (no param_groups "
-            "or state). Nothing was loaded"
+            f"{checkpoint.path}: the optimizer state is damaged (param_groups "
+            "should list parameter numbers, state map them to dicts). Nothing was "
+            "loaded"
         )
     sizes = [len(g["params"]) for g in groups]
     own_sizes = [len(g["params"]) for g in optimizer.param_groups]
@@ -514,6 +538,15 @@ def _check_optimizer_state(
     ids = [i for g in groups for i in g["params"]]
     problems = [f"state for parameter {i}, which no group lists" for i in saved
                 if i not in ids]  # fmt: skip
+    for number, (theirs, ours) in enumerate(
+        zip(groups, optimizer.param_groups, strict=True)
+    ):
+        for key, value in theirs.items():
+            if key != "params" and key in ours and not _same_kind(value, ours[key]):
+                problems.append(
+                    f"group {number} {key}: {value!r} in the file, a "
+                    f"{type(ours[key]).__name__} here"
+                )
     for index, (i, param) in enumerate(zip(ids, params, strict=True)):
         entry = saved.get(i)
         if entry is None:
@@ -528,7 +561,17 @@ def _check_optimizer_state(
                 f"{sorted(own)} here"
             )
         for key, value in entry.items():
-            if (
+            if own and key in own and not _same_kind(value, own[key]):
+                problems.append(
+                    f"parameter {index} {key}: a {type(value).__name__} in the file, "
+                    f"a {type(own[key]).__name__} here"
+                )
+            elif not isinstance(value, Tensor | int | float | bool | type(None)):
+                problems.append(
+                    f"parameter {index} {key}: a {type(value).__name__}, not a "
+                    "tensor or number"
+                )
+            elif (
                 isinstance(value, Tensor)
                 and value.dim() > 0
                 and (value.shape != param.shape)
@@ -542,6 +585,21 @@ def _check_optimizer_state(
             "the checkpoint's optimizer state does not fit this optimizer: "
             f"{names(problems)}. Nothing was loaded"
         )
+
+
+def _same_kind(value: object, ours: object) -> bool:
+    """Whether a saved optimizer value can stand where this optimizer has ``ours``."""
+    if isinstance(ours, Tensor):
+        return isinstance(value, Tensor) and (value.dim() > 0) == (ours.dim() > 0)
+    if ours is None:  # a setting left to its default (foreach=None, say)
+        return True
+    if isinstance(ours, bool):
+        return isinstance(value, bool)
+    if isinstance(ours, int | float):
+        return isinstance(value, int | float | Tensor) and not isinstance(value, bool)
+    if isinstance(ours, tuple | list):
+        return isinstance(value, tuple | list) and len(value) == len(ours)
+    return True
 
 
 @contextmanager
@@ -571,6 +629,68 @@ def _all_or_nothing(
         raise
 
 
+def _check_target(
+    model: object, optimizer: object = None, *, who: str = "load_checkpoint"
+) -> None:
+    """The model and optimizer a load copies into: right types, real values."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{who} loads into an nn.Module, got {type(model).__name__}")
+    if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(
+            f"{who} takes a torch.optim.Optimizer or None as optimizer, got "
+            f"{type(optimizer).__name__}"
+        )
+    on_meta = [
+        name
+        for name, value in itertools.chain(
+            model.named_parameters(), model.named_buffers()
+        )
+        if value.device.type == "meta"
+    ]
+    if on_meta:
+        raise ValueError(
+            f"the model has parameters on the meta device ({names(on_meta)}): they "
+            "have no memory to load into. Give them memory first "
+            "(model.to_empty(device='cpu')), then load"
+        )
+    if optimizer is not None and _lazy(model):
+        raise ValueError(
+            "the model has uninitialized (lazy) parameters, and an optimizer "
+            "built before they were initialized does not hold them. Run the "
+            "model once on a sample batch, build the optimizer, then load"
+        )
+
+
+def _lazy(model: nn.Module) -> bool:
+    return any(
+        isinstance(value, UninitializedParameter | UninitializedBuffer)
+        for value in itertools.chain(model.parameters(), model.buffers())
+    )
+
+
+def _copy_in(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    load: Callable[[nn.Module], None],
+    where: str,
+) -> None:
+    """Run ``load`` on ``model`` (and load the optimizer): all of it, or none.
+
+    A model with uninitialized (lazy) parameters is tried on a copy first:
+    loading initializes them, which a rollback could not undo.
+    """
+    try:
+        if _lazy(model):
+            load(copy.deepcopy(model))
+        with _all_or_nothing(model, optimizer):
+            load(model)
+    except Exception as error:
+        raise CheckpointError(
+            f"{where} could not be loaded ({error}); the model and the optimizer "
+            "were left unchanged"
+        ) from error
+
+
 def _load_into(
     checkpoint: Checkpoint,
     model: nn.Module,
@@ -580,16 +700,13 @@ def _load_into(
     _check_state_dict(model, checkpoint.model)
     if optimizer is not None:
         _check_optimizer_state(optimizer, checkpoint)
-    try:
-        with _all_or_nothing(model, optimizer):
-            model.load_state_dict(checkpoint.model)
-            if optimizer is not None:
-                optimizer.load_state_dict(checkpoint.optimizer)
-    except Exception as error:
-        raise CheckpointError(
-            f"{checkpoint.path} could not be loaded ({error}); the model and the "
-            "optimizer were left unchanged"
-        ) from error
+
+    def load(target: nn.Module) -> None:
+        target.load_state_dict(checkpoint.model)
+        if optimizer is not None and target is model:
+            optimizer.load_state_dict(checkpoint.optimizer)
+
+    _copy_in(model, optimizer, load, str(checkpoint.path))
 
 
 def load_checkpoint(
@@ -633,6 +750,7 @@ def load_checkpoint(
         ...
         dlcomp.CheckpointError: the checkpoint does not fit this Linear (another architecture?). shape mismatches: weight: (2, 4) in the checkpoint, (3, 4) in the model; bias: (2,) in the checkpoint, (3,) in the model. Nothing was loaded
     """  # noqa: E501
+    _check_target(model, optimizer)
     checkpoint = read_checkpoint(path, map_location=map_location)
     _load_into(checkpoint, model, optimizer)
     return checkpoint.info
@@ -642,7 +760,9 @@ def load_checkpoint(
 
 
 _WRITER: list[ThreadPoolExecutor] = []  # the one thread of background writes
-_IN_FLIGHT: weakref.WeakSet[CheckpointManager] = weakref.WeakSet()
+# Every background write whose outcome nobody has seen yet, whether or not its
+# manager still exists: a failure is raised by the manager's next call, or at exit.
+_UNSEEN: set[Future[Path]] = set()
 
 
 def _writer() -> ThreadPoolExecutor:
@@ -659,11 +779,12 @@ def _finish_writes() -> None:
     traceback, on stderr: a failed write is reported, not lost.)
     """
     errors = []
-    for manager in list(_IN_FLIGHT):
+    for pending in list(_UNSEEN):
         try:
-            manager.wait()
+            pending.result()
         except Exception as error:  # report every failure, then raise the first
             errors.append(error)
+        _UNSEEN.discard(pending)
     if errors:
         raise errors[0]
 
@@ -679,6 +800,8 @@ def _to_host(state: Any, buffers: dict[str, Tensor]) -> Any:
     copies: dict[tuple[object, ...], Tensor] = {}
 
     def copy(value: Any, where: str) -> Any:
+        if isinstance(value, Tensor) and value.device.type == "meta":
+            return value  # no values to copy; saved as it is
         if isinstance(value, Tensor):
             key = view_key(value)
             if key in copies:
@@ -798,7 +921,7 @@ class CheckpointManager(StepCheckpoints):
         # previous write is done, so its buffers can be reused.)
         payload = _to_host(payload, self._buffers)
         self._pending = _writer().submit(self._write, path, payload)
-        _IN_FLIGHT.add(self)
+        _UNSEEN.add(self._pending)
         return path
 
     def _write(self, path: Path, payload: dict[str, Any]) -> Path:
@@ -823,9 +946,15 @@ class CheckpointManager(StepCheckpoints):
             OSError: the background write failed (disk full, ...); the
                 previous checkpoints are intact. Raised once.
         """
-        pending, self._pending = self._pending, None
-        _IN_FLIGHT.discard(self)
-        return None if pending is None else pending.result()
+        pending = self._pending
+        if pending is None:
+            return None
+        try:
+            return pending.result()  # may be interrupted (Ctrl-C): then kept
+        finally:
+            if pending.done():
+                self._pending = None
+                _UNSEEN.discard(pending)
 
     def restore(
         self,
@@ -944,6 +1073,14 @@ def load_matching(
         >>> torch.equal(new[0].weight, old[0].weight)
         True
     """
+    _check_target(model, who="load_matching")
+    if not isinstance(state_dict, Mapping) or not all(
+        isinstance(k, str) for k in state_dict
+    ):
+        raise TypeError(
+            "load_matching takes a state dict (a mapping of names to tensors), "
+            f"got {type(state_dict).__name__}"
+        )
     if isinstance(prefixes, str):
         prefixes = (prefixes,)
     elif prefixes is not None:
@@ -965,7 +1102,9 @@ def load_matching(
         f"{k}: {tuple(state_dict[k].shape)} in the state dict, {tuple(own[k].shape)} "
         "in the model"
         for k in selected
-        if state_dict[k].shape != own[k].shape
+        if isinstance(own[k], Tensor)
+        and not isinstance(own[k], UninitializedParameter | UninitializedBuffer)
+        and state_dict[k].shape != own[k].shape
     ]
     if mismatched:
         raise CheckpointError(
@@ -973,13 +1112,12 @@ def load_matching(
             + "; ".join(mismatched[:SHOW])
             + ". Nothing was loaded"
         )
-    try:
-        with _all_or_nothing(model, None):
-            model.load_state_dict(chosen, strict=False)
-    except Exception as error:
-        raise CheckpointError(
-            f"the entries could not be copied ({error}); the model is unchanged"
-        ) from error
+    _copy_in(
+        model,
+        None,
+        lambda target: target.load_state_dict(chosen, strict=False),
+        "the selected entries",
+    )
     return MatchReport(
         loaded=selected,
         not_used=[k for k in state_dict if k not in selected],
@@ -1101,7 +1239,19 @@ def load_safetensors(
     """  # noqa: E501
     from safetensors import SafetensorError, safe_open
 
+    _check_target(model, who="load_safetensors")
     path = Path(path)
+    if path.exists() and not is_regular_file(path):
+        raise CheckpointError(
+            f"{path} is not a regular file (a directory, FIFO or device): "
+            "not a safetensors file"
+        )
+    try:
+        torch.device(map_location)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"map_location={map_location!r} is not a device: use e.g. 'cpu' or 'cuda:0'"
+        ) from None
     try:
         with safe_open(path, framework="pt", device=str(map_location)) as f:
             metadata = f.metadata() or {}
@@ -1116,8 +1266,7 @@ def load_safetensors(
         if target in state:
             state[name] = state[target]
     _check_state_dict(model, state, what="file")
-    with _all_or_nothing(model, None):
-        model.load_state_dict(state)
+    _copy_in(model, None, lambda target: target.load_state_dict(state), str(path))
 
 
 # --- a run that checkpoints and resumes -----------------------------------------------

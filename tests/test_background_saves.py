@@ -60,12 +60,16 @@ import sys
 from torch import nn
 from dlcomp import CheckpointManager, serialization
 manager = CheckpointManager(sys.argv[1], background=True)
-if sys.argv[2] == "fail":
+if sys.argv[2].startswith("fail"):
     def disk_full(obj, f):
         raise OSError(28, "No space left on device")
     serialization.torch.save = disk_full
 manager.save(5, nn.Linear(1024, 1024))
 print("saved", flush=True)
+if sys.argv[2] == "fail-and-drop":
+    del manager  # the error must not go away with it
+    import gc
+    gc.collect()
 """
 
 
@@ -112,3 +116,32 @@ def test_tied_parameters_stay_tied_in_a_background_checkpoint(tmp_path):
     names = [k for k in state if k.endswith("weight")]
     shared = {state[k].data_ptr() for k in names}
     assert len(shared) < len(names)  # the tied weights share one storage
+
+
+def test_a_failed_write_of_a_dropped_manager_is_still_reported(tmp_path):
+    result, tail = run_child(tmp_path, "fail-and-drop")
+    assert "No space left on device" in result.stderr, tail
+
+
+def test_buffers_of_other_dtypes_keep_their_dtype(tmp_path):
+    class Buffers(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("a", torch.empty(0))
+            self.register_buffer("b", torch.empty(0, dtype=torch.int64))
+            self.register_buffer("c", torch.ones(4))
+            self.register_buffer("d", self.c.view(torch.int32))
+
+    from dlcomp import read_checkpoint
+
+    manager = CheckpointManager(tmp_path, background=True)
+    path = manager.save(1, Buffers())
+    manager.wait()
+    state = read_checkpoint(path).model
+    assert [state[k].dtype for k in "abcd"] == [
+        torch.float32,
+        torch.int64,
+        torch.float32,
+        torch.int32,
+    ]
+    assert torch.equal(state["d"], torch.ones(4).view(torch.int32))
