@@ -7,17 +7,26 @@ with plain :func:`pickle.load`, and every non-tensor item (an optimizer's
 as soon as it is loaded. Its tensors are already read with
 ``weights_only=True``.
 
-This module reads the same files through the same DCP machinery, with two
-changes, both in :class:`SafeFileSystemReader`:
+This module reads the same files through the same DCP machinery, with three
+changes, all in :class:`SafeFileSystemReader`:
 
 - ``.metadata`` is unpickled by an unpickler that resolves only the classes a
   real DCP ``.metadata`` refers to (DCP's own metadata dataclasses,
   ``torch.Size``, torch dtypes and layouts, a ``pathlib`` path); anything
   else is refused before it is imported. Every item must live in a file of
   the checkpoint directory itself.
+- every item to be read (tensor or not) is vetted first, from the zip
+  directory of its byte range only (:func:`~dlcomp._torchfile.check_torch_item`):
+  no compressed records (a deflated record of a 1 MB checkpoint can inflate
+  to gigabytes inside ``torch.load``), declared sizes within the item's
+  length, the range inside its file, no two items sharing bytes, and no DCP
+  transforms (compression by a DCP extension, which dlcomp never writes);
 - non-tensor items are read with ``torch.load(weights_only=True)``, all of
   them before any tensor is copied, so a refused item leaves the tensors of
   the state dict as they were.
+
+After these checks, reading a checkpoint takes at most about its size in
+memory, on top of the state dict it is loaded into.
 
 What is refused raises :class:`~dlcomp.CheckpointError`, naming what was
 found. :func:`read_metadata`, :func:`load` and :func:`to_torch_save_state`
@@ -48,6 +57,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import itertools
 import os
 import pathlib
 import pickle
@@ -77,6 +87,7 @@ from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
 from torch.futures import Future
 
 from dlcomp._checkpoint import CheckpointError
+from dlcomp._torchfile import check_torch_item
 
 __all__ = [
     "SafeFileSystemReader",
@@ -283,13 +294,23 @@ class _WeightsOnlyBytes:
             planner.state_dict[fqn] = obj
 
 
+def _where(fqn: str, path: object, info: filesystem._StorageInfo) -> str:
+    return (
+        f"the item {fqn!r} of {path} (bytes {info.offset} to "
+        f"{info.offset + info.length})"
+    )
+
+
 class SafeFileSystemReader(dcp.FileSystemReader):
     """A :class:`~torch.distributed.checkpoint.FileSystemReader` that runs no code.
 
     Use it wherever DCP takes a ``storage_reader``. ``.metadata`` is read by
-    a restricted unpickler (DCP's own metadata classes only), and non-tensor
-    items with ``torch.load(weights_only=True)``, all before any tensor.
-    Tensors are read as by DCP.
+    a restricted unpickler (DCP's own metadata classes only); every item to
+    be read is vetted from its zip directory before any is loaded (no
+    compressed records, no declared sizes beyond the item's length, no DCP
+    transforms), and non-tensor items are loaded with
+    ``torch.load(weights_only=True)``, all before any tensor. Tensors are
+    read as by DCP.
 
     Refusals raise :class:`~dlcomp.CheckpointError`. Called through DCP,
     that error arrives wrapped: a failed ``read_metadata`` is logged and
@@ -320,15 +341,60 @@ class SafeFileSystemReader(dcp.FileSystemReader):
         found.storage_meta.load_id = self.load_id
         return found
 
+    def _vet(self, plan: LoadPlan) -> None:
+        """Check every item ``plan`` reads, from zip directories only; load none.
+
+        Each item of a file must lie inside it, share no byte with another
+        one (overlapping items would multiply the memory a load takes), carry
+        no DCP transform, and be a torch.save archive whose records are
+        stored uncompressed and fit in the item
+        (:func:`~dlcomp._torchfile.check_torch_item`).
+        """
+        per_file: dict[str, dict[Any, filesystem._StorageInfo]] = {}
+        for item in plan.items:
+            info = self.storage_data[item.storage_index]
+            per_file.setdefault(info.relative_path, {})[item.storage_index] = info
+        for relative_path, infos in per_file.items():
+            path = self.fs.concat_path(self.path, relative_path)
+            for index, info in infos.items():
+                if info.transform_descriptors:
+                    raise CheckpointError(
+                        f"{_where(index.fqn, path, info)} is stored through the "
+                        f"DCP transforms {info.transform_descriptors!r} "
+                        "(compression by a DCP extension, such as zstd), which "
+                        "dlcomp never writes and does not read: its records "
+                        "could not be vetted before being inflated. Nothing was "
+                        "loaded; re-save the checkpoint without extensions"
+                    )
+            ranges = sorted(infos.items(), key=lambda pair: pair[1].offset)
+            for (first, a), (then, b) in itertools.pairwise(ranges):
+                if b.offset < a.offset + a.length:
+                    raise CheckpointError(
+                        f"{_where(first.fqn, path, a)} and "
+                        f"{_where(then.fqn, path, b)} share bytes, but DCP "
+                        "writes each item to bytes of its own: the checkpoint "
+                        "is damaged or crafted (overlapping items would "
+                        "multiply the memory a load takes). Nothing was loaded"
+                    )
+            with self.fs.create_stream(path, "rb") as stream:
+                for index, info in ranges:
+                    check_torch_item(
+                        stream, info.offset, info.length, _where(index.fqn, path, info)
+                    )
+
     def read_data(self, plan: LoadPlan, planner: LoadPlanner) -> Future[None]:
-        """Read the non-tensor items of ``plan`` safely, then its tensors.
+        """Vet every item of ``plan``, read its non-tensor items safely, then tensors.
 
         Raises:
-            CheckpointError: a non-tensor item refers to anything
-                ``torch.load(weights_only=True)`` refuses, or is damaged.
-                No tensor has been copied then.
+            CheckpointError: an item is compressed, declares more than its
+                length, lies past the end of its file, shares bytes with
+                another, or is stored through a DCP transform (then nothing
+                was loaded); or a non-tensor item refers to anything
+                ``torch.load(weights_only=True)`` refuses, or is damaged (then
+                no tensor has been copied).
             TypeError: ``planner`` has its own ``load_bytes``.
         """
+        self._vet(plan)
         first = [item for item in plan.items if item.type == LoadItemType.BYTE_IO]
         then = [item for item in plan.items if item.type != LoadItemType.BYTE_IO]
         if first:
@@ -392,19 +458,35 @@ def single_process_quietly() -> Iterator[None]:
         yield
 
 
-def _unwrapped(run: Callable[[], None]) -> None:
+def _unwrapped(run: Callable[[], None], path: str | os.PathLike[str]) -> None:
     """Run a DCP load; raise a refusal as itself, not inside DCP's wrapper.
 
     DCP wraps the exceptions of every rank in one ``CheckpointException`` (a
-    ``BaseException``); a ``CheckpointError`` among them is the reason.
+    ``BaseException``, which ``except Exception`` misses); a
+    ``CheckpointError`` among them is the reason. Any other failure (a
+    damaged record, a missing file, a key the checkpoint lacks) becomes a
+    ``CheckpointError`` naming the first one; a ``KeyboardInterrupt`` or
+    ``SystemExit`` inside it is raised as itself.
     """
     try:
         run()
     except CheckpointException as exc:
-        for failure, _trace in exc.failures.values():
+        failures = [failure for failure, _trace in exc.failures.values()]
+        for failure in failures:
             if isinstance(failure, CheckpointError):
                 raise failure from None
-        raise
+        for failure in failures:
+            if not isinstance(failure, Exception):
+                raise failure from None
+        first = failures[0] if failures else exc
+        line = (str(first).splitlines() or [""])[0][:200]
+        if isinstance(first, pickle.UnpicklingError):
+            # torch's own text would advise weights_only=False: not here
+            line = "a tensor item is not a pickle torch.load(weights_only=True) reads"
+        raise CheckpointError(
+            f"{path} is damaged or not a DCP checkpoint: DCP failed with "
+            f"{type(first).__name__}: {line}"
+        ) from exc
 
 
 def load(state_dict: dict[str, Any], path: str | os.PathLike[str]) -> None:
@@ -429,7 +511,7 @@ def load(state_dict: dict[str, Any], path: str | os.PathLike[str]) -> None:
     read_metadata(path)
     reader = SafeFileSystemReader(path)
     with single_process_quietly():
-        _unwrapped(lambda: dcp.load(state_dict, storage_reader=reader))
+        _unwrapped(lambda: dcp.load(state_dict, storage_reader=reader), path)
 
 
 def to_torch_save_state(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -459,6 +541,7 @@ def to_torch_save_state(path: str | os.PathLike[str]) -> dict[str, Any]:
             storage_reader=SafeFileSystemReader(path),
             planner=_EmptyStateDictLoadPlanner(),
             no_dist=True,
-        )
+        ),
+        path,
     )
     return state

@@ -4,16 +4,20 @@ Each crafted checkpoint is shown to run code with plain DCP, so a test that
 passes is not one that could not fail.
 """
 
+import io
 import os
 import pickle
+import re
 import shlex
 import warnings
+import zipfile
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed.checkpoint as dcp
 from torch import nn
+from torch.distributed.checkpoint.filesystem import _StorageInfo
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
@@ -288,3 +292,140 @@ def test_item_outside_the_directory_is_refused(saved):
     (saved / ".metadata").write_bytes(pickle.dumps(meta))
     with pytest.raises(CheckpointError, match="not a file of the checkpoint directory"):
         _safe_dcp.read_metadata(saved)
+
+
+# --- every item is vetted from its zip directory before any is loaded ---------------
+
+MiB = 2**20
+
+
+def _edit_metadata(saved: Path, edit) -> None:
+    meta = pickle.loads((saved / ".metadata").read_bytes())  # trusted: ours
+    edit(meta)
+    (saved / ".metadata").write_bytes(pickle.dumps(meta))
+
+
+def _storage(saved: Path, fqn: str):
+    meta = pickle.loads((saved / ".metadata").read_bytes())  # trusted: ours
+    (info,) = [info for index, info in meta.storage_data.items() if index.fqn == fqn]
+    return info
+
+
+def _item_bytes(saved: Path, fqn: str) -> bytes:
+    info = _storage(saved, fqn)
+    with open(saved / info.relative_path, "rb") as f:
+        f.seek(info.offset)
+        return f.read(info.length)
+
+
+def _deflated(archive: bytes, padding: int) -> bytes:
+    """``archive`` (one torch.save zip) rewritten with every record deflated.
+
+    ``padding`` zero bytes follow the pickle in its record: the unpickler
+    stops before them, but ``torch.load`` inflates the whole record.
+    """
+    out = io.BytesIO()
+    with (
+        zipfile.ZipFile(io.BytesIO(archive)) as src,
+        zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst,
+    ):
+        for record in src.infolist():
+            data = src.read(record)
+            if record.filename.endswith("/data.pkl"):
+                data += bytes(padding)
+            dst.writestr(record.filename, data)
+    return out.getvalue()
+
+
+def _replace_item(saved: Path, fqn: str, data: bytes) -> None:
+    """Point the item ``fqn`` at ``data``, in a file of the directory of its own."""
+    (saved / "crafted.distcp").write_bytes(data)
+
+    def edit(meta):
+        for index in meta.storage_data:
+            if index.fqn == fqn:
+                meta.storage_data[index] = _StorageInfo("crafted.distcp", 0, len(data))
+
+    _edit_metadata(saved, edit)
+
+
+@pytest.mark.parametrize("fqn", ["optim.param_groups.0.lr", "model.0.weight"])
+def test_a_deflated_item_is_refused_before_anything_is_loaded(saved, fqn):
+    bomb = _deflated(_item_bytes(saved, fqn), padding=8 * MiB)
+    _replace_item(saved, fqn, bomb)
+    assert len(bomb) < 64 * 1024  # inflates to more than 8 MiB
+    net, opt = _trained("adam", seed=1)
+    states = _states(net, opt)
+    before = {k: v.clone() for k, v in states["model"].items()}
+    refusal = (
+        rf"the item '{re.escape(fqn)}' of \S+crafted\.distcp \(bytes 0 to "
+        rf"{len(bomb)}\) was not written by torch\.save: its record '\S+/data\.pkl' "
+        r"is compressed \(deflate\) and would inflate to \d{7,} bytes"
+    )
+    with pytest.raises(CheckpointError, match=refusal):
+        _safe_dcp.load(states, saved)
+    _assert_bitwise_equal(states["model"], before)  # no tensor was copied
+    with pytest.raises(CheckpointError, match=refusal):
+        _safe_dcp.to_torch_save_state(saved)
+
+    # plain DCP inflates the item and loads it
+    _quiet(lambda: dcp.load(_states(*_trained("adam", seed=1)), checkpoint_id=saved))
+
+
+def test_an_item_stored_through_a_dcp_transform_is_refused(saved):
+    def compressed(meta):
+        for index, info in meta.storage_data.items():
+            if index.fqn == "model.0.weight":
+                info.transform_descriptors = ["zstd"]
+
+    _edit_metadata(saved, compressed)
+    for read in (READERS["load"], READERS["to_torch_save_state"]):
+        with pytest.raises(
+            CheckpointError,
+            match=r"'model\.0\.weight' .* DCP transforms \['zstd'\] .* dlcomp never "
+            "writes",
+        ):
+            read(saved)
+
+
+def test_items_that_share_bytes_are_refused(saved):
+    lr = _storage(saved, "optim.param_groups.0.lr")
+
+    def overlap(meta):
+        for index in meta.storage_data:
+            if index.fqn == "optim.param_groups.0.eps":
+                meta.storage_data[index] = _StorageInfo(
+                    lr.relative_path, lr.offset, lr.length
+                )
+
+    _edit_metadata(saved, overlap)
+    with pytest.raises(CheckpointError, match="share bytes"):
+        _safe_dcp.to_torch_save_state(saved)
+    # plain DCP reads the same bytes twice
+    full = _quiet(lambda: _plain_full_state(saved))
+    assert full["optim"]["param_groups"][0]["eps"] == 0.01
+
+
+def _plain_full_state(path: Path) -> dict:
+    from torch.distributed.checkpoint.default_planner import _EmptyStateDictLoadPlanner
+    from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
+
+    state: dict = {}
+    _load_state_dict(
+        state,
+        storage_reader=dcp.FileSystemReader(path),
+        planner=_EmptyStateDictLoadPlanner(),
+        no_dist=True,
+    )
+    return state
+
+
+@pytest.mark.parametrize("read", ["load", "to_torch_save_state"])
+def test_an_item_past_the_end_of_its_file_is_a_checkpoint_error(saved, read):
+    info = _storage(saved, "model.0.weight")
+    part = saved / info.relative_path
+    part.write_bytes(part.read_bytes()[: info.offset + info.length // 2])
+    with pytest.raises(
+        CheckpointError, match=r"'model\.0\.weight' .* past the end of its file"
+    ):
+        READERS[read](saved)

@@ -343,3 +343,95 @@ def test_load_checkpoint_refuses_the_bomb_without_inflating_it(bomb):
     assert "'archive/data/0' is compressed (deflate)" in outcome, outcome
     assert f"would inflate to {BOMB_BYTES} bytes" in outcome, outcome
     assert peak - baseline < 20 * size, (peak, baseline, size)
+
+
+# --- one item among others: a DCP .distcp file holds one torch.save zip per item ----
+
+
+class CountingFile(io.BytesIO):
+    """A file that counts the bytes read from it."""
+
+    bytes_read = 0
+
+    def read(self, size=-1):
+        data = super().read(size)
+        self.bytes_read += len(data)
+        return data
+
+
+def embedded(item: bytes, before: int = 100, after: int = 0) -> CountingFile:
+    """``item`` between ``before`` and ``after`` bytes of other items."""
+    return CountingFile(b"x" * before + item + bytes(after))
+
+
+def archive(tmp_path: Path, edit=None) -> bytes:
+    path = tmp_path / "ckpt.pt"
+    torch.save({"w": torch.zeros(1000)}, path)  # ckpt/data/0: 4000 bytes
+    if edit:
+        rewrite_directory(path, edit)
+    return path.read_bytes()
+
+
+def test_an_item_is_checked_within_its_own_bytes(tmp_path):
+    from dlcomp._torchfile import check_torch_item
+
+    def declare_twice_the_item(headers):
+        fields = storage_header(headers)[0]
+        fields[8] = fields[9] = 2 * len(item)  # compressed and uncompressed size
+        return headers
+
+    item = archive(tmp_path)
+    crafted = archive(tmp_path, declare_twice_the_item)
+    # the item declares more than itself, though less than its whole file
+    file = embedded(crafted, after=10 * len(item))
+    with pytest.raises(
+        CheckpointError,
+        match=rf"the item 'w' of x.distcp .* record 'ckpt/data/0' declares "
+        rf"{2 * len(item)} bytes .* more than the whole item holds "
+        rf"\({len(crafted)} bytes\)",
+    ):
+        check_torch_item(file, 100, len(crafted), "the item 'w' of x.distcp")
+    check_torch_item(embedded(item, after=100), 100, len(item), "w")  # the real one
+
+
+def test_an_item_is_vetted_from_its_zip_directory_alone(tmp_path):
+    from dlcomp._torchfile import check_torch_item
+
+    path = tmp_path / "big.pt"
+    torch.save({"w": torch.zeros(2**20)}, path)  # a 4 MiB record
+    item = path.read_bytes()
+    file = embedded(item, after=4 * MiB)
+    check_torch_item(file, 100, len(item), "w")
+    assert file.bytes_read < 80 * 1024  # the end of the item: not its records
+
+
+def test_a_deflated_item_is_refused(tmp_path):
+    from dlcomp._torchfile import check_torch_item
+
+    item = io.BytesIO()
+    with zipfile.ZipFile(item, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("archive/data.pkl", bytes(MiB))
+    data = item.getvalue()
+    with pytest.raises(
+        CheckpointError,
+        match=r"record 'archive/data.pkl' is compressed \(deflate\) and would "
+        rf"inflate to 1048576 bytes from \d+ \(the whole item is {len(data)} bytes\)",
+    ):
+        check_torch_item(embedded(data), 100, len(data), "the item 'lr'")
+
+
+@pytest.mark.parametrize(
+    ("offset", "length", "expected"),
+    [
+        (100, 10**6, r"ends at byte 1000100, past the end of its file \(\d+ bytes\)"),
+        (0, 200, "not a torch.save archive"),  # the other bytes before it
+        (100, 10, "cannot be read"),  # cut: no zip directory in the range
+    ],
+)
+def test_an_item_that_is_not_a_whole_archive_is_refused(
+    tmp_path, offset, length, expected
+):
+    from dlcomp._torchfile import check_torch_item
+
+    with pytest.raises(CheckpointError, match=expected):
+        check_torch_item(embedded(archive(tmp_path)), offset, length, "w")
