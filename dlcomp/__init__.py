@@ -43,6 +43,7 @@ from dlcomp.devices import (
 from dlcomp.distributed import (
     DistributedCheckpointManager,
     consolidate,
+    destroy_process_group,
     init_process_group,
 )
 from dlcomp.layers import CenteredLayer, HalfFourier, MyLinear, TensorReduction
@@ -133,6 +134,7 @@ __all__ = [
     "cpu",
     "current_accelerator",
     "describe_devices",
+    "destroy_process_group",
     "gpu",
     "init_42",
     "init_constant",

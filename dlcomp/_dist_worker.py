@@ -20,7 +20,11 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from dlcomp.distributed import DistributedCheckpointManager, init_process_group
+from dlcomp.distributed import (
+    DistributedCheckpointManager,
+    destroy_process_group,
+    init_process_group,
+)
 
 
 def build(wrap: str, seed: int) -> tuple[nn.Module, torch.optim.Optimizer]:
@@ -118,9 +122,7 @@ def main() -> None:
         state = full_state(model, optimizer)
         if rank == 0:
             torch.save({**state, "losses": losses}, args.state_out)
-    if distributed:
-        dist.barrier()
-        dist.destroy_process_group()
+    destroy_process_group()  # a barrier, then a teardown safe at exit
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ reference, compared bitwise.
 """
 
 import multiprocessing
+import multiprocessing.forkserver
+import os
 import random
 import signal
 import sys
@@ -30,13 +32,35 @@ HANG_GUARD = 600.0
 
 
 @pytest.fixture(scope="module")
-def ctx():
+def stderr_log(tmp_path_factory):
+    """The file the children's stderr goes to (see ``ctx``)."""
+    return tmp_path_factory.mktemp("children") / "stderr.txt"
+
+
+@pytest.fixture(scope="module")
+def ctx(stderr_log):
     sys.path.insert(0, str(Path(__file__).parent))  # for crash_faults in children
     import crash_faults  # noqa: F401
 
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["dlcomp._worker", "crash_faults"])
+    # The children inherit the forkserver's stderr, not this process's: start
+    # the forkserver writing to a file, which failure messages quote.
+    saved = os.dup(2)
+    try:
+        with open(stderr_log, "ab") as log:
+            os.dup2(log.fileno(), 2)
+        multiprocessing.forkserver.ensure_running()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
     return context
+
+
+def exited(process, stderr_log):
+    """A failure message: the child's exit code and the end of the children's stderr."""
+    text = stderr_log.read_text(errors="replace") if stderr_log.exists() else ""
+    return f"exit code {process.exitcode}; the children's stderr ends:\n{text[-3000:]}"
 
 
 def final_state(folder):
@@ -69,15 +93,15 @@ def run_child(ctx, folder, ready=None, target=None, **kwargs):
 
 
 @pytest.fixture(scope="module")
-def reference(ctx, tmp_path_factory):
+def reference(ctx, tmp_path_factory, stderr_log):
     """An uninterrupted run, and how long its training took."""
     folder = tmp_path_factory.mktemp("reference")
     ready = ctx.Event()
     process = run_child(ctx, folder, ready)
-    assert ready.wait(60)
+    assert ready.wait(60), exited(process, stderr_log)
     start = time.perf_counter()
     process.join(60)
-    assert process.exitcode == 0
+    assert process.exitcode == 0, exited(process, stderr_log)
     return final_state(folder), time.perf_counter() - start
 
 
@@ -89,7 +113,7 @@ def temporaries(folder):
 
 @pytest.mark.parametrize("background", [False, True], ids=["sync", "background"])
 def test_training_killed_at_random_instants_resumes_bitwise(
-    ctx, reference, tmp_path, capsys, background
+    ctx, reference, tmp_path, capsys, background, stderr_log
 ):
     expected, duration = reference
     rng = random.Random(20261124)
@@ -100,14 +124,14 @@ def test_training_killed_at_random_instants_resumes_bitwise(
         while True:  # kill and resume this run until it finishes
             ready = ctx.Event()
             process = run_child(ctx, folder, ready, background=background)
-            assert ready.wait(60)
+            assert ready.wait(60), exited(process, stderr_log)
             if kills < MIN_KILLS and time.monotonic() < deadline:
                 time.sleep(rng.uniform(0, duration))
                 process.kill()  # SIGKILL: no cleanup of any kind
             process.join(60)
             if process.exitcode == 0:
                 break  # finished before the kill
-            assert process.exitcode == -signal.SIGKILL
+            assert process.exitcode == -signal.SIGKILL, exited(process, stderr_log)
             kills += 1
             kills_mid_write += bool(temporaries(folder))
             # After every kill the directory must restore (or be empty).
@@ -128,7 +152,7 @@ def test_training_killed_at_random_instants_resumes_bitwise(
     assert kills >= MIN_KILLS
 
 
-def test_a_kill_inside_a_checkpoint_write(ctx, reference, tmp_path):
+def test_a_kill_inside_a_checkpoint_write(ctx, reference, tmp_path, stderr_log):
     """Stall the 3rd checkpoint write inside fsync, kill there: the 2nd survives.
 
     Each save calls fsync twice (the file, then its directory), so the file
@@ -143,10 +167,10 @@ def test_a_kill_inside_a_checkpoint_write(ctx, reference, tmp_path):
         args=(str(tmp_path), STEPS, SAVE_EVERY, SEED, 5, stalled),
     )
     process.start()
-    assert stalled.wait(30)
+    assert stalled.wait(30), exited(process, stderr_log)
     process.kill()
     process.join(30)
-    assert process.exitcode == -signal.SIGKILL
+    assert process.exitcode == -signal.SIGKILL, exited(process, stderr_log)
 
     assert len(temporaries(tmp_path)) == 1  # the torn write, never renamed
     manager = CheckpointManager(tmp_path)
@@ -158,12 +182,12 @@ def test_a_kill_inside_a_checkpoint_write(ctx, reference, tmp_path):
 
     process = run_child(ctx, tmp_path)  # resume to the end
     process.join(60)
-    assert process.exitcode == 0
+    assert process.exitcode == 0, exited(process, stderr_log)
     assert temporaries(tmp_path) == []  # the next save removed the leftover
     assert_bitwise_equal(final_state(tmp_path), expected)
 
 
-def test_a_write_past_the_file_size_limit(ctx, tmp_path):
+def test_a_write_past_the_file_size_limit(ctx, tmp_path, stderr_log):
     """RLIMIT_FSIZE fails the write part way: a clear error, the old file intact."""
     import crash_faults
 
@@ -179,6 +203,7 @@ def test_a_write_past_the_file_size_limit(ctx, tmp_path):
     )
     process.start()
     process.join(60)
+    assert process.exitcode == 0, exited(process, stderr_log)
     name, code, message = results.get(timeout=5)
     assert (name, code) == ("OSError", 27)  # EFBIG: File too large
     assert "could not write" in message

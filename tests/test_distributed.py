@@ -1,21 +1,25 @@
 """Distributed checkpoints: FSDP2 and DDP on 2 CPU processes (gloo), resharding, kills.
 
-Each test launches ``torchrun --standalone`` with ``python -m dlcomp._dist_worker``
-(bounded by timeouts). The module prints how long its tests took.
+The multi-process tests launch ``torchrun --standalone`` with ``python -m
+dlcomp._dist_worker``, or with a short script (bounded by timeouts); a failure
+shows the end of their stderr. The module prints how long its tests took.
 """
 
 import os
 import random
+import shlex
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
 from torch import nn
 
+import dlcomp
 from dlcomp import CheckpointError, DistributedCheckpointManager, consolidate
 from dlcomp._dist_worker import build, full_state
 
@@ -38,6 +42,34 @@ def report_times(request):
         print(f"\ndistributed tests: {total:.1f} s in all ({parts})")
 
 
+def run(command, env=None, timeout=180, check=True):
+    """Run ``command``; if it fails or hangs, fail with the end of its stderr."""
+    try:
+        result = subprocess.run(
+            command, env=env, capture_output=True, text=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired as expired:
+        stderr = expired.stderr or ""
+        if isinstance(stderr, bytes):
+            stderr = stderr.decode(errors="replace")
+        pytest.fail(
+            f"{shlex.join(map(str, command))} hung for {timeout} s; its stderr "
+            f"ends:\n{stderr[-3000:]}"
+        )
+    if check:
+        assert result.returncode == 0, (
+            f"{shlex.join(map(str, command))} exited with {result.returncode}; "
+            f"its stderr ends:\n{result.stderr[-3000:]}"
+        )
+    return result
+
+
+def torchrun(*args, nproc=2):
+    """The command line of ``torchrun --standalone`` (as ``python -m``)."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+            f"--nproc_per_node={nproc}", *map(str, args)]  # fmt: skip
+
+
 def worker(directory, *args, nproc=2, torchrun_args=(), timeout=180):
     """Run the training worker on ``nproc`` processes (1: no torchrun)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -45,11 +77,8 @@ def worker(directory, *args, nproc=2, torchrun_args=(), timeout=180):
     if nproc == 1:
         command = [sys.executable, *module]
     else:
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                   f"--nproc_per_node={nproc}", *torchrun_args, *module]  # fmt: skip
-    return subprocess.run(
-        command, env=env, capture_output=True, text=True, timeout=timeout, check=True
-    )
+        command = torchrun(*torchrun_args, *module, nproc=nproc)
+    return run(command, env=env, timeout=timeout)
 
 
 def assert_same_state(a, b):
@@ -190,6 +219,62 @@ def test_fsdp_job_killed_at_random_instants_resumes_bitwise(tmp_path, capsys):
         print(f"\ndistributed kill test: torchrun restarted the group after "
               f"{len(killed)} SIGKILLs; final weights and optimizer state bitwise "
               "equal to the uninterrupted run")  # fmt: skip
+
+
+# A script that ends as a reader's would, its group still referenced (an FSDP
+# model's DeviceMesh keeps it). Each process runs on one CPU, and gloo's
+# threads only while the main thread waits (SCHED_IDLE): a worker thread then
+# lets go of a finished collective's tensors late, as it does now and then on
+# a busy machine.
+TEARDOWN = """
+import os
+import sys
+
+import torch
+import torch.distributed as dist
+
+import dlcomp
+
+cpus = sorted(os.sched_getaffinity(0))
+os.sched_setaffinity(0, {cpus[int(os.environ["RANK"]) % len(cpus)]})
+dlcomp.init_process_group()
+for thread in map(int, os.listdir("/proc/self/task")):
+    if thread != os.getpid():  # gloo's threads
+        os.sched_setscheduler(thread, os.SCHED_IDLE, os.sched_param(0))
+group = dist.group.WORLD  # kept to the end, as a DeviceMesh keeps it
+tensor = torch.ones(1000)
+dist.broadcast(tensor, src=0)
+del tensor
+if sys.argv[1] == "dlcomp":
+    dlcomp.destroy_process_group()
+else:
+    dist.barrier()
+    dist.destroy_process_group()
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="SCHED_IDLE is Linux's")
+@pytest.mark.parametrize("teardown", ["torch", "dlcomp"])
+def test_a_teardown_that_is_safe_at_exit(tmp_path, teardown):
+    """barrier + destroy_process_group can abort at exit; dlcomp's teardown cannot."""
+    start = time.perf_counter()
+    script = tmp_path / "teardown.py"
+    script.write_text(TEARDOWN)
+    here = str(Path(dlcomp.__file__).parents[1])  # the script imports this dlcomp
+    path = os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
+    if teardown == "dlcomp":
+        run(torchrun(script, teardown), env=env)
+    else:  # the pitfall: all work done, then SIGABRT (in about 9 runs in 10 here)
+        for _ in range(5):
+            result = run(torchrun(script, teardown), env=env, check=False)
+            if result.returncode != 0:
+                break
+        assert "terminate called without an active exception" in result.stderr, (
+            f"plain teardown did not abort in 5 runs (update the docs?); exit code "
+            f"{result.returncode}, stderr ends:\n{result.stderr[-3000:]}"
+        )
+    TIMES[f"{teardown} teardown"] = time.perf_counter() - start
 
 
 def test_half_written_checkpoints_are_never_chosen(tmp_path):
