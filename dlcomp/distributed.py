@@ -28,6 +28,7 @@ Works with or without an initialized process group (one process needs none).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -44,14 +45,24 @@ from dlcomp._checkpoint import (
     StepCheckpoints,
     atomic_write,
     check_fits,
+    check_step,
     fsync_directory,
+    names,
     os_error_in,
     write_failed,
 )
 
-__all__ = ["DistributedCheckpointManager", "consolidate", "init_process_group"]
+__all__ = [
+    "DistributedCheckpointManager",
+    "consolidate",
+    "destroy_process_group",
+    "init_process_group",
+]
 
 MANIFEST = "dlcomp.json"
+# A checkpoint being replaced by a re-save of its step waits under this prefix
+# (.replaced-step-000000120) until the new one is in place, then is deleted.
+REPLACED = ".replaced-"
 
 
 def _dist() -> Any:
@@ -95,6 +106,50 @@ def init_process_group(backend: str = "gloo") -> bool:
         rank=int(os.environ["RANK"]),
         world_size=int(os.environ["WORLD_SIZE"]),
     )
+    return True
+
+
+def destroy_process_group() -> bool:
+    """Leave the process group at the end of a script: a barrier, then destroy it.
+
+    Call it once in every process, after the last collective (the last
+    :meth:`~dlcomp.DistributedCheckpointManager.save`, say), in place of
+    ``torch.distributed.barrier()`` and
+    ``torch.distributed.destroy_process_group()``. Those two are not enough
+    with gloo: destroying the group does not stop gloo's worker threads, and
+    after a collective has returned, its worker thread can still hold the last
+    reference to its tensors, or to those of earlier operations (a barrier
+    keeps the ones that were in progress when it started). If the thread lets
+    go of them once the interpreter has begun shutting down, it needs the GIL,
+    Python ends the thread, and the process aborts with ``terminate called
+    without an active exception`` (exit code -6) after all its work is done:
+    now and then, on a busy machine (pytorch/pytorch#190489). This function
+    keeps its barrier's work object, and through it all a worker thread may
+    still hold, until the process exits, so no worker thread frees a tensor
+    during shutdown.
+
+    Returns:
+        bool: ``True`` if a group was destroyed, ``False`` if none was
+        initialized (one process), which needs nothing.
+
+    Examples:
+        >>> destroy_process_group()  # not under torchrun: no group to leave
+        False
+    """
+    import ctypes
+
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return False
+    work = dist.barrier(async_op=True)
+    work.wait()
+    # A worker thread may drop its own references to ``work`` after wait()
+    # returns. Ours must outlive them, even through the interpreter's shutdown
+    # (which clears module globals), so it is never released: the operating
+    # system frees that memory at exit.
+    ctypes.pythonapi.Py_IncRef(ctypes.py_object(work))
+    dist.destroy_process_group()
     return True
 
 
@@ -153,13 +208,18 @@ class DistributedCheckpointManager(StepCheckpoints):
     Every process calls :meth:`save` and :meth:`restore` (they are collective
     when a process group is initialized). Checkpoints are directories named
     ``step-000000120``; a directory without its manifest (a save that did not
-    finish) or a staging directory is never chosen. One job writes to a
-    directory at a time (its rank 0 commits and deletes under the directory's
-    lock file).
+    finish) or a staging directory is never chosen; saving a step again keeps
+    its old checkpoint on disk, and listed, until the new one is in place.
+    The manifest records the optimizer's class, and :meth:`restore` refuses
+    another class, other settings or other parameter groups before loading
+    anything. One job writes to a directory at a time (its rank 0 commits
+    and deletes under the directory's lock file).
 
     Loading is safe: the ``.metadata`` file and non-tensor items are read
     through a restricted reader (plain DCP unpickles them, which can run
-    code), and a checkpoint that does not load (damaged, refused, another
+    code), every item is vetted from its zip directory before any is loaded
+    (a compressed record could inflate a small checkpoint to gigabytes), and
+    a checkpoint that does not load (damaged, refused, another
     architecture) is skipped with a warning, in every process alike, for the
     next newest one.
 
@@ -194,6 +254,55 @@ class DistributedCheckpointManager(StepCheckpoints):
     def _complete(self, path: Path) -> bool:
         return (path / MANIFEST).is_file() and (path / ".metadata").is_file()
 
+    def _replaced(self) -> list[tuple[int, Path]]:
+        """``(step, path)`` of every checkpoint moved aside by a re-save."""
+        try:
+            entries = list(self.directory.iterdir())
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        found = []
+        for path in entries:
+            match = self._pattern.fullmatch(path.name.removeprefix(REPLACED))
+            if (
+                path.name.startswith(REPLACED)
+                and match
+                and path.name == REPLACED + self.path_for(int(match.group(1))).name
+            ):
+                found.append((int(match.group(1)), path))
+        return found
+
+    def checkpoints(self) -> list[tuple[int, Path]]:
+        """``(step, path)`` of every complete checkpoint, oldest first.
+
+        A save of a step that already has a checkpoint moves the old one
+        aside (``.replaced-step-000000120``) until the new one is in place.
+        If the process died in between, the copy aside is listed for its
+        step (the next save puts it back in place): at every instant, a
+        complete checkpoint of the step is on disk and listed.
+        """
+        found = super().checkpoints()
+        steps = {step for step, _ in found}
+        for step, path in self._replaced():
+            with contextlib.suppress(FileNotFoundError):  # removed meanwhile
+                if step not in steps and self._complete(path):
+                    found.append((step, path))
+        return sorted(found)
+
+    def _settle_replaced(self) -> None:
+        """Finish what a re-save that died left aside (hold :meth:`locked`).
+
+        A copy aside whose step has its checkpoint again is deleted; one
+        whose step has none is that step's only checkpoint, and goes back in
+        place.
+        """
+        for step, aside in self._replaced():
+            final = self.path_for(step)
+            if final.exists() or not self._complete(aside):
+                shutil.rmtree(aside, ignore_errors=True)
+            else:
+                os.replace(aside, final)
+                fsync_directory(self.directory)
+
     def save(
         self,
         step: int,
@@ -212,9 +321,16 @@ class DistributedCheckpointManager(StepCheckpoints):
             OSError: the write failed (disk full, ...) in some process;
                 nothing was committed, the previous checkpoints are intact.
         """
+        step = check_step(step)  # a Python int, even from np.int64(5)
         final = self.path_for(step)
-        try:
-            json.dumps(extra)  # fail early, in every rank, on what JSON cannot hold
+        manifest = {
+            "step": step,
+            "world_size": _world_size(),
+            "optimizer_class": None if optimizer is None else _class_name(optimizer),
+            "extra": extra,
+        }
+        try:  # fail early, in every rank, on what JSON cannot hold
+            manifest_text = json.dumps(manifest)
         except (TypeError, ValueError) as error:
             raise TypeError(
                 f"extra must be JSON (numbers, strings, lists, dicts): {error}"
@@ -243,17 +359,21 @@ class DistributedCheckpointManager(StepCheckpoints):
             ) from None
         _barrier()  # every rank's part is written
         if _rank() == 0:
-            manifest = {"step": step, "world_size": _world_size(), "extra": extra}
             with open(staging / MANIFEST, "w") as f:
-                json.dump(manifest, f)
+                f.write(manifest_text)
                 f.flush()
                 os.fsync(f.fileno())
             fsync_directory(staging)
             with self.locked():
+                self._settle_replaced()  # what a re-save that died left aside
+                # A re-save: the old checkpoint stays listed (aside) until the
+                # new one is in place, so the step always has one on disk.
+                aside = self.directory / f"{REPLACED}{final.name}"
                 if final.exists():
-                    shutil.rmtree(final)
+                    os.replace(final, aside)
                 os.replace(staging, final)  # the commit: complete, or not there
                 fsync_directory(self.directory)
+                shutil.rmtree(aside, ignore_errors=True)
                 self.prune(shutil.rmtree, just_written=final)
                 for stale in self.directory.glob(".staging-step-*"):
                     if stale != staging:
@@ -270,9 +390,10 @@ class DistributedCheckpointManager(StepCheckpoints):
         reshards it to this one's layout (a plain model in one process, DDP,
         or FSDP2 over any number of ranks). A checkpoint that does not load
         in some process (a torn manifest, damaged or refused files, another
-        architecture) is skipped with a RuntimeWarning by every process, and
-        the next newest one is tried; the model is changed only by the one
-        that loads.
+        architecture, another optimizer class, other optimizer settings or
+        parameter groups) is skipped with a RuntimeWarning by every process,
+        and the next newest one is tried; the model and the optimizer are
+        changed only by the one that loads.
 
         Returns:
             CheckpointInfo | None: the step, world size and extras of the
@@ -286,6 +407,10 @@ class DistributedCheckpointManager(StepCheckpoints):
         _check_group(model, "restore")
         found = self.checkpoints()
         failures = []
+        # Reading an optimizer's state dict initializes a fresh optimizer's
+        # state (get_state_dict takes a step with zero grads and lr 0); if
+        # nothing loads, it is emptied again, as it was.
+        fresh = optimizer is not None and not optimizer.state
         for _, path in reversed(found):
             try:
                 info, states = _read(path, model, optimizer)
@@ -304,6 +429,8 @@ class DistributedCheckpointManager(StepCheckpoints):
             _apply(model, optimizer, states)
             return info
         if failures:
+            if fresh and optimizer is not None:
+                optimizer.state.clear()
             raise CheckpointError(
                 f"none of the {len(found)} checkpoints in {self.directory} loads: "
                 + " | ".join(failures)
@@ -322,8 +449,12 @@ def _everywhere(ok: bool) -> bool:
     return bool(flag.item())
 
 
-def _manifest(path: Path) -> CheckpointInfo:
-    """The checkpoint's manifest, checked: its step, world size and extras."""
+def _manifest(path: Path) -> tuple[CheckpointInfo, str | None]:
+    """The checkpoint's manifest, checked: its step, world size and extras.
+
+    And the class of the optimizer saved with it (``None``: none, or a
+    checkpoint written before dlcomp recorded it).
+    """
     try:
         manifest = json.loads((path / MANIFEST).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -333,18 +464,22 @@ def _manifest(path: Path) -> CheckpointInfo:
     if not isinstance(manifest, dict):
         manifest = {}
     step, world, extra = (manifest.get(k) for k in ("step", "world_size", "extra"))
+    optimizer_class = manifest.get("optimizer_class")
     if not (
         type(step) is int
-        and path.name == f"step-{step:09d}"
+        and path.name.removeprefix(REPLACED) == f"step-{step:09d}"
         and type(world) is int
         and world >= 1
         and isinstance(extra, dict)
+        and (optimizer_class is None or type(optimizer_class) is str)
     ):
         raise CheckpointError(
             f"its manifest {MANIFEST} is damaged: expected the step of its name, "
-            f"a world size and extras, found {str(manifest)[:120]}"
+            "a world size, extras and an optimizer class name, found "
+            f"{str(manifest)[:120]}"
         )
-    return CheckpointInfo(path=path, step=step, extra=extra, world_size=world)
+    info = CheckpointInfo(path=path, step=step, extra=extra, world_size=world)
+    return info, optimizer_class
 
 
 def _check_fits(path: Path, states: dict[str, Any], model: nn.Module) -> None:
@@ -359,10 +494,96 @@ def _check_fits(path: Path, states: dict[str, Any], model: nn.Module) -> None:
     }
     wanted = {k: tuple(v.shape) for k, v in states["model"].items()}
     check_fits(wanted, in_file, what="checkpoint", model=type(model).__name__)
-    if "optim" in states and not any(k.startswith("optim.") for k in saved):
+    if "optim" not in states:
+        return
+    if not any(k.startswith("optim.") for k in saved):
         raise CheckpointError(
             "it holds no optimizer state (it was saved without an optimizer)"
         )
+    _check_optimizer_keys(saved, states["optim"])
+
+
+_SAME_OPTIMIZER = (
+    "Build the optimizer as when saving (the same parameter groups and "
+    "settings), or restore the model alone (optimizer=None)"
+)
+
+
+def _check_optimizer_keys(saved: dict[str, Any], optim: dict[str, Any]) -> None:
+    """Compare the checkpoint's optimizer entries with this optimizer's, before loading.
+
+    ``saved`` is the checkpoint's ``state_dict_metadata``, keyed as DCP
+    flattens a state dict (``optim.state.<fqn>.<name>``,
+    ``optim.param_groups.<i>.<setting>``); ``optim`` the state this optimizer
+    loads (its per-parameter state initialized by ``get_state_dict``). Its
+    per-parameter state must have exactly the checkpoint's names (another
+    ``amsgrad`` or ``momentum`` changes them), and as many parameter groups
+    with every setting this one has.
+    """
+    from torch.distributed.checkpoint._nested_dict import flatten_state_dict
+
+    state, groups_prefix = "optim.state.", "optim.param_groups."
+    ours = set(flatten_state_dict({"optim": optim})[0])
+    in_file = {k for k in saved if k.startswith("optim.")}
+    groups = len({k.split(".")[2] for k in in_file if k.startswith(groups_prefix)})
+    if groups != len(optim["param_groups"]):
+        raise CheckpointError(
+            f"its optimizer has {groups} parameter groups, this one "
+            f"{len(optim['param_groups'])}. {_SAME_OPTIMIZER}"
+        )
+
+    def shown(keys: set[str], prefix: str) -> str:
+        return names(sorted(k.removeprefix(prefix) for k in keys))
+
+    only_saved = {k for k in in_file - ours if k.startswith(state)}
+    only_here = {k for k in ours - in_file if k.startswith(state)}
+    settings = {k for k in ours - in_file if k.startswith(groups_prefix)}
+    problems = []
+    if only_saved:
+        problems.append(
+            f"per-parameter state only in the checkpoint: {shown(only_saved, state)}"
+        )
+    if only_here:
+        problems.append(
+            f"per-parameter state only this optimizer has: {shown(only_here, state)}"
+        )
+    if settings:
+        problems.append(
+            f"group settings the checkpoint lacks: {shown(settings, groups_prefix)}"
+        )
+    if problems:
+        raise CheckpointError(
+            "its optimizer state does not fit this optimizer, whose settings "
+            "differ from those it was saved with (amsgrad or momentum, say): "
+            f"{'; '.join(problems)}. {_SAME_OPTIMIZER}"
+        )
+
+
+def _check_groups(saved: dict[str, Any], ours: dict[str, Any]) -> None:
+    """The loaded parameter groups (``saved``) must list this optimizer's parameters.
+
+    Each group names its parameters (``params``, fully qualified names); they
+    are read from the checkpoint, after the keys were compared.
+    """
+    for number, (theirs, here) in enumerate(
+        zip(saved["param_groups"], ours["param_groups"], strict=True)
+    ):
+        found = theirs.get("params") if isinstance(theirs, dict) else None
+        if found != here["params"]:
+            listed = (
+                names(found)
+                if isinstance(found, list) and all(isinstance(n, str) for n in found)
+                else f"a {type(found).__name__}"
+            )
+            raise CheckpointError(
+                f"its optimizer's parameter group {number} holds {listed}, this "
+                f"optimizer's {names(here['params'])}. {_SAME_OPTIMIZER}"
+            )
+
+
+def _class_name(obj: object) -> str:
+    kind = type(obj)
+    return f"{kind.__module__}.{kind.__qualname__}"
 
 
 def _clone(state: Any) -> Any:
@@ -382,10 +603,20 @@ def _read(
     from dlcomp._safe_dcp import load
 
     try:
-        info = _manifest(path)
-        states = _clone(_states(model, optimizer))
+        info, saved_class = _manifest(path)
+        if optimizer is not None and saved_class not in (None, _class_name(optimizer)):
+            raise CheckpointError(
+                f"it holds the state of a {saved_class}, and the optimizer given "
+                f"is a {_class_name(optimizer)}: its state and settings would not "
+                "fit. Build the same optimizer as when saving, or restore the "
+                "model alone (optimizer=None)"
+            )
+        ours = _states(model, optimizer)
+        states = _clone(ours)
         _check_fits(path, states, model)
         load(states, path)
+        if optimizer is not None:
+            _check_groups(states["optim"], ours["optim"])
     except CheckpointError:
         raise
     except FileNotFoundError as error:
