@@ -265,13 +265,14 @@ def test_a_teardown_that_is_safe_at_exit(tmp_path, teardown):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
     if teardown == "dlcomp":
         run(torchrun(script, teardown), env=env)
-    else:  # the pitfall: all work done, then SIGABRT (in about 9 runs in 10 here)
-        for _ in range(5):
+    else:  # the pitfall: all work done, then SIGABRT (in about 9 runs in 10 here;
+        # fewer on a machine busy with other work, hence up to 15 tries)
+        for _ in range(15):
             result = run(torchrun(script, teardown), env=env, check=False)
             if result.returncode != 0:
                 break
         assert "terminate called without an active exception" in result.stderr, (
-            f"plain teardown did not abort in 5 runs (update the docs?); exit code "
+            f"plain teardown did not abort in 15 runs (update the docs?); exit code "
             f"{result.returncode}, stderr ends:\n{result.stderr[-3000:]}"
         )
     TIMES[f"{teardown} teardown"] = time.perf_counter() - start
