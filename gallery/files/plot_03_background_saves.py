@@ -4,11 +4,11 @@ Checkpoints that do not stall training
 
 A synchronous :meth:`dlcomp.CheckpointManager.save` blocks the training loop
 until the file is written, flushed to disk and renamed into place: a time
-that grows with the size of the model. With ``background=True`` the manager copies the state to
-host memory, hands the write to a worker thread and returns, so the loop
-waits only for the copy. This script saves a model of about 270 MB both
-ways, alternating the two (so that the load of the machine hits both
-alike), and plots how long each ``save`` call blocked the caller.
+that grows with the size of the model. With ``background=True`` the manager
+copies the state to host memory, hands the write to a worker thread and
+returns, so the loop waits only for the copy. This script saves a model of
+about 270 MB both ways, alternating the two (so that the load of the machine
+hits both alike), and plots how long each ``save`` call blocked the caller.
 """
 
 # %%
