@@ -252,20 +252,29 @@ class StepCheckpoints:
         """Whether the entry at ``path`` is a finished checkpoint."""
         raise NotImplementedError
 
-    def checkpoints(self) -> list[tuple[int, Path]]:
-        """``(step, path)`` of every complete checkpoint, oldest first."""
+    def named(self, prefix: str = "") -> list[tuple[int, Path]]:
+        """``(step, path)`` of the entries named ``prefix`` + a step's name."""
         try:
             entries = list(self.directory.iterdir())
         except (FileNotFoundError, NotADirectoryError):
             return []
         found = []
         for path in entries:
-            match = self._pattern.fullmatch(path.name)
-            if not match or path != self.path_for(int(match.group(1))):
-                continue  # not ours, or the same step spelled with more zeros
+            if not path.name.startswith(prefix):
+                continue
+            match = self._pattern.fullmatch(path.name.removeprefix(prefix))
+            step = int(match.group(1)) if match else -1
+            if match and path.name == prefix + self.path_for(step).name:
+                found.append((step, path))  # (not the same step with more zeros)
+        return found
+
+    def checkpoints(self) -> list[tuple[int, Path]]:
+        """``(step, path)`` of every complete checkpoint, oldest first."""
+        found = []
+        for step, path in self.named():
             with contextlib.suppress(FileNotFoundError):  # removed meanwhile
                 if self._complete(path):
-                    found.append((int(match.group(1)), path))
+                    found.append((step, path))
         return sorted(found)
 
     def latest(self) -> Path | None:

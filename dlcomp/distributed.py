@@ -256,20 +256,7 @@ class DistributedCheckpointManager(StepCheckpoints):
 
     def _replaced(self) -> list[tuple[int, Path]]:
         """``(step, path)`` of every checkpoint moved aside by a re-save."""
-        try:
-            entries = list(self.directory.iterdir())
-        except (FileNotFoundError, NotADirectoryError):
-            return []
-        found = []
-        for path in entries:
-            match = self._pattern.fullmatch(path.name.removeprefix(REPLACED))
-            if (
-                path.name.startswith(REPLACED)
-                and match
-                and path.name == REPLACED + self.path_for(int(match.group(1))).name
-            ):
-                found.append((int(match.group(1)), path))
-        return found
+        return self.named(REPLACED)
 
     def checkpoints(self) -> list[tuple[int, Path]]:
         """``(step, path)`` of every complete checkpoint, oldest first.
