@@ -186,8 +186,9 @@ def try_gpu(i: int = 0) -> torch.device:
 def try_all_gpus() -> list[torch.device]:
     """All accelerator devices, or ``[cpu()]`` if there is none.
 
-    (The book's docstring promises ``[cpu()]`` and its code returns ``[]``;
-    this returns what the docstring says.)
+    (The book's docstring promises ``[cpu()]``. The PyTorch code of d2l-en
+    returns ``[]`` without a GPU; that of d2l-zh, which the study notes
+    quote, returns ``[cpu()]``, as this one does.)
 
     Examples:
         >>> devices = try_all_gpus()

@@ -7,12 +7,14 @@ clock reading, warms up (the first call pays for allocation and kernel
 selection), repeats until enough time has passed, and reports the median
 with its interquartile range.
 
-:class:`torch.utils.benchmark.Timer` does the same for CUDA. This module
-exists beside it because it synchronizes *any* accelerator (through
-:mod:`torch.accelerator`), takes a plain Python callable, and returns its
-results as data (:class:`~dlcomp.Measurement`) that the chapter's plots and
-the ``python -m dlcomp bench`` command store as JSON. The docs build checks
-that both agree within 10% on the same statement.
+In torch 2.13, :class:`torch.utils.benchmark.Timer` synchronizes the
+current accelerator too. This module exists beside it for what the chapter
+needs: the same code on every device (synchronization through
+:mod:`torch.accelerator`, a plain Python callable), explicit warm-up, the
+median *with its interquartile range*, results as data
+(:class:`~dlcomp.Measurement`) that the chapter's plots and ``python -m
+dlcomp bench`` store as JSON, and comparisons that interleave their two
+sides (A, B, A, B, ...) so that a change of load hits both alike.
 
 The measurements the chapter needs, each returning data, never a plot:
 :func:`~dlcomp.matmul_throughput`, :func:`~dlcomp.small_op_overhead`,
@@ -186,26 +188,86 @@ def benchmark(
     for _ in range(max(warmup, 1)):
         fn()
     sync()
-
-    def block(number: int) -> float:
-        start = clock()
-        for _ in range(number):
-            fn()
-        sync()
-        return clock() - start
-
-    number = 1
-    while (elapsed := block(number)) < min_block and number < 2**20:
-        number *= 2
+    number, elapsed = _calibrate(fn, sync, clock, min_block)
     times = [elapsed / number]
     total = elapsed
     while (len(times) < min_runs or total < min_time) and len(times) < max_runs:
-        elapsed = block(number)
+        elapsed = _block(fn, number, sync, clock)
         times.append(elapsed / number)
         total += elapsed
     return Measurement(
         label or getattr(fn, "__name__", "fn"), str(device), tuple(times), number
     )
+
+
+def _block(
+    fn: Callable[[], Any],
+    number: int,
+    sync: Callable[[], None],
+    clock: Callable[[], float],
+) -> float:
+    """Seconds for ``number`` calls of ``fn``, synchronized before the end."""
+    start = clock()
+    for _ in range(number):
+        fn()
+    sync()
+    return clock() - start
+
+
+def _calibrate(
+    fn: Callable[[], Any],
+    sync: Callable[[], None],
+    clock: Callable[[], float],
+    min_block: float,
+) -> tuple[int, float]:
+    """Calls per block, doubled until a block lasts ``min_block``; its time."""
+    number = 1
+    while (elapsed := _block(fn, number, sync, clock)) < min_block and number < 2**20:
+        number *= 2
+    return number, elapsed
+
+
+def _interleaved(
+    fns: dict[str, Callable[[], Any]],
+    *,
+    device: torch.device | str | None = None,
+    warmup: int = 2,
+    min_time: float = 0.2,
+    min_runs: int = 7,
+    max_runs: int = 1000,
+    min_block: float = 1e-3,
+    clock: Callable[[], float] = time.perf_counter,
+    sync: Callable[[], None] | None = None,
+) -> dict[str, Measurement]:
+    """:func:`benchmark` for statements to compare: their blocks alternate A, B, A, B...
+
+    Timing all of A and then all of B lets a change of load (another job, a
+    clock that throttles) fall on one side only; alternating the blocks lets
+    it fall on both. ``min_time`` is per statement; the keys of ``fns`` are
+    the labels.
+    """
+    device = torch.device(device) if device is not None else cpu()
+    sync = sync if sync is not None else (lambda: synchronize(device))
+    for fn in fns.values():
+        for _ in range(max(warmup, 1)):
+            fn()
+    sync()
+    numbers = {
+        name: _calibrate(fn, sync, clock, min_block)[0] for name, fn in fns.items()
+    }
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    total = 0.0
+    while (rounds := len(next(iter(times.values())))) < max_runs and (
+        rounds < min_runs or total < min_time * len(fns)
+    ):
+        for name, fn in fns.items():
+            elapsed = _block(fn, numbers[name], sync, clock)
+            times[name].append(elapsed / numbers[name])
+            total += elapsed
+    return {
+        name: Measurement(name, str(device), tuple(times[name]), numbers[name])
+        for name in fns
+    }
 
 
 # --- the chapter's measurements ------------------------------------------------------
@@ -283,10 +345,15 @@ def copy_bandwidth(
 ) -> list[dict[str, Any]]:
     """Host <-> device copy speed in GB/s: pageable vs pinned, with and without ``non_blocking``.
 
-    Pinned (page-locked) host memory can be copied by the GPU directly, and
-    only then can ``non_blocking=True`` overlap the copy with other work.
-    With ``device="cpu"`` (no accelerator) only a host memory copy is
-    measured, as a reference.
+    Every copy goes into a destination allocated beforehand
+    (``destination.copy_(source)``), so the time is the transfer's, not an
+    allocation's. The host side is a pageable or a pinned (page-locked)
+    buffer: the source of a host-to-device copy, the destination of a
+    device-to-host copy. The GPU can copy pinned memory directly, and only
+    then can ``non_blocking=True`` overlap the copy with other work. For each
+    direction and size, the four configurations are timed interleaved.
+    With ``device="cpu"`` (no accelerator) only a host-to-host copy into a
+    preallocated buffer is measured, as a reference.
 
     Args:
         sizes_mib: tensor sizes in MiB.
@@ -295,8 +362,8 @@ def copy_bandwidth(
 
     Returns:
         list[dict]: per size and configuration: ``size_mib``, ``direction``,
-        ``memory`` (``"pageable"``/``"pinned"``), ``non_blocking``, ``gbps``,
-        and the measurement.
+        ``memory`` (``"pageable"``/``"pinned"``: the host buffer), ``non_blocking``,
+        ``gbps``, and the measurement.
 
     Examples:
         >>> rows = copy_bandwidth([1], "cpu", min_time=0.01)
@@ -308,31 +375,31 @@ def copy_bandwidth(
     for size in sizes_mib:
         n = int(size * 2**20 / 4)
         if device.type == "cpu":
-            host = torch.rand(n)
-            m = benchmark(host.clone, label=f"clone {size} MiB", min_time=min_time)
+            source, destination = torch.rand(n), torch.empty(n)
+            m = benchmark(
+                lambda d=destination, s=source: d.copy_(s),
+                label=f"copy_ {size} MiB", min_time=min_time,
+            )  # fmt: skip
             rows.append(_copy_row(size, "host->host", "pageable", False, m))
             continue
-        for memory in ("pageable", "pinned"):
-            host = torch.rand(n)
-            if memory == "pinned":
-                host = host.pin_memory()
-            on_device = host.to(device)
-            for non_blocking in (False, True):
-                label = f"{memory} {size} MiB"
-                to_device = benchmark(
-                    lambda h=host, nb=non_blocking: h.to(device, non_blocking=nb),
-                    label=f"to {label}", device=device, min_time=min_time,
-                )  # fmt: skip
-                rows.append(
-                    _copy_row(size, "host->device", memory, non_blocking, to_device)
+        host = {"pageable": torch.rand(n), "pinned": torch.rand(n).pin_memory()}
+        on_device = torch.rand(n, device=device)
+        configs = [(memory, nb) for memory in host for nb in (False, True)]
+        for direction in ("host->device", "device->host"):
+            fns = {}
+            for memory, nb in configs:
+                dst, src = (
+                    (on_device, host[memory])
+                    if direction == "host->device"
+                    else (host[memory], on_device)
                 )
-                to_host = benchmark(
-                    lambda d=on_device, nb=non_blocking: d.to("cpu", non_blocking=nb),
-                    label=f"from {label}", device=device, min_time=min_time,
-                )  # fmt: skip
-                rows.append(
-                    _copy_row(size, "device->host", memory, non_blocking, to_host)
+                label = f"{direction} {memory} non_blocking={nb} {size} MiB"
+                fns[label] = lambda dst=dst, src=src, nb=nb: dst.copy_(
+                    src, non_blocking=nb
                 )
+            timed = _interleaved(fns, device=device, min_time=min_time)
+            for (memory, nb), m in zip(configs, timed.values(), strict=True):
+                rows.append(_copy_row(size, direction, memory, nb, m))
     return rows
 
 
@@ -358,16 +425,19 @@ def logging_cost(
 ) -> dict[str, Measurement]:
     """Exercise 3: log with ``.item()`` every step, or keep the log on the device.
 
-    Runs ``steps`` matrix multiplications of ``n x n`` matrices and logs the
-    Frobenius norm of each product, two ways:
+    Runs ``steps`` independent matrix products ``A @ B`` of ``n x n`` random
+    matrices (not a chain ``X = X @ A``, whose entries shrink or grow
+    geometrically until they underflow or overflow) and logs the Frobenius
+    norm of each product, two ways:
 
     - ``"item"``: ``norm.item()`` every step, a copy to the host and a wait
       for the device, every step;
     - ``"on_device"``: append the norm tensor to a list and copy all of them
       to the host once, at the end.
 
-    Both compute the same numbers. On a CPU they cost about the same; on a
-    GPU the per-step synchronization of ``"item"`` stalls the queue.
+    Both compute the same numbers. The two are timed interleaved (item,
+    on_device, item, ...). On a GPU the per-step synchronization of
+    ``"item"`` stalls the queue; on a CPU there is nothing to wait for.
 
     Returns:
         dict: ``{"item": Measurement, "on_device": Measurement}`` (seconds
@@ -378,31 +448,39 @@ def logging_cost(
         >>> sorted(result), result["item"].runs
         (['item', 'on_device'], 3)
     """
+    with_item, on_device = _logging_runs(device, steps=steps, n=n)
+    timed = _interleaved(
+        {"log item": with_item, "log on_device": on_device},
+        device=device, warmup=1, min_runs=repeats, max_runs=repeats,
+        min_time=0.0, min_block=0.0,
+    )  # fmt: skip
+    return dict(zip(("item", "on_device"), timed.values(), strict=True))
+
+
+def _logging_runs(
+    device: torch.device | str, *, steps: int, n: int
+) -> tuple[Callable[[], list[float]], Callable[[], list[float]]]:
+    """The two ways of logging of :func:`logging_cost`; each returns its log."""
     device = torch.device(device)
     generator = torch.Generator(device="cpu").manual_seed(0)
-    A = torch.rand(n, n, generator=generator).to(device) / n
+    A = torch.rand(n, n, generator=generator).to(device)
+    B = torch.rand(n, n, generator=generator).to(device)
 
     def with_item() -> list[float]:
-        X, log = A, []
+        log = []
         for _ in range(steps):
-            X = X @ A
-            log.append(torch.linalg.norm(X).item())
+            Y = A @ B  # (n, n), a new product every step
+            log.append(torch.linalg.norm(Y).item())
         return log
 
     def on_device() -> list[float]:
-        X, log = A, []
+        log = []
         for _ in range(steps):
-            X = X @ A
-            log.append(torch.linalg.norm(X))
+            Y = A @ B
+            log.append(torch.linalg.norm(Y))
         return torch.stack(log).cpu().tolist()
 
-    results = {}
-    for name, fn in (("item", with_item), ("on_device", on_device)):
-        results[name] = benchmark(
-            fn, label=f"log {name}", device=device, warmup=1,
-            min_runs=repeats, max_runs=repeats, min_time=0.0, min_block=0.0,
-        )  # fmt: skip
-    return results
+    return with_item, on_device
 
 
 def two_devices(*, n: int = 2048, steps: int = 20, repeats: int = 3) -> dict[str, Any]:

@@ -1,5 +1,7 @@
 """Tests of dlcomp.timing: the timer on a fake clock; the measurements, here."""
 
+import math
+
 import pytest
 import torch
 
@@ -15,6 +17,7 @@ from dlcomp import (
     try_gpu,
     two_devices,
 )
+from dlcomp.timing import _interleaved, _logging_runs
 
 
 class FakeClock:
@@ -142,18 +145,56 @@ def test_small_op_overhead_is_a_measurement():
     assert m.runs >= 7
 
 
-def test_copy_bandwidth_on_cpu_measures_a_host_copy():
+def test_copy_bandwidth_on_cpu_measures_a_copy_into_a_preallocated_buffer():
     rows = copy_bandwidth([0.5], "cpu", min_time=0.005)
     assert [(r["direction"], r["memory"], r["non_blocking"]) for r in rows] == [
         ("host->host", "pageable", False)
     ]
     assert rows[0]["gbps"] > 0
+    assert rows[0]["measurement"]["label"].startswith("copy_")
 
 
-def test_logging_cost_both_ways_log_the_same_values():
+def test_logging_cost_times_both_ways():
     result = logging_cost(steps=20, n=16, repeats=2)
     assert set(result) == {"item", "on_device"}
     assert all(m.runs == 2 for m in result.values())
+
+
+def test_logging_cost_logs_the_same_normal_nonzero_values_both_ways():
+    # A chain X = X @ A with A = rand / 100 underflowed to 0.0 after ~67 steps
+    # (through denormals): the exercise logs independent products instead.
+    with_item, on_device = _logging_runs("cpu", steps=1000, n=100)
+    logged, kept = with_item(), on_device()
+    assert len(logged) == len(kept) == 1000
+    assert logged == pytest.approx(kept)
+    tiny = torch.finfo(torch.float32).tiny  # the smallest normal float32
+    assert all(math.isfinite(v) and v >= tiny for v in logged + kept)
+
+
+def test_interleaved_alternates_the_blocks():
+    events = []
+    now = [0.0]
+
+    def make(name, seconds):
+        def fn():
+            events.append(name)
+            now[0] += seconds
+
+        return fn
+
+    timed = _interleaved(
+        {"A": make("A", 1.0), "B": make("B", 2.0)},
+        clock=lambda: now[0],
+        sync=lambda: None,
+        warmup=1,
+        min_runs=3,
+        min_time=0,
+        min_block=0.5,
+    )
+    # warm-up A, B; one calibration block each; then 3 rounds A, B
+    assert events == ["A", "B", "A", "B"] + ["A", "B"] * 3
+    assert timed["A"].times == (1.0, 1.0, 1.0)
+    assert timed["B"].times == (2.0, 2.0, 2.0)
 
 
 def test_two_devices_explains_when_it_cannot_run():

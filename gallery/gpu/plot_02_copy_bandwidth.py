@@ -3,12 +3,14 @@ Copy bandwidth: host and device
 ===============================
 
 Time copies of tensors from 1 to 64 MiB with :func:`dlcomp.copy_bandwidth`
-and plot GB/s. On a machine with an accelerator it measures host-to-device and
-device-to-host copies from pageable and from pinned memory, with and without
-``non_blocking``; on this CPU-only build it measures a host memory copy, as
-the reference every device transfer is compared with. You will see how the
-speed per byte depends on the size of the copy: a device transfer pays a
-fixed cost per copy, and on a CPU copies that fit in the caches are fastest.
+and plot GB/s. Every copy goes into a destination allocated beforehand, so
+the time is the transfer's, not an allocation's. On a machine with an
+accelerator it measures host-to-device and device-to-host copies, the host
+side a pageable or a pinned buffer, with and without ``non_blocking``, the
+configurations timed interleaved; on this CPU-only build it measures a copy
+into a preallocated host buffer, as the reference every device transfer is
+compared with. You will see how the speed per byte depends on the size of
+the copy on the machine that built this page.
 """
 
 # %%

@@ -2,12 +2,14 @@
 Logging every step: ``.item()`` vs keeping the log on the device
 ================================================================
 
-The chapter's third exercise: 1000 products of 100 x 100 matrices, logging
-the Frobenius norm of each. Either call ``.item()`` every step (a copy to the
-host and a wait for the device, each time) or append the norm *tensor* to a
-list and copy everything once at the end. :func:`dlcomp.logging_cost` times
-both. You will see that on a CPU the two cost about the same; on a GPU,
-recorded runs (where present) show what the per-step synchronization costs.
+The chapter's third exercise: 1000 independent products of 100 x 100
+matrices, logging the Frobenius norm of each. Either call ``.item()`` every
+step (a copy to the host and a wait for the device, each time) or append the
+norm *tensor* to a list and copy everything once at the end.
+:func:`dlcomp.logging_cost` times both, interleaved. You will see the ratio
+this build measured; on a CPU there is no device to wait for, so it shows no
+synchronization cost; recorded GPU runs (where present) show what the
+per-step synchronization costs there.
 """
 
 # %%
