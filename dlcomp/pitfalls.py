@@ -18,8 +18,9 @@ Section 5.2:
 
 Section 5.4:
 
-- :class:`DataMyLinear`: a custom layer whose forward pass reads ``.data``,
-  so no gradient reaches its parameters and training changes nothing.
+- :class:`DataMyLinear`: the book's own custom layer (both editions), whose
+  forward pass reads ``.data``, so no gradient reaches its parameters and
+  training changes nothing.
 """
 
 from __future__ import annotations
@@ -137,18 +138,26 @@ class PlainTensorFixedHiddenMLP(nn.Module):
 def init_normal_by_type(m: nn.Module) -> None:
     """The book's ``init_normal``: tests ``type(m) == nn.Linear``.
 
-    An exact type test misses every subclass of ``nn.Linear``. In particular
-    a :class:`torch.nn.LazyLinear` that has not seen data is skipped without
-    a word, and after its first forward pass it carries PyTorch's default
-    initialization, not the one asked for. Fixed in :func:`dlcomp.init_normal`,
+    An exact type test misses every subclass of ``nn.Linear``: a layer
+    defined as ``class MyDense(nn.Linear)`` keeps PyTorch's default
+    initialization, with no error. So does a :class:`torch.nn.LazyLinear`
+    that has not seen data: it is skipped without a word, and after its first
+    forward pass it carries PyTorch's default initialization, not the one
+    asked for. Fixed in :func:`dlcomp.init_normal`,
     which uses ``isinstance`` and raises for an uninitialized lazy layer.
 
     Examples:
+        >>> class MyDense(nn.Linear):
+        ...     pass
+        >>> net = nn.Sequential(nn.Linear(4, 8), MyDense(8, 1))
+        >>> _ = net.apply(init_normal_by_type)  # no error
+        >>> [bool((layer.bias == 0).all()) for layer in net]  # biases zeroed?
+        [True, False]
         >>> net = nn.Sequential(nn.LazyLinear(1000))
         >>> _ = net.apply(init_normal_by_type)  # no error: the layer is skipped
         >>> _ = net(torch.rand(2, 1000))  # materializes with the default init
-        >>> bool(net[0].weight.std() > 0.01)  # not N(0, 0.01)
-        True
+        >>> bool((net[0].bias == 0).all())  # not the zeros asked for
+        False
     """
     if type(m) == nn.Linear:  # noqa: E721  (the bug: an exact type test)
         nn.init.normal_(m.weight, mean=0, std=0.01)
@@ -156,7 +165,13 @@ def init_normal_by_type(m: nn.Module) -> None:
 
 
 class DataMyLinear(nn.Module):
-    """The seed notes' MyLinear: its forward pass computes with ``.data``.
+    """The book's MyLinear: its forward pass computes with ``.data``.
+
+    This is the PyTorch code of the book itself, not only of the study notes
+    that copy it: both d2l-en (*Custom Layers*) and d2l-zh (5.4, 自定义层)
+    write ``torch.matmul(X, self.weight.data) + self.bias.data``. The book
+    only runs the layer forward, where nothing is wrong; a reader who trains
+    with it trains nothing.
 
     ``self.weight.data`` is the parameter's values *cut off from autograd*.
     The output is right, but the graph does not lead back to the

@@ -1,14 +1,26 @@
-"""The seed notes' mistakes fail exactly as the 5.1 page says, and the fixes work."""
+"""The book's and the seed notes' mistakes fail as the pages say; the fixes work."""
 
 import pytest
 import torch
 from torch import nn
 
-from dlcomp import FixedHiddenMLP, ModuleListSequential, MySequential
+from dlcomp import (
+    FixedHiddenMLP,
+    ModuleListSequential,
+    MyLinear,
+    MySequential,
+    init_lazy,
+    init_normal,
+    init_xavier,
+    lazy_mlp,
+    uninitialized_parameters,
+)
 from dlcomp.pitfalls import (
+    DataMyLinear,
     ListSequential,
     ModuleKeySequential,
     PlainTensorFixedHiddenMLP,
+    init_normal_by_type,
 )
 
 
@@ -114,3 +126,64 @@ def test_a_reloaded_plain_tensor_model_computes_something_else():
     net, clone = PlainTensorFixedHiddenMLP(), PlainTensorFixedHiddenMLP()
     clone.load_state_dict(net.state_dict())  # "succeeds"
     assert not torch.equal(clone(X), net(X))
+
+
+# --- type(m) == nn.Linear skips subclasses (5.2) ------------------------------------
+
+
+class MyDense(nn.Linear):
+    """A subclass that changes nothing, as on the 5.2 page."""
+
+
+def test_an_exact_type_test_skips_a_subclass():
+    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), MyDense(8, 1))
+    net.apply(init_normal_by_type)  # no error ...
+    assert bool((net[0].bias == 0).all())
+    assert not bool((net[2].bias == 0).all())  # ... but MyDense kept its default
+
+
+def test_isinstance_reaches_the_subclass():
+    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), MyDense(8, 1))
+    net.apply(init_normal)
+    assert all(bool((net[i].bias == 0).all()) for i in (0, 2))
+
+
+# --- calling forward skips the hooks that __call__ runs (5.1, 5.3) -----------------
+
+
+def test_forward_skips_the_pre_hook_that_materializes_a_lazy_layer():
+    layer = nn.LazyLinear(3)
+    with pytest.raises(ValueError, match="uninitialized parameter"):
+        layer.forward(torch.rand(2, 4))
+    assert layer(torch.rand(2, 4)).shape == (2, 3)
+
+
+@pytest.mark.parametrize(
+    ("dry_run", "hook_calls"),
+    [
+        # d2l-en's apply_init: self.forward(*inputs), then apply(init)
+        (lambda net, X: net.forward(X), 0),
+        (lambda net, X: init_lazy(net, X, init_fn=init_xavier), 1),
+    ],
+    ids=["book-apply_init", "init_lazy"],
+)
+def test_a_dry_run_through_forward_skips_the_models_hooks(dry_run, hook_calls):
+    net, calls = lazy_mlp(), []
+    net.register_forward_hook(lambda module, args, output: calls.append(1))
+    dry_run(net, torch.rand(1, 20))
+    assert uninitialized_parameters(net) == []  # inner layers still materialize
+    assert len(calls) == hook_calls
+
+
+# --- the book's MyLinear computes with .data (5.4) ----------------------------------
+
+
+def test_the_books_mylinear_gives_the_right_values_and_no_gradient():
+    torch.manual_seed(0)
+    broken, fixed = DataMyLinear(5, 3), MyLinear(5, 3)
+    fixed.load_state_dict(broken.state_dict())
+    X = torch.rand(4, 5)
+    assert torch.equal(broken(X), fixed(X).detach())
+    assert not broken(X).requires_grad
+    fixed(X).sum().backward()
+    assert fixed.weight.grad is not None

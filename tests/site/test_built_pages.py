@@ -70,6 +70,8 @@ def test_blocks_page_shows_the_values_the_code_computes(site: Path):
     # Printed by the cells: present only if they ran during the build.
     assert "torch.Size([2, 10])" in text
     assert 'can only concatenate str (not "Linear") to str' in text
+    # LazyLinear.forward skips the pre-hook that materializes the weight
+    assert "Attempted to use an uninitialized parameter" in text
     assert "optimizer got an empty parameter list" in text
     assert "rand_weight unchanged by the step: True" in text
 
@@ -101,6 +103,9 @@ def test_parameters_page_shows_the_values_the_code_computes(site: Path):
     assert "121 parameters (193 counting each tied name separately)" in text
     assert "orthogonal: W @ W.T == I: True" in text
     assert "Call the network once on a sample batch" in text  # the lazy-layer error
+    # type(m) == nn.Linear skips the subclass; isinstance reaches it
+    assert "MyDense   type(m) == nn.Linear: False  bias zeroed: False" in text
+    assert "MyDense   type(m) == nn.Linear: False  bias zeroed: True" in text
 
 
 @pytest.mark.parametrize(("page", "figures"), [("parameters.html", 2)])
@@ -118,11 +123,15 @@ def test_deferred_init_page_shows_lazy_shapes_materialized(site: Path):
     assert "Linear(in_features=20, out_features=256, bias=True)" in text
     assert "mat1 and mat2 shapes cannot be multiplied (2x30 and 20x256)" in text
     assert "MyLinear(in_units=5, units=3)" in text  # LazyMyLinear became MyLinear
+    # the book's apply_init calls forward: the model's own hook never runs
+    assert "book's apply_init: materialized: True, model's hook ran: 0" in text
+    assert "dlcomp.init_lazy : materialized: True, model's hook ran: 1" in text
 
 
 def test_custom_layers_page_shows_the_data_pitfall_and_the_checks(site: Path):
     text = page_text(site / "custom-layers.html")
     assert "gradient of the broken layer's weight: None" in text
+    assert re.search(r"positive outputs: [1-9]", text)  # MyLinear does not look dead
     assert "broken weight unchanged by the step:   True" in text
     assert "matches einsum:         True" in text
     assert "signal recovered: True" in text
