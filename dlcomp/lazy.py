@@ -111,8 +111,11 @@ def init_lazy(
 ) -> nn.Module:
     """Materialize ``net`` with a dry run, then ``net.apply(init_fn)``; return ``net``.
 
-    The book's ``apply_init``: initializers need shapes, and a lazy layer has
-    none until it has seen data, so the dry run comes first.
+    What d2l-en's ``apply_init`` does (initializers need shapes, and a lazy
+    layer has none until it has seen data, so the dry run comes first), with
+    one difference: the dry run is ``net(*example_inputs)``, through
+    ``__call__`` and so through the model's hooks, where ``apply_init`` calls
+    ``self.forward(*inputs)`` directly.
 
     Args:
         net: a network that may contain lazy modules.
