@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -87,15 +88,29 @@ def _progress(total: int, stream: Any) -> Callable[[str], None]:
     return step
 
 
-def _timer_check(device: torch.device, n: int, min_time: float) -> dict[str, Any]:
-    """Our timer and torch.utils.benchmark.Timer on the same statement."""
+def _timer_check(
+    device: torch.device, n: int, min_time: float, rounds: int = 5
+) -> dict[str, Any]:
+    """Our timer and torch.utils.benchmark.Timer on the same statement.
+
+    The two alternate, ``rounds`` times each (ours, Timer, ours, Timer...),
+    so that a change of load falls on both; each side's result is the median
+    of its rounds' medians.
+    """
     from torch.utils.benchmark import Timer
 
     A = torch.rand(n, n, device=device)
-    ours = benchmark(lambda: A @ A, device=device, min_time=min_time).median
     # Timer runs on one thread unless told otherwise: give it as many as we use.
     timer = Timer("A @ A", globals={"A": A}, num_threads=torch.get_num_threads())
-    theirs = timer.blocked_autorange(min_run_time=min_time).median
+    ours_rounds, theirs_rounds = [], []
+    for _ in range(rounds):
+        ours_rounds.append(
+            benchmark(lambda: A @ A, device=device, min_time=min_time / rounds).median
+        )
+        theirs_rounds.append(
+            timer.blocked_autorange(min_run_time=min_time / rounds).median
+        )
+    ours, theirs = statistics.median(ours_rounds), statistics.median(theirs_rounds)
     return {
         "statement": f"A @ A, A of shape ({n}, {n}) on {device}",
         "dlcomp_median": ours,

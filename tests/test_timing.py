@@ -223,3 +223,26 @@ def test_synchronized_timing_of_an_accelerator():
 def test_two_devices_concurrently():
     result = two_devices(n=1024, steps=10, repeats=2)
     assert result["speedup"] > 0
+
+
+def test_the_bench_timer_check_alternates_ours_and_timer(monkeypatch):
+    from torch.utils.benchmark import Timer
+
+    from dlcomp import bench
+
+    calls = []
+    real_benchmark, real_autorange = bench.benchmark, Timer.blocked_autorange
+
+    def ours(*args, **kwargs):
+        calls.append("ours")
+        return real_benchmark(*args, **kwargs)
+
+    def theirs(self, *args, **kwargs):
+        calls.append("timer")
+        return real_autorange(self, *args, **kwargs)
+
+    monkeypatch.setattr(bench, "benchmark", ours)
+    monkeypatch.setattr(Timer, "blocked_autorange", theirs)
+    result = bench._timer_check(torch.device("cpu"), 32, min_time=0.01, rounds=3)
+    assert calls == ["ours", "timer"] * 3
+    assert result["ratio"] == result["dlcomp_median"] / result["torch_benchmark_median"]
