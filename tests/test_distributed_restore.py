@@ -162,7 +162,7 @@ def test_a_bad_step_is_a_clear_error(tmp_path, step, error):
 # --- items are vetted before they are loaded ------------------------------------------
 
 
-def deflate_an_item(path, fqn, padding=8 * 2**20):
+def deflate_an_item(path, fqn, deflated, padding=8 * 2**20):
     """Rewrite the item ``fqn`` of ``path``: a deflated zip, ``padding`` bytes larger.
 
     The new item goes to a file of its own; the ``.metadata`` points at it.
@@ -173,28 +173,20 @@ def deflate_an_item(path, fqn, padding=8 * 2**20):
     with open(path / info.relative_path, "rb") as f:
         f.seek(info.offset)
         item = f.read(info.length)
-    out = io.BytesIO()
-    with (
-        zipfile.ZipFile(io.BytesIO(item)) as src,
-        zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst,
-    ):
-        for record in src.infolist():
-            data = src.read(record)
-            if record.filename.endswith("/data.pkl"):
-                data += bytes(padding)  # after the pickle: inflated, never read
-            dst.writestr(record.filename, data)
-    (path / "bomb.distcp").write_bytes(out.getvalue())
-    meta.storage_data[index] = _StorageInfo("bomb.distcp", 0, len(out.getvalue()))
+    bomb = deflated(item, padding)
+    (path / "bomb.distcp").write_bytes(bomb)
+    meta.storage_data[index] = _StorageInfo("bomb.distcp", 0, len(bomb))
     (path / ".metadata").write_bytes(pickle.dumps(meta))
 
 
 @pytest.mark.parametrize("fqn", ["optim.param_groups.0.lr", "model.weight"])
-def test_a_deflated_item_is_skipped_without_inflating_it(tmp_path, fqn):
+def test_a_deflated_item_is_skipped_without_inflating_it(tmp_path, fqn, deflated):
     manager = DistributedCheckpointManager(tmp_path)
     first = nn.Linear(4, 2)
     manager.save(1, first, torch.optim.Adam(first.parameters()))
     newer = nn.Linear(4, 2)
-    deflate_an_item(manager.save(2, newer, torch.optim.Adam(newer.parameters())), fqn)
+    saved = manager.save(2, newer, torch.optim.Adam(newer.parameters()))
+    deflate_an_item(saved, fqn, deflated)
     target = nn.Linear(4, 2)
     with pytest.warns(
         RuntimeWarning,

@@ -4,13 +4,11 @@ Each crafted checkpoint is shown to run code with plain DCP, so a test that
 passes is not one that could not fail.
 """
 
-import io
 import os
 import pickle
 import re
 import shlex
 import warnings
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -318,25 +316,6 @@ def _item_bytes(saved: Path, fqn: str) -> bytes:
         return f.read(info.length)
 
 
-def _deflated(archive: bytes, padding: int) -> bytes:
-    """``archive`` (one torch.save zip) rewritten with every record deflated.
-
-    ``padding`` zero bytes follow the pickle in its record: the unpickler
-    stops before them, but ``torch.load`` inflates the whole record.
-    """
-    out = io.BytesIO()
-    with (
-        zipfile.ZipFile(io.BytesIO(archive)) as src,
-        zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst,
-    ):
-        for record in src.infolist():
-            data = src.read(record)
-            if record.filename.endswith("/data.pkl"):
-                data += bytes(padding)
-            dst.writestr(record.filename, data)
-    return out.getvalue()
-
-
 def _replace_item(saved: Path, fqn: str, data: bytes) -> None:
     """Point the item ``fqn`` at ``data``, in a file of the directory of its own."""
     (saved / "crafted.distcp").write_bytes(data)
@@ -350,8 +329,8 @@ def _replace_item(saved: Path, fqn: str, data: bytes) -> None:
 
 
 @pytest.mark.parametrize("fqn", ["optim.param_groups.0.lr", "model.0.weight"])
-def test_a_deflated_item_is_refused_before_anything_is_loaded(saved, fqn):
-    bomb = _deflated(_item_bytes(saved, fqn), padding=8 * MiB)
+def test_a_deflated_item_is_refused_before_anything_is_loaded(saved, fqn, deflated):
+    bomb = deflated(_item_bytes(saved, fqn), padding=8 * MiB)
     _replace_item(saved, fqn, bomb)
     assert len(bomb) < 64 * 1024  # inflates to more than 8 MiB
     net, opt = _trained("adam", seed=1)

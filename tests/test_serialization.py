@@ -573,13 +573,18 @@ def test_an_adam_checkpoint_is_refused_by_sgd_with_momentum(tmp_path):
     sgd.step()  # still a working SGD: it did not get Adam's hyperparameters
 
 
-def test_a_momentum_buffer_of_the_wrong_shape_is_refused(tmp_path):
+def sgd_momentum_checkpoint(path):
+    """A checkpoint of MLP and SGD with momentum after one step; its raw dict."""
     model = MLP()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     model(torch.rand(2, 20)).sum().backward()
     optimizer.step()
-    path = save_checkpoint(tmp_path / "c.pt", model, optimizer, step=1)
-    data = torch.load(path, weights_only=True)
+    save_checkpoint(path, model, optimizer, step=1)
+    return path, torch.load(path, weights_only=True)
+
+
+def test_a_momentum_buffer_of_the_wrong_shape_is_refused(tmp_path):
+    path, data = sgd_momentum_checkpoint(tmp_path / "c.pt")
     data["optimizer"]["state"][0]["momentum_buffer"] = torch.zeros(3, 3)
     torch.save(data, path)
     target = MLP()
@@ -907,12 +912,7 @@ def test_load_safetensors_refuses_a_fifo_without_blocking(tmp_path):
     ],
 )
 def test_crafted_optimizer_fields_are_refused(tmp_path, field, value, message):
-    model = MLP()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    model(torch.rand(2, 20)).sum().backward()
-    optimizer.step()
-    path = save_checkpoint(tmp_path / "c.pt", model, optimizer, step=1)
-    data = torch.load(path, weights_only=True)
+    path, data = sgd_momentum_checkpoint(tmp_path / "c.pt")
     if field == "momentum_buffer":
         data["optimizer"]["state"][0][field] = value
     else:
