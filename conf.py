@@ -86,6 +86,9 @@ nb_execution_mode = os.environ.get(
 )
 if FAST:
     nb_execution_mode = "off"
+    # No cell runs, so nothing is glued: {glue:text} has no value to paste
+    # (a prose-only build; the real build checks every glued value and claim).
+    suppress_warnings = ["mystnb.glue"]
 nb_execution_raise_on_error = True  # a failing cell fails the build
 nb_execution_show_tb = True  # and the log shows its traceback
 nb_execution_timeout = 300

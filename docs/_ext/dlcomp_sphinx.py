@@ -11,6 +11,10 @@
   under the "Exercises" heading is folded (``<details>``), and a link offers
   the executed page as a Jupyter notebook, copied next to the HTML when the
   build finishes.
+- ``{claim}`sentence <key>```: a sentence stating an outcome that the page's
+  own cell measured. The cell glues a bool under ``key`` (myst-nb ``glue``);
+  the build warns (an error under ``-W``) when it is not ``True``, so a page
+  cannot state an outcome that its output contradicts.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import ast
 import importlib
 import inspect
+import re
 import shutil
 import textwrap
 from pathlib import Path
@@ -26,7 +31,8 @@ from typing import Any, ClassVar
 from docutils import nodes
 from docutils.parsers.rst import directives
 from sphinx.application import Sphinx
-from sphinx.util.docutils import SphinxDirective
+from sphinx.util import logging
+from sphinx.util.docutils import SphinxDirective, SphinxRole
 
 
 def reset_torch(gallery_conf: dict[str, Any], fname: str) -> None:
@@ -223,7 +229,66 @@ def _copy_notebooks(app: Sphinx, exception: Exception | None) -> None:
         shutil.copyfile(source, target / f"{docname}.ipynb")
 
 
+logger = logging.getLogger(__name__)
+
+
+class Claim(SphinxRole):
+    """``{claim}`sentence <key>```: the sentence, checked against glued ``key``.
+
+    ``key`` names a bool that a cell of the same page glued (``glue(key,
+    bool(...), display=False)``). Anything but ``True`` is a warning naming
+    the sentence and what the cell measured. With execution off (a prose-only
+    build) there is nothing to check against, and the sentence is shown as is.
+    """
+
+    pattern = re.compile(r"^(?P<sentence>.+?)\s*<(?P<key>[\w.-]+)>$", re.DOTALL)
+
+    def run(self) -> tuple[list[nodes.Node], list[nodes.system_message]]:
+        match = self.pattern.match(self.text.strip())
+        if match is None:
+            logger.warning(
+                "claim %r: expected `sentence <key>`",
+                self.text,
+                location=self.get_location(),
+                type="dlcomp",
+                subtype="claim",
+            )
+            return [nodes.inline(self.text, self.text)], []
+        sentence, key = match["sentence"], match["key"]
+        node = nodes.inline(sentence, sentence, classes=["dlcomp-claim"])
+        if self.config.nb_execution_mode == "off":
+            return [node], []
+        measured = self._glued(key)
+        if measured != "True":
+            logger.warning(
+                "the page states %r, but the cell that measured it glued %s=%s",
+                sentence,
+                key,
+                measured,
+                location=self.get_location(),
+                type="dlcomp",
+                subtype="claim",
+            )
+            node["classes"].append("dlcomp-claim-false")
+        return [node], []
+
+    def _glued(self, key: str) -> str:
+        """The text of the value glued under ``key`` on this page, or why none."""
+        from myst_nb.core.variables import RetrievalError
+        from myst_nb.ext.glue.utils import retrieve_glue_data
+
+        try:
+            data = retrieve_glue_data(self.inliner.document, key).data
+        except RetrievalError:
+            return "<nothing: no cell glued this key>"
+        text = str(data.get("text/plain", "<no text>"))
+        if text not in ("True", "False"):
+            return f"{text} (not a bool)"
+        return text
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
+    app.add_role("claim", Claim())
     app.add_directive("dlcomp-source", DlcompSource)
     app.add_directive("dlcomp-api", DlcompApi)
     app.add_config_value("dlcomp_chapter_pages", [], "env")
