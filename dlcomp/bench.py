@@ -2,12 +2,15 @@
 
 A bench run measures, on each device, what section 5.6 talks about (matmul
 throughput, small-op overhead, copy bandwidth, the cost of ``.item()``
-logging, two devices at once) with :mod:`dlcomp.timing`, and records it with
+logging, timing with and without synchronizing, two devices at once) with
+:mod:`dlcomp.timing`, and records it with
 the device names, torch/CUDA versions, the date and the settings, so that a
 figure measured on one machine is always labelled with where and when.
 
 - :func:`~dlcomp.bench.check_devices`: the devices to measure, checked
   against this machine's.
+- :func:`~dlcomp.bench.sync_cost`: the same matrix product timed with and
+  without synchronizing the device, as a :class:`~dlcomp.bench.SyncCost`.
 - :func:`~dlcomp.bench.run_bench`: measure, return the results as a dict.
 - :func:`~dlcomp.bench.check_results`: validate a results dict (the schema).
 - :func:`~dlcomp.bench.load_results`: read the recorded runs in a directory.
@@ -23,7 +26,9 @@ import datetime
 import json
 import statistics
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,39 +42,164 @@ from dlcomp.devices import (
     try_all_gpus,
 )
 from dlcomp.timing import (
+    Measurement,
     benchmark,
     copy_bandwidth,
     logging_cost,
     matmul_throughput,
     small_op_overhead,
+    synchronize,
     two_devices,
 )
 
 __all__ = [
+    "SyncCost",
     "check_devices",
     "check_results",
     "find_recorded",
     "label",
     "load_results",
     "plot_results",
+    "plot_sync",
     "run_bench",
     "summary",
+    "sync_cost",
 ]
 
-SCHEMA = "dlcomp.bench/1"
+# Version 2 added the "sync" measurement (timing with and without synchronizing).
+SCHEMA = "dlcomp.bench/2"
 
 QUICK = {
     "sizes": [64, 128, 256],
     "copy_sizes_mib": [1, 8],
     "logging_steps": 100,
+    "sync_sizes": [256, 512],
     "min_time": 0.05,
 }
 FULL = {
     "sizes": [64, 128, 256, 512, 1024, 2048, 4096],
     "copy_sizes_mib": [1, 16, 256],
     "logging_steps": 1000,
+    "sync_sizes": [256, 1024, 4096],
     "min_time": 0.3,
 }
+# The CPU runs the smaller sizes only: its large products take seconds each.
+CPU_MAX_SIZE = 1024
+
+
+@dataclass(frozen=True)
+class SyncCost:
+    """One statement timed two ways from the same calls: with and without synchronizing.
+
+    Every call is timed once, from the same start: ``unsynchronized`` reads
+    the clock as soon as the call returns (what ``start = time.perf_counter();
+    Y = A @ B; time.perf_counter() - start`` measures), ``synchronized`` reads
+    it again after waiting for the device. On a GPU the call returns once the
+    kernel is *queued*, so ``unsynchronized`` is the launch, not the work; on
+    a CPU the call returns when the work is done and the two agree.
+
+    Attributes:
+        statement: what was timed.
+        size: the matrix size ``n`` of the product.
+        synchronized: seconds per call, clock read after synchronizing.
+        unsynchronized: seconds per call, clock read as the call returned.
+
+    Examples:
+        >>> m = lambda label, times: Measurement(label, "cpu", times)
+        >>> cost = SyncCost("A @ B", 64, m("with", (4.0, 4.0)), m("without", (1.0, 1.0)))
+        >>> cost.ratio, cost.as_dict()["ratio"]
+        (4.0, 4.0)
+    """  # noqa: E501
+
+    statement: str
+    size: int
+    synchronized: Measurement
+    unsynchronized: Measurement
+
+    @property
+    def ratio(self) -> float:
+        """Median synchronized time over median unsynchronized time."""
+        return self.synchronized.median / self.unsynchronized.median
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data for JSON: both measurements, with their runs, and the ratio."""
+        return {
+            "statement": self.statement,
+            "size": self.size,
+            "synchronized": self.synchronized.as_dict(),
+            "unsynchronized": self.unsynchronized.as_dict(),
+            "ratio": self.ratio,
+        }
+
+
+def sync_cost(
+    sizes: Iterable[int],
+    device: torch.device | str = "cpu",
+    *,
+    warmup: int = 2,
+    min_time: float = 0.1,
+    min_runs: int = 7,
+    max_runs: int = 1000,
+    clock: Callable[[], float] = time.perf_counter,
+    sync: Callable[[], None] | None = None,
+) -> list[SyncCost]:
+    """Time ``A @ B`` with and without synchronizing the device, per size.
+
+    The mistake this measures: reading the clock right after a call on an
+    accelerator. Each timed call starts from an idle device (synchronized
+    before the clock starts) and is read twice: as soon as the call returns,
+    and after synchronizing. Both measurements therefore come from the same
+    calls, interleaved by construction.
+
+    Args:
+        sizes: the ``n`` of the ``n x n`` products.
+        device: where to compute.
+        warmup: untimed calls first.
+        min_time: seconds of timed calls to collect at least, per size.
+        min_runs: timed calls at least, per size.
+        max_runs: timed calls at most, per size.
+        clock: the clock (tests pass a fake one).
+        sync: the synchronization (default: :func:`~dlcomp.synchronize` on ``device``).
+
+    Returns:
+        list[SyncCost]: one per size, in order.
+
+    Examples:
+        >>> costs = sync_cost([32, 64], "cpu", min_time=0.01)
+        >>> [c.size for c in costs], all(c.synchronized.runs >= 7 for c in costs)
+        ([32, 64], True)
+    """
+    device = torch.device(device)
+    sync = sync if sync is not None else (lambda: synchronize(device))
+    results = []
+    for n in sizes:
+        A = torch.rand(n, n, device=device)
+        B = torch.rand(n, n, device=device)
+        for _ in range(max(warmup, 1)):
+            A @ B
+        with_sync: list[float] = []
+        without: list[float] = []
+        while (len(with_sync) < min_runs or sum(with_sync) < min_time) and len(
+            with_sync
+        ) < max_runs:
+            sync()  # start from an idle device
+            start = clock()
+            A @ B
+            returned = clock()  # the mistake: the call has only been queued
+            sync()
+            done = clock()
+            without.append(returned - start)
+            with_sync.append(done - start)
+        where = str(device)
+        results.append(
+            SyncCost(
+                f"A @ B, A and B of shape ({n}, {n}) on {where}",
+                n,
+                Measurement(f"matmul {n}, synchronized", where, tuple(with_sync)),
+                Measurement(f"matmul {n}, not synchronized", where, tuple(without)),
+            )
+        )
+    return results
 
 
 def _progress(total: int, stream: Any) -> Callable[[str], None]:
@@ -197,16 +327,20 @@ def run_bench(
     Examples:
         >>> data = run_bench(quick=True, devices=["cpu"])
         >>> check_results(data)["schema"], list(data["results"])
-        ('dlcomp.bench/1', ['cpu'])
+        ('dlcomp.bench/2', ['cpu'])
     """
     settings = dict(QUICK if quick else FULL, quick=quick)
     targets = check_devices(devices or None)
     step = (
-        _progress(5 * len(targets) + 1, progress) if progress else (lambda what: None)
+        _progress(6 * len(targets) + 1, progress) if progress else (lambda what: None)
     )
     results: dict[str, Any] = {}
     for device in targets:
-        sizes = settings["sizes"] if device.type != "cpu" else settings["sizes"][:5]
+        sizes = settings["sizes"]
+        sync_sizes = settings["sync_sizes"]
+        if device.type == "cpu":
+            sizes = [n for n in sizes if n <= CPU_MAX_SIZE]
+            sync_sizes = [n for n in sync_sizes if n <= CPU_MAX_SIZE]
         entry: dict[str, Any] = {}
         entry["matmul"] = matmul_throughput(
             sizes, device, min_time=settings["min_time"]
@@ -225,6 +359,9 @@ def run_bench(
         step(f"logging on {device}")
         entry["timer_check"] = _timer_check(device, 256, settings["min_time"])
         step(f"timer check on {device}")
+        costs = sync_cost(sync_sizes, device, min_time=settings["min_time"])
+        entry["sync"] = [cost.as_dict() for cost in costs]
+        step(f"sync check on {device}")
         results[str(device)] = entry
     pair = two_devices()
     step("two devices")
@@ -255,6 +392,7 @@ _PER_DEVICE = {
     "copy": list,
     "logging": dict,
     "timer_check": dict,
+    "sync": list,
 }
 
 
@@ -265,7 +403,7 @@ def check_results(data: Any) -> dict[str, Any]:
         ValueError: listing every missing or mistyped field.
 
     Examples:
-        >>> check_results({"schema": "dlcomp.bench/1"})
+        >>> check_results({"schema": "dlcomp.bench/2"})
         Traceback (most recent call last):
         ...
         ValueError: not a dlcomp bench result: missing date, missing machine, missing settings, missing results, missing two_devices
@@ -292,12 +430,31 @@ def check_results(data: Any) -> dict[str, Any]:
             if not {"size", "gflops", "measurement"} <= set(row):
                 problems.append(f"results[{name!r}].matmul has a malformed row")
                 break
+        for row in entry.get("sync", []):
+            if not _is_sync_row(row):
+                problems.append(f"results[{name!r}].sync has a malformed row")
+                break
     machine = data.get("machine")
     if isinstance(machine, dict) and not {"devices", "torch"} <= set(machine):
         problems.append("machine lacks devices or torch")
     if problems:
         raise ValueError("not a dlcomp bench result: " + ", ".join(problems))
     return data
+
+
+def _is_sync_row(row: Any) -> bool:
+    """A ``sync`` row: a size and two measurements, each with its runs."""
+    return (
+        isinstance(row, dict)
+        and isinstance(row.get("size"), int)
+        and all(
+            isinstance(row.get(key), dict)
+            and isinstance(row[key].get("times"), list)
+            and len(row[key]["times"]) > 0
+            and isinstance(row[key].get("median"), float | int)
+            for key in ("synchronized", "unsynchronized")
+        )
+    )
 
 
 def load_results(directory: str | Path) -> list[dict[str, Any]]:
@@ -358,7 +515,7 @@ def plot_results(data: dict[str, Any], out: str | Path) -> list[Path]:
         >>> import tempfile
         >>> paths = plot_results(run_bench(quick=True, devices=["cpu"]), tempfile.mkdtemp())
         >>> sorted(p.name for p in paths)
-        ['copy.png', 'logging.png', 'matmul.png']
+        ['copy.png', 'logging.png', 'matmul.png', 'sync.png']
     """  # noqa: E501
     import matplotlib
 
@@ -425,7 +582,78 @@ def plot_results(data: dict[str, Any], out: str | Path) -> list[Path]:
     paths.append(out / "logging.png")
     fig.savefig(paths[-1], dpi=120)
     plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6.5, 4), layout="constrained")
+    plot_sync(ax, {label(data, d): e["sync"] for d, e in data["results"].items()})
+    paths.append(out / "sync.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
     return paths
+
+
+def plot_sync(ax: Any, series: dict[str, list[dict[str, Any]]]) -> str:
+    """Draw :func:`sync_cost` rows on a matplotlib ``ax``; title it; return the title.
+
+    One colour per series: a solid line for the synchronized medians, a
+    dashed one for the unsynchronized medians, each with its interquartile
+    range as error bars. The title states a finding only when the data show
+    it: the two agree (within 10% at every size of every series), or a
+    series' clock stopped at least twice too early at its largest size;
+    otherwise it names what is plotted.
+
+    Args:
+        ax: a matplotlib Axes.
+        series: legend label -> the ``sync`` rows of a bench run
+            (``SyncCost.as_dict()`` of each size).
+
+    Examples:
+        >>> import matplotlib
+        >>> matplotlib.use("Agg")
+        >>> import matplotlib.pyplot as plt
+        >>> rows = [c.as_dict() for c in sync_cost([32, 64], min_time=0.01)]
+        >>> fig, ax = plt.subplots()
+        >>> plot_sync(ax, {"cpu": rows}) == ax.get_title()
+        True
+        >>> plt.close(fig)
+    """
+    for i, (name, rows) in enumerate(series.items()):
+        sizes = [row["size"] for row in rows]
+        for key, style, kind in (
+            ("synchronized", "-", "synchronized"),
+            ("unsynchronized", "--", "not synchronized"),
+        ):
+            medians = [row[key]["median"] for row in rows]
+            low = [row[key]["median"] - row[key]["q1"] for row in rows]
+            high = [row[key]["q3"] - row[key]["median"] for row in rows]
+            ax.errorbar(sizes, medians, yerr=[low, high], color=f"C{i}",
+                        linestyle=style, marker="o", capsize=3,
+                        label=f"{name}: {kind}")  # fmt: skip
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="matrix size n (n x n @ n x n)",
+        ylabel="seconds per product (median)",
+    )
+    title = _sync_title(series)
+    ax.set_title(title)
+    ax.legend(fontsize="x-small")
+    return title
+
+
+def _sync_title(series: dict[str, list[dict[str, Any]]]) -> str:
+    """A title that states what the rows show, and only that."""
+    ratios = [row["ratio"] for rows in series.values() for row in rows]
+    if ratios and all(abs(r - 1) <= 0.10 for r in ratios):
+        return "With or without synchronizing: the same times (within 10%)"
+    early = [
+        (rows[-1]["ratio"], name.split(",")[0], rows[-1]["size"])
+        for name, rows in series.items()
+        if rows and rows[-1]["ratio"] >= 2
+    ]
+    if early:
+        ratio, name, n = max(early)
+        return f"Not synchronized, {name} stopped the clock {ratio:.0f}x early (n={n})"
+    return "A matrix product timed with and without synchronizing"
 
 
 def summary(data: dict[str, Any]) -> str:
@@ -453,6 +681,13 @@ def summary(data: dict[str, Any]) -> str:
             f"{logs['on_device']['median']:.4f} s on the device",
             f"  timer check    ours / torch.utils.benchmark = {check['ratio']:.3f}",
         ]
+        for row in entry["sync"]:
+            lines.append(
+                f"  sync check     n={row['size']:<5} "
+                f"{row['synchronized']['median'] * 1e6:10.1f} us synchronized, "
+                f"{row['unsynchronized']['median'] * 1e6:.1f} us not "
+                f"(ratio {row['ratio']:.2f})"
+            )
     two = data["two_devices"]
     lines.append(
         "two devices:    "

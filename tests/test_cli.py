@@ -63,9 +63,11 @@ def test_bench_writes_json_plots_and_a_summary(bench_run):
         "matmul.png",
         "copy.png",
         "logging.png",
+        "sync.png",
     }
     assert "GFLOP/s" in result.stdout
-    assert "6/6" in result.stderr  # the progress bar reached the end
+    assert "sync check     n=256" in result.stdout
+    assert "7/7" in result.stderr  # the progress bar reached the end
 
 
 def test_recorded_results_load_and_bad_files_are_skipped(bench_run, tmp_path, capsys):
@@ -84,6 +86,12 @@ def test_recorded_results_load_and_bad_files_are_skipped(bench_run, tmp_path, ca
         (lambda d: d.update(schema="v0"), "schema 'v0'"),
         (lambda d: d["results"]["cpu"].pop("matmul"), r"results\['cpu'\] lacks matmul"),
         (lambda d: d.update(results=[]), "results is a list, not a dict"),
+        (lambda d: d["results"]["cpu"].pop("sync"), r"results\['cpu'\] lacks sync"),
+        (
+            lambda d: d["results"]["cpu"]["sync"][0]["unsynchronized"].pop("times"),
+            r"results\['cpu'\]\.sync has a malformed row",
+        ),
+        (lambda d: d.update(schema="dlcomp.bench/1"), "expected 'dlcomp.bench/2'"),
     ],
 )
 def test_schema_violations_are_listed(bench_run, mutate, message):
