@@ -132,9 +132,17 @@ sphinx_gallery_conf = {
     "gallery_dirs": "auto_examples",
     "filename_pattern": r"/plot_",
     "within_subsection_order": "FileNameSortKey",
-    # Seed torch (and reset matplotlib) before every example; a dotted name,
+    # Seed torch (and reset matplotlib) before every example; dotted names,
     # because a function object here would make the config unpicklable.
-    "reset_modules": ("matplotlib", "dlcomp_sphinx.reset_torch"),
+    # dlcomp_gallery.run_timing_alone makes an example that times something
+    # run alone (a file lock, taken before the example, released after it):
+    # a parallel neighbour would otherwise compete for the cores it measures.
+    "reset_modules": (
+        "matplotlib",
+        "dlcomp_sphinx.reset_torch",
+        "dlcomp_gallery.run_timing_alone",
+    ),
+    "reset_modules_order": "both",  # before each example, and after it
     "doc_module": ("dlcomp",),
     "backreferences_dir": "gen_modules/backreferences",
     "capture_repr": ("_repr_html_", "__repr__"),
@@ -147,7 +155,8 @@ sphinx_gallery_conf = {
     # defined" in the browser); the build log prints the same times.
     "write_computation_times": False,
     # Run the scripts in parallel processes (joblib). They seed torch
-    # themselves through reset_modules and write only to temporary folders.
+    # themselves through reset_modules and write only to temporary folders;
+    # the timing scripts still run alone (run_timing_alone, above).
     "parallel": 2,
 }
 

@@ -164,3 +164,66 @@ def test_on_an_accelerator_the_unsynchronized_clock_stops_early():
     (cost,) = sync_cost([4096], try_gpu(), min_time=0.05)
     # a 4096 x 4096 product takes far longer than its launch
     assert cost.unsynchronized.median * 2 < cost.synchronized.median
+
+
+# --- the site build runs timing scripts alone (docs/_ext/dlcomp_gallery.py) ---------
+
+
+def gallery_module():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "docs" / "_ext" / "dlcomp_gallery.py"
+    spec = importlib.util.spec_from_file_location("dlcomp_gallery", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_gallery_scripts_that_time_are_found():
+    from pathlib import Path
+
+    gallery = gallery_module()
+    root = Path(__file__).resolve().parents[1]
+    conf = {"src_dir": str(root / "docs"), "examples_dirs": "../gallery"}
+    timing = {
+        p.name
+        for p in (root / "gallery").rglob("plot_*.py")
+        if gallery.is_timing_example(conf, p.name)
+    }
+    gpu = {p.name for p in (root / "gallery" / "gpu").glob("plot_*.py")}
+    assert gpu | {"plot_03_background_saves.py"} <= timing
+    assert "plot_01_chimera.py" not in timing
+
+
+@pytest.mark.parametrize(
+    ("held", "script", "waits"),
+    [
+        ("shared", "plot_timing.py", True),  # a timing script waits for the others
+        ("exclusive", "plot_plain.py", True),  # the others wait for a timing script
+        ("shared", "plot_plain.py", False),  # ordinary scripts run together
+    ],
+)
+def test_a_timing_script_runs_alone(tmp_path, held, script, waits):
+    import fcntl
+    import threading
+
+    gallery = gallery_module()
+    (tmp_path / "gallery").mkdir()
+    (tmp_path / "gallery" / "plot_timing.py").write_text("benchmark(f)\n")
+    (tmp_path / "gallery" / "plot_plain.py").write_text("print(1)\n")
+    conf = {"src_dir": str(tmp_path / "docs"), "examples_dirs": "../gallery"}
+    _, room = gallery._lock_paths(conf)
+    with open(room, "ab") as other:  # another process's example, running
+        fcntl.flock(other, fcntl.LOCK_SH if held == "shared" else fcntl.LOCK_EX)
+        worker = threading.Thread(
+            target=gallery.run_timing_alone, args=(conf, script, "before")
+        )
+        worker.start()
+        worker.join(timeout=0.3)
+        assert worker.is_alive() is waits
+        fcntl.flock(other, fcntl.LOCK_UN)
+        worker.join(timeout=5)
+        assert not worker.is_alive()
+    gallery.run_timing_alone(conf, script, "after")
+    assert not gallery._held  # released
