@@ -291,3 +291,63 @@ def test_trace_shapes_records_tuple_outputs():
 def test_trace_shapes_refuses_a_tensor():
     with pytest.raises(TypeError, match=r"expects an nn\.Module, got Tensor"):
         trace_shapes(torch.rand(2), torch.rand(2))
+
+
+class HalfListed(nn.Module):
+    """The page's exercise-1 block: one layer registered, the rest in a list."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = nn.Linear(20, 8)
+        self.rest = [nn.ReLU(), nn.Dropout(0.5), nn.Linear(8, 1)]
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        X = self.first(X)
+        for block in self.rest:
+            X = block(X)
+        return X
+
+
+def test_a_half_listed_block_trains_only_its_registered_layer(X):
+    net = HalfListed()
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)  # no error: not empty
+    assert names(net) == ["first.weight", "first.bias"]
+    hidden = net.rest[2].weight
+    before = hidden.detach().clone()
+    net(X).pow(2).sum().backward()
+    optimizer.step()
+    assert hidden.grad is not None  # autograd follows the computation...
+    assert torch.equal(hidden, before)  # ...the optimizer never saw the layer
+
+
+def test_eval_does_not_reach_a_dropout_in_a_list(X):
+    net = HalfListed().eval()
+    assert not net.training
+    assert net.rest[1].training  # .eval() never reached it
+    with torch.no_grad():
+        assert not torch.equal(net(X), net(X))
+    fixed = ModuleListSequential(nn.Linear(20, 8), nn.Dropout(0.5)).eval()
+    assert not fixed.blocks[1].training
+    with torch.no_grad():
+        assert torch.equal(fixed(X), fixed(X))
+
+
+# Dynamo probes `.grad` of non-leaf tensors while tracing and hides the warning
+# that causes; under filterwarnings=error it would become an internal error.
+@pytest.mark.filterwarnings(
+    "ignore:The .grad attribute of a Tensor that is not a leaf:UserWarning"
+)
+def test_fixed_hidden_mlp_breaks_the_compiled_graph_at_its_data_dependent_tests(X):
+    explanation = torch._dynamo.explain(FixedHiddenMLP())(X)
+    lines = {
+        brk.user_stack[-1].line.split("#")[0].strip()
+        for brk in explanation.break_reasons
+    }
+    assert "while X.abs().sum() > 1:" in lines
+    assert explanation.graph_break_count >= 1
+    assert explanation.graph_count == explanation.graph_break_count + 1
+
+
+def test_fullgraph_compile_refuses_the_data_dependent_loop(X):
+    with pytest.raises(torch._dynamo.exc.Unsupported, match="Data-dependent branching"):
+        torch.compile(FixedHiddenMLP(), fullgraph=True)(X)

@@ -167,3 +167,97 @@ def test_lazy_mylinear_dtype_and_scalar_input():
     assert layer.weight.dtype == torch.float64
     with pytest.raises(ValueError, match="got a scalar"):
         LazyMyLinear(2)(torch.tensor(1.0))
+
+
+def lazy_cnn() -> nn.Sequential:
+    return nn.Sequential(
+        nn.LazyConv2d(6, kernel_size=5),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.LazyLinear(10),
+    )
+
+
+@pytest.mark.parametrize(
+    ("image", "conv_weight", "linear_weight"),
+    [((1, 28, 28), (6, 1, 5, 5), (10, 864)), ((3, 32, 32), (6, 3, 5, 5), (10, 1176))],
+)
+def test_the_image_size_fixes_the_linear_layer_of_a_lazy_cnn(
+    image, conv_weight, linear_weight
+):
+    cnn = materialize(lazy_cnn(), torch.zeros(1, *image))
+    assert tuple(cnn[0].weight.shape) == conv_weight
+    assert tuple(cnn[4].weight.shape) == linear_weight
+
+
+def test_uninitialized_parameters_lists_lazy_buffers_too():
+    net = nn.Sequential(nn.LazyLinear(8), nn.LazyBatchNorm1d())
+    assert uninitialized_parameters(net) == [
+        "0.weight",
+        "0.bias",
+        "1.weight",
+        "1.bias",
+        "1.running_mean",
+        "1.running_var",
+    ]
+
+
+def test_load_state_dict_materializes_a_lazy_network_in_place():
+    trained = materialize(lazy_mlp(), torch.rand(1, 20))
+    fresh = lazy_mlp()
+    optimizer = torch.optim.SGD(fresh.parameters(), lr=0.1)
+    fresh.load_state_dict(trained.state_dict())
+    assert uninitialized_parameters(fresh) == []
+    assert [tuple(p.shape) for p in fresh.parameters()] == [
+        (256, 20),
+        (256,),
+        (10, 256),
+        (10,),
+    ]
+    for p, q in zip(fresh.parameters(), trained.parameters(), strict=True):
+        assert torch.equal(p, q)
+    # materialized in place: an optimizer built before the load is not stale
+    held = optimizer.param_groups[0]["params"]
+    assert all(p is q for p, q in zip(held, fresh.parameters(), strict=True))
+    assert type(fresh[0]) is nn.LazyLinear  # until its first call
+    fresh(torch.rand(2, 20))
+    assert type(fresh[0]) is nn.Linear
+    assert fresh[0].in_features == 20
+
+
+def test_a_lazy_network_takes_any_checkpoint_shape_but_a_dry_run_first_refuses():
+    color = materialize(lazy_cnn(), torch.zeros(1, 3, 32, 32)).state_dict()
+    gray = lazy_cnn()
+    gray.load_state_dict(color)  # no complaint: it becomes the color network
+    assert tuple(gray[0].weight.shape) == (6, 3, 5, 5)
+    with pytest.raises(RuntimeError, match="to have 3 channels, but got 1"):
+        gray(torch.zeros(1, 1, 28, 28))
+    checked = materialize(lazy_cnn(), torch.zeros(1, 1, 28, 28))
+    with pytest.raises(RuntimeError, match=r"size mismatch for 0\.weight"):
+        checked.load_state_dict(color)
+
+
+def test_a_lazy_conv_loaded_from_a_checkpoint_keeps_in_channels_zero():
+    color = materialize(lazy_cnn(), torch.zeros(1, 3, 32, 32)).state_dict()
+    loaded = lazy_cnn()
+    loaded.load_state_dict(color)
+    loaded(torch.zeros(1, 3, 32, 32))
+    assert type(loaded[0]) is nn.Conv2d
+    assert loaded[0].in_channels == 0  # PyTorch leaves it; the weight knows 3
+    assert loaded[0].weight.shape[1] == 3
+
+
+def test_a_partial_checkpoint_with_strict_false_leaves_layers_lazy():
+    state = materialize(lazy_mlp(), torch.rand(1, 20)).state_dict()
+    fresh = lazy_mlp()
+    fresh.load_state_dict({k: state[k] for k in ("0.weight", "0.bias")}, strict=False)
+    assert uninitialized_parameters(fresh) == ["2.weight", "2.bias"]
+
+
+def test_layer_to_layer_mismatch_fails_at_the_first_forward():
+    net = nn.Sequential(nn.Linear(20, 256), nn.ReLU(), nn.Linear(128, 10))
+    with pytest.raises(RuntimeError, match=r"\(2x256 and 128x10\)"):
+        net(torch.rand(2, 20))
+    fixed = nn.Sequential(nn.Linear(20, 256), nn.ReLU(), nn.LazyLinear(10))
+    assert fixed(torch.rand(2, 20)).shape == (2, 10)
