@@ -62,12 +62,17 @@ for data in recorded:
                     marker="s", linestyle="--",
                     label=f"{label(data, dev)}: {name}")  # fmt: skip
 ax.set(xscale="log", xlabel="tensor size (MiB)", ylabel="GB/s (median)")
-first, last = rows[0]["gbps"], rows[-1]["gbps"]
-ax.set_title(
-    "Larger copies move more bytes per second"
-    if last > first
-    else f"Here the smallest copies are fastest ({first:.0f} vs {last:.0f} GB/s)"
-)
+# The title states a finding only if every configuration measured here shows
+# it, comparing its smallest copy with its largest.
+smallest = {key(r): r["gbps"] for r in reversed(rows)}  # first row of each
+largest = {key(r): r["gbps"] for r in rows}  # last row of each
+if all(largest[k] > smallest[k] for k in largest):
+    title = f"{device}: the largest copies move the most bytes per second"
+elif all(largest[k] < smallest[k] for k in largest):
+    title = f"{device}: the smallest copies move the most bytes per second"
+else:
+    title = "Copy bandwidth by size"
+ax.set_title(title)
 ax.legend(fontsize="x-small")
 plt.show()
 
