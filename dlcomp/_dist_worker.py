@@ -6,6 +6,12 @@ wrapped in FSDP2 (``--wrap fsdp``), DDP (``--wrap ddp``) or nothing, on
 batches drawn from ``(seed, step)`` and split across the ranks, checkpoints
 with :class:`dlcomp.DistributedCheckpointManager` and resumes from it. Torch
 uses one thread per process, so every run computes bitwise the same numbers.
+
+The distributed checkpoints page shows and runs this training loop as the
+reader's own script, ``train.py``; this worker adds what the tests and the
+gallery need (DDP, ``--load-only``, pid files, a pause). With ``--wrap fsdp``
+and seed 0 it computes bitwise what ``train.py`` does: a test runs the page's
+script and checks it.
 """
 
 from __future__ import annotations

@@ -2,11 +2,15 @@
 
 The multi-process tests launch ``torchrun --standalone`` with ``python -m
 dlcomp._dist_worker``, or with a short script (bounded by timeouts); a failure
-shows the end of their stderr. The module prints how long its tests took.
+shows the end of their stderr. The page's own ``train.py`` (its ``%%writefile``
+cell) is checked to compute bitwise what the worker does. The module prints how
+long its tests took.
 """
 
+import json
 import os
 import random
+import re
 import shlex
 import signal
 import subprocess
@@ -144,6 +148,44 @@ def test_two_process_checkpoint_loads_into_one_and_two_processes(tmp_path, wrap)
         torch.equal(v, reference["model"][k]) for k, v in plain.state_dict().items()
     )
     TIMES[f"{wrap} 2->1, 2->2"] = time.perf_counter() - start
+
+
+PAGE = Path(__file__).parents[1] / "docs" / "distributed-checkpoints.md"
+
+
+def page_script(name):
+    """The text of the cell of the distributed page that starts ``%%writefile name``."""
+    cells = re.findall(
+        r"^```\{code-cell\} ipython3\n%%writefile (\S+)\n(.*?)^```$",
+        PAGE.read_text(encoding="utf-8"),
+        flags=re.M | re.S,
+    )
+    scripts = dict(cells)
+    assert name in scripts, f"no %%writefile {name} cell in {PAGE.name}"
+    return scripts[name]
+
+
+def test_the_pages_training_script_computes_what_the_worker_does(tmp_path):
+    """train.py as the page shows and runs it: the worker of these tests, bitwise."""
+    start = time.perf_counter()
+    source = page_script("train.py")
+    assert "dlcomp._" not in source  # a reader's copy needs public dlcomp only
+    script = tmp_path / "train.py"
+    script.write_text(source)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run(torchrun(script, tmp_path / "page", "--steps", 6, "--save-every", 3,
+                 "--state-out", tmp_path / "page.pt"), env=env)  # fmt: skip
+    worker(tmp_path / "worker", "--wrap", "fsdp", "--steps", 6, "--save-every", 3,
+           "--state-out", tmp_path / "worker.pt")  # fmt: skip
+    assert_same_state(load(tmp_path / "page.pt"), load(tmp_path / "worker.pt"))
+    manifests = []
+    for run_dir in ("page", "worker"):
+        checkpoints = DistributedCheckpointManager(tmp_path / run_dir).checkpoints()
+        assert [step for step, _ in checkpoints] == [3, 6]
+        manifests.append(json.loads((checkpoints[-1][1] / "dlcomp.json").read_text()))
+    assert manifests[0]["extra"]["losses"] == manifests[1]["extra"]["losses"]
+    assert len(manifests[0]["extra"]["losses"]) == 6
+    TIMES["page's train.py"] = time.perf_counter() - start
 
 
 def test_one_process_checkpoint_loads_into_two_fsdp_processes(tmp_path):

@@ -16,10 +16,13 @@ the loss curve of a job that was never interrupted.
 # -------
 # ``python -m dlcomp._dist_worker`` trains an MLP with Adam, wrapped in
 # ``fully_shard``, on batches drawn from a seed and split between the ranks,
-# and checkpoints every 4 steps. ``--pause-at 23`` makes rank 1 stop after
-# step 23 on the first attempt, so that this page kills it at the same step
-# at every build; a real crash comes whenever it likes. The processes talk
-# over gloo on this machine: no GPU needed.
+# and checkpoints every 4 steps. It is the training loop of ``train.py`` on
+# the chapter page :doc:`/distributed-checkpoints` (bitwise the same numbers:
+# a test checks it), with two options for this demonstration:
+# ``--pause-at 23`` makes rank 1 stop after step 23 on the first attempt, so
+# that this page kills it at the same step at every build (a real crash comes
+# whenever it likes), and ``--pid-dir`` tells this page the workers' process
+# ids. The processes talk over gloo on this machine: no GPU needed.
 import json
 import os
 import signal
