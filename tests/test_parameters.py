@@ -199,6 +199,9 @@ def test_table_of_a_tied_net_counts_shared_storage_once():
     assert table.total == 40 + 72 + 9  # what the optimizer trains
     assert table.total_by_name == 40 + 72 + 72 + 9
     assert table.total == sum(p.numel() for p in tied_mlp().parameters())
+    # the page's plain-PyTorch counts: parameters() once, state_dict() per name
+    by_name = tied_mlp().state_dict().values()
+    assert table.total_by_name == sum(v.numel() for v in by_name)
 
 
 def test_table_finds_tying_by_assignment():
