@@ -1061,8 +1061,10 @@ def load_matching(
 
     Raises:
         CheckpointError: a selected entry's shape differs from the model's,
-            a prefix selects names the model lacks, or an entry cannot be
-            copied (not a tensor, on the meta device).
+            a prefix selects names the model lacks, no name of the state
+            dict is the model's (where ``load_state_dict(strict=False)``
+            would load nothing and say nothing), or an entry cannot be copied
+            (not a tensor, on the meta device).
 
     Examples:
         >>> old = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
@@ -1096,6 +1098,13 @@ def load_matching(
                 f"the model has no entries named {names(absent)}, selected by "
                 f"prefixes {list(prefixes)}; its names are {names(list(own))}"
             )
+    if not selected and state_dict:
+        raise CheckpointError(
+            f"the state dict shares no name with the model: the state dict has "
+            f"{names(list(state_dict))}; the model has {names(list(own))}. "
+            "Nothing was loaded (rename the entries, e.g. strip a 'module.' "
+            "prefix, or pass prefixes)"
+        )
     chosen = {k: state_dict[k] for k in selected}
     _check_copyable(own, chosen, "state dict")
     mismatched = [

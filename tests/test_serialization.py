@@ -384,6 +384,22 @@ def test_load_matching_without_prefixes_takes_all_shared_names():
     assert report.not_used == ["1.weight", "1.bias"]
 
 
+def test_load_matching_refuses_a_state_dict_that_shares_no_name_with_the_model():
+    # The trap of load_state_dict(strict=False): names that all differ (here a
+    # DDP-style "module." prefix) load nothing and raise nothing.
+    trained = nn.Sequential(nn.Linear(2, 2))
+    wrapped = {f"module.{k}": v for k, v in trained.state_dict().items()}
+    new = nn.Sequential(nn.Linear(2, 2))
+    before = snapshot(new)
+    with pytest.raises(
+        CheckpointError,
+        match=r"shares no name with the model: the state dict has "
+        r"module\.0\.weight, module\.0\.bias; the model has 0\.weight, 0\.bias",
+    ):
+        load_matching(new, wrapped)
+    assert same(snapshot(new), before)
+
+
 def test_load_matching_refuses_shape_mismatches_and_loads_nothing():
     old = nn.Sequential(nn.Linear(20, 64), nn.Linear(64, 10))
     new = nn.Sequential(nn.Linear(20, 64), nn.Linear(64, 5))

@@ -100,3 +100,10 @@ def test_read_write_page_safetensors_names_are_sorted(site: Path):
     groups = "[['2.bias', '4.bias'], ['2.weight', '4.weight']]"
     assert f"loading them again: {groups}" in text
     assert "A potential way to correctly save your model is to use `save_model`" in text
+
+
+def test_read_write_page_shows_load_matching_refusing_a_state_dict_with_no_shared_name(
+    site: Path,
+):
+    text = page_text(site / "read-write.html")
+    assert "the state dict shares no name with the model" in text
