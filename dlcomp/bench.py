@@ -616,6 +616,8 @@ def plot_sync(ax: Any, series: dict[str, list[dict[str, Any]]]) -> str:
         True
         >>> plt.close(fig)
     """
+    import matplotlib.ticker
+
     for i, (name, rows) in enumerate(series.items()):
         sizes = [row["size"] for row in rows]
         for key, style, kind in (
@@ -634,6 +636,9 @@ def plot_sync(ax: Any, series: dict[str, list[dict[str, Any]]]) -> str:
         xlabel="matrix size n (n x n @ n x n)",
         ylabel="seconds per product (median)",
     )
+    sizes = sorted({row["size"] for rows in series.values() for row in rows})
+    ax.set_xticks(sizes, [str(n) for n in sizes])
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     title = _sync_title(series)
     ax.set_title(title)
     ax.legend(fontsize="x-small")

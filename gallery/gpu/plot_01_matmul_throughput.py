@@ -43,7 +43,9 @@ def finding(device, rows):
     """One sentence on how GFLOP/s change with size, from ``rows`` alone."""
     gflops = [r["gflops"] for r in rows]
     peak = max(gflops)
-    first = next(i for i in range(len(rows)) if min(gflops[i:]) >= 0.85 * peak)
+    # the first size from which every size is near the peak (none: len(rows))
+    high = [i for i in range(len(rows)) if min(gflops[i:]) >= 0.85 * peak]
+    first = high[0] if high else len(rows)
     if gflops[0] < 0.5 * peak and first <= len(rows) - 2:
         n = rows[first]["size"]
         return f"{device}: throughput levels off from n={n} (within 15% of its highest)"

@@ -1,0 +1,119 @@
+"""The built 5.6 GPU page and gallery show what this build ran (CPU-only machine)."""
+
+import html
+import re
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.site
+
+
+def page_text(path: Path) -> str:
+    """The visible text of a built page, whitespace runs collapsed to one space."""
+    text = html.unescape(re.sub(r"<[^>]+>", "", path.read_text(encoding="utf-8")))
+    return " ".join(text.split())
+
+
+def output_texts(path: Path) -> list[str]:
+    """Each cell output of a built page, in order, whitespace runs collapsed."""
+    source = path.read_text(encoding="utf-8")
+    outputs = []
+    for chunk in source.split('<div class="cell_output')[1:]:
+        depth = 1  # inside the output's <div>: read up to its closing tag
+        for tag in re.finditer(r"<(/?)div\b", chunk):
+            depth += -1 if tag.group(1) else 1
+            if depth == 0:
+                chunk = chunk[: tag.start()]
+                break
+        chunk = chunk.partition(">")[2]  # after the rest of the opening tag
+        text = html.unescape(re.sub(r"<[^>]+>", "", chunk))
+        outputs.append(" ".join(text.split()))
+    return outputs
+
+
+def output_with(outputs: list[str], *phrases: str) -> str:
+    """The first output that holds every phrase (the test fails if none does)."""
+    for output in outputs:
+        if all(phrase in output for phrase in phrases):
+            return output
+    pytest.fail(f"no cell output holds all of {phrases}")
+
+
+def test_plain_pytorch_picks_the_device_before_the_helpers(site: Path):
+    outputs = output_texts(site / "gpu.html")
+    one_liner = output_with(outputs, "torch.accelerator.is_available(): False")
+    assert "torch.accelerator.current_accelerator(): None" in one_liner
+    assert "device: cpu" in one_liner
+    helpers = output_with(outputs, "try_all_gpus(): [device(type='cpu')]")
+    assert outputs.index(one_liner) < outputs.index(helpers)
+
+
+def test_module_to_works_in_place_and_tensor_to_returns_a_new_tensor(site: Path):
+    out = output_with(output_texts(site / "gpu.html"), "module: returns itself: True")
+    assert "same Parameter object: True now torch.float64" in out
+    assert "tensor: returns a new tensor: True torch.float64" in out
+    assert "the original is kept: torch.float32" in out
+
+
+def test_the_hand_written_loop_and_the_sync_mistake_ran(site: Path):
+    outputs = output_texts(site / "gpu.html")
+    loop = output_with(outputs, "A @ A, 512 x 512, on cpu: median", "of 25 runs")
+    sync = output_with(outputs, "n=256: synchronized", "not synchronized")
+    assert "n=512: synchronized" in sync
+    assert re.search(r"On this build \(cpu\) the two (agree|differ)", sync)
+    assert outputs.index(loop) < outputs.index(sync)
+
+
+def test_pinned_memory_cells_show_what_this_build_does(site: Path):
+    outputs = output_texts(site / "gpu.html")
+    # pin_memory() on this CPU-only build of torch 2.13
+    output_with(outputs, "RuntimeError: Cannot access accelerator device when none")
+    output_with(outputs, "no accelerator here: nothing to pin for")
+    output_with(outputs, "no CUDA device here: no host-to-device copy to make")
+    output_with(outputs, "no CUDA device here: no device-to-host copy to make")
+    loader = output_with(outputs, "batch pinned: False")
+    assert "UserWarning: 'pin_memory' argument is set as true" in loader
+
+
+def test_event_cells_show_what_this_build_does(site: Path):
+    outputs = output_texts(site / "gpu.html")
+    output_with(outputs, "no CUDA device here: CUDA events need one")
+    event = output_with(outputs, "event device: cpu")
+    assert "RuntimeError: cpu backend doesn't support events." in event
+
+
+def test_the_bench_run_on_the_page_has_the_sync_check(site: Path):
+    bench = output_with(output_texts(site / "gpu.html"), "dlcomp bench,")
+    assert "sync check n=256" in bench
+    assert "sync check n=512" in bench
+
+
+def test_one_admonition_lists_the_statements_not_checked_on_a_gpu(site: Path):
+    text = page_text(site / "gpu.html")
+    assert text.count("not yet been checked on a GPU") == 1
+    for statement in ("CUDA error", "non_blocking=True", "CUDA events", "exercise 4"):
+        assert statement in text
+
+
+def test_the_sync_gallery_script_measured_and_titled_its_plot(site: Path):
+    text = page_text(site / "auto_examples" / "gpu" / "plot_04_sync.html")
+    for n in (256, 512, 1024):
+        assert re.search(rf"cpu n= ?{n}: [\d.]+ us synchronized", text), n
+    assert "recorded run(s) found" in text
+    found = r"title: (With or without|Not synchronized|A matrix product)"
+    assert re.search(found, text)
+    assert "sphx-glr-single-img" in (
+        site / "auto_examples" / "gpu" / "plot_04_sync.html"
+    ).read_text(encoding="utf-8")
+
+
+def test_the_matmul_gallery_script_reaches_large_sizes(site: Path):
+    text = page_text(site / "auto_examples" / "gpu" / "plot_01_matmul_throughput.html")
+    assert "cpu n=3072:" in text
+    assert "cpu: highest" in text
+    assert re.search(
+        r"cpu: (throughput levels off from n=\d+|the highest throughput is at the "
+        r"largest size measured|matrix product throughput by size)",
+        text,
+    )
