@@ -1,17 +1,11 @@
 """The 5.1 and 5.3 pages show what their new cells printed when the site was built."""
 
-import html
-import re
 from pathlib import Path
 
 import pytest
+from sitepages import page_text
 
 pytestmark = pytest.mark.site
-
-
-def page_text(path: Path) -> str:
-    """The visible text of a built page (tags stripped, entities decoded)."""
-    return html.unescape(re.sub(r"<[^>]+>", "", path.read_text(encoding="utf-8")))
 
 
 @pytest.fixture(scope="module")

@@ -1,22 +1,14 @@
 """The built site shows outputs produced by the build, and links what it promises."""
 
-import html
 import re
 from pathlib import Path
 
 import pytest
+from sitepages import CHAPTER_PAGES, output_texts, page_text
 
 pytestmark = pytest.mark.site
 
-CHAPTER_PAGES = [
-    "blocks.html",
-    "parameters.html",
-    "deferred-init.html",
-    "custom-layers.html",
-    "read-write.html",
-    "distributed-checkpoints.html",
-    "gpu.html",
-]
+
 GALLERY = {
     "blocks": ["plot_01_chimera", "plot_02_forward_hooks"],
     "parameters": ["plot_01_tied_training", "plot_02_lazy_input_sizes"],
@@ -30,29 +22,9 @@ GALLERY = {
         "plot_01_matmul_throughput",
         "plot_02_copy_bandwidth",
         "plot_03_logging_cost",
+        "plot_04_sync",
     ],
 }
-
-
-def page_text(path: Path) -> str:
-    """The visible text of a built page (tags stripped, entities decoded)."""
-    return html.unescape(re.sub(r"<[^>]+>", "", path.read_text(encoding="utf-8")))
-
-
-def output_texts(path: Path) -> list[str]:
-    """The text of each cell output of a built page, in order (not the prose)."""
-    source = path.read_text(encoding="utf-8")
-    outputs = []
-    for chunk in source.split('<div class="cell_output')[1:]:
-        depth = 1  # inside the output's <div>: read up to its closing tag
-        for tag in re.finditer(r"<(/?)div\b", chunk):
-            depth += -1 if tag.group(1) else 1
-            if depth == 0:
-                chunk = chunk[: tag.start()]
-                break
-        chunk = chunk.partition(">")[2]  # after the rest of the opening tag
-        outputs.append(html.unescape(re.sub(r"<[^>]+>", "", chunk)))
-    return outputs
 
 
 @pytest.mark.parametrize("page", CHAPTER_PAGES)

@@ -1,35 +1,13 @@
 """The distributed checkpoints page shows the script each process runs, and ran it."""
 
-import html
-import re
 from pathlib import Path
 
 import pytest
+from sitepages import cell_texts, page_text
 
 pytestmark = pytest.mark.site
 
 PAGE = "distributed-checkpoints.html"
-
-
-def page_text(path: Path) -> str:
-    """The visible text of a built page (tags stripped, entities decoded)."""
-    return html.unescape(re.sub(r"<[^>]+>", "", path.read_text(encoding="utf-8")))
-
-
-def cell_texts(path: Path, part: str) -> list[str]:
-    """The text of each cell's ``part`` ("cell_input" or "cell_output"), in order."""
-    source = path.read_text(encoding="utf-8")
-    texts = []
-    for chunk in source.split(f'<div class="{part}')[1:]:
-        depth = 1  # inside the part's <div>: read up to its closing tag
-        for tag in re.finditer(r"<(/?)div\b", chunk):
-            depth += -1 if tag.group(1) else 1
-            if depth == 0:
-                chunk = chunk[: tag.start()]
-                break
-        chunk = chunk.partition(">")[2]  # after the rest of the opening tag
-        texts.append(html.unescape(re.sub(r"<[^>]+>", "", chunk)))
-    return texts
 
 
 def test_the_training_script_is_a_cell_of_the_page(site: Path):

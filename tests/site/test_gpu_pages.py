@@ -1,35 +1,12 @@
 """The built 5.6 GPU page and gallery show what this build ran (CPU-only machine)."""
 
-import html
 import re
 from pathlib import Path
 
 import pytest
+from sitepages import output_texts, page_text
 
 pytestmark = pytest.mark.site
-
-
-def page_text(path: Path) -> str:
-    """The visible text of a built page, whitespace runs collapsed to one space."""
-    text = html.unescape(re.sub(r"<[^>]+>", "", path.read_text(encoding="utf-8")))
-    return " ".join(text.split())
-
-
-def output_texts(path: Path) -> list[str]:
-    """Each cell output of a built page, in order, whitespace runs collapsed."""
-    source = path.read_text(encoding="utf-8")
-    outputs = []
-    for chunk in source.split('<div class="cell_output')[1:]:
-        depth = 1  # inside the output's <div>: read up to its closing tag
-        for tag in re.finditer(r"<(/?)div\b", chunk):
-            depth += -1 if tag.group(1) else 1
-            if depth == 0:
-                chunk = chunk[: tag.start()]
-                break
-        chunk = chunk.partition(">")[2]  # after the rest of the opening tag
-        text = html.unescape(re.sub(r"<[^>]+>", "", chunk))
-        outputs.append(" ".join(text.split()))
-    return outputs
 
 
 def output_with(outputs: list[str], *phrases: str) -> str:
@@ -41,7 +18,7 @@ def output_with(outputs: list[str], *phrases: str) -> str:
 
 
 def test_plain_pytorch_picks_the_device_before_the_helpers(site: Path):
-    outputs = output_texts(site / "gpu.html")
+    outputs = output_texts(site / "gpu.html", collapse=True)
     one_liner = output_with(outputs, "torch.accelerator.is_available(): False")
     assert "torch.accelerator.current_accelerator(): None" in one_liner
     assert "device: cpu" in one_liner
@@ -50,14 +27,16 @@ def test_plain_pytorch_picks_the_device_before_the_helpers(site: Path):
 
 
 def test_module_to_works_in_place_and_tensor_to_returns_a_new_tensor(site: Path):
-    out = output_with(output_texts(site / "gpu.html"), "module: returns itself: True")
+    out = output_with(
+        output_texts(site / "gpu.html", collapse=True), "module: returns itself: True"
+    )
     assert "same Parameter object: True now torch.float64" in out
     assert "tensor: returns a new tensor: True torch.float64" in out
     assert "the original is kept: torch.float32" in out
 
 
 def test_the_hand_written_loop_and_the_sync_mistake_ran(site: Path):
-    outputs = output_texts(site / "gpu.html")
+    outputs = output_texts(site / "gpu.html", collapse=True)
     loop = output_with(outputs, "A @ A, 512 x 512, on cpu: median", "of 25 runs")
     sync = output_with(outputs, "n=256: synchronized", "not synchronized")
     assert "n=512: synchronized" in sync
@@ -66,7 +45,7 @@ def test_the_hand_written_loop_and_the_sync_mistake_ran(site: Path):
 
 
 def test_pinned_memory_cells_show_what_this_build_does(site: Path):
-    outputs = output_texts(site / "gpu.html")
+    outputs = output_texts(site / "gpu.html", collapse=True)
     # pin_memory() on this CPU-only build of torch 2.13
     output_with(outputs, "RuntimeError: Cannot access accelerator device when none")
     output_with(outputs, "no accelerator here: nothing to pin for")
@@ -77,27 +56,29 @@ def test_pinned_memory_cells_show_what_this_build_does(site: Path):
 
 
 def test_event_cells_show_what_this_build_does(site: Path):
-    outputs = output_texts(site / "gpu.html")
+    outputs = output_texts(site / "gpu.html", collapse=True)
     output_with(outputs, "no CUDA device here: CUDA events need one")
     event = output_with(outputs, "event device: cpu")
     assert "RuntimeError: cpu backend doesn't support events." in event
 
 
 def test_the_bench_run_on_the_page_has_the_sync_check(site: Path):
-    bench = output_with(output_texts(site / "gpu.html"), "dlcomp bench,")
+    bench = output_with(output_texts(site / "gpu.html", collapse=True), "dlcomp bench,")
     assert "sync check n=256" in bench
     assert "sync check n=512" in bench
 
 
 def test_one_admonition_lists_the_statements_not_checked_on_a_gpu(site: Path):
-    text = page_text(site / "gpu.html")
+    text = page_text(site / "gpu.html", collapse=True)
     assert text.count("not yet been checked on a GPU") == 1
     for statement in ("CUDA error", "non_blocking=True", "CUDA events", "exercise 4"):
         assert statement in text
 
 
 def test_the_sync_gallery_script_measured_and_titled_its_plot(site: Path):
-    text = page_text(site / "auto_examples" / "gpu" / "plot_04_sync.html")
+    text = page_text(
+        site / "auto_examples" / "gpu" / "plot_04_sync.html", collapse=True
+    )
     for n in (256, 512, 1024):
         assert re.search(rf"cpu n= ?{n}: [\d.]+ us synchronized", text), n
     assert "recorded run(s) found" in text
@@ -109,7 +90,9 @@ def test_the_sync_gallery_script_measured_and_titled_its_plot(site: Path):
 
 
 def test_the_matmul_gallery_script_reaches_large_sizes(site: Path):
-    text = page_text(site / "auto_examples" / "gpu" / "plot_01_matmul_throughput.html")
+    text = page_text(
+        site / "auto_examples" / "gpu" / "plot_01_matmul_throughput.html", collapse=True
+    )
     assert "cpu n=3072:" in text
     assert "cpu: highest" in text
     assert re.search(

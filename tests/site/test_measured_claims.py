@@ -19,6 +19,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from sitepages import CHAPTER_PAGES
 
 pytestmark = pytest.mark.site
 
@@ -45,6 +46,16 @@ glue("small_is_faster", bool(small < large), display=False)
 
 {sentence}
 """
+
+
+# A number with a unit of time, rate or size per time, or a ratio ("0.11x").
+MEASURED = re.compile(
+    r"(?<![\w.])\d+(?:\.\d+)?\s*"
+    r"(?:(?:ns|µs|us|ms|s|sec|seconds?|milliseconds?|microseconds?|minutes?)\b"
+    r"|(?:[kMGT]i?B|[kMGT]FLOP)/s\b|GFLOPS\b"
+    r"|[x\u00d7](?!\s*\d)(?=\W|$)"
+    r"|(?:times|%)\s+(?:faster|slower|longer|shorter|more|less|fewer)\b)",
+)
 
 
 def build(tmp_path: Path, sentence: str) -> subprocess.CompletedProcess[str]:
@@ -100,26 +111,6 @@ def test_a_claim_without_a_glued_value_fails_the_build(tmp_path: Path):
     run = build(tmp_path, "{claim}`it was fast <never_glued>`")
     assert run.returncode != 0
     assert "glued never_glued=<nothing: no cell glued this key>" in run.stderr
-
-
-CHAPTER_PAGES = [
-    "blocks.html",
-    "parameters.html",
-    "deferred-init.html",
-    "custom-layers.html",
-    "read-write.html",
-    "distributed-checkpoints.html",
-    "gpu.html",
-]
-
-# A number with a unit of time, rate or size per time, or a ratio ("0.11x").
-MEASURED = re.compile(
-    r"(?<![\w.])\d+(?:\.\d+)?\s*"
-    r"(?:(?:ns|µs|us|ms|s|sec|seconds?|milliseconds?|microseconds?|minutes?)\b"
-    r"|(?:[kMGT]i?B|[kMGT]FLOP)/s\b|GFLOPS\b"
-    r"|[x\u00d7](?!\s*\d)(?=\W|$)"
-    r"|(?:times|%)\s+(?:faster|slower|longer|shorter|more|less|fewer)\b)",
-)
 
 
 def _drop_elements(source: str, opening: str) -> str:

@@ -4,18 +4,13 @@ Each string below is printed by a cell (none of them is in the cells' source),
 so finding it proves the cell ran during the build.
 """
 
-import html
 import re
 from pathlib import Path
 
 import pytest
+from sitepages import page_text
 
 pytestmark = pytest.mark.site
-
-
-def page_text(path: Path) -> str:
-    """The visible text of a built page (tags stripped, entities decoded)."""
-    return html.unescape(re.sub(r"<[^>]+>", "", path.read_text(encoding="utf-8")))
 
 
 @pytest.mark.parametrize(
