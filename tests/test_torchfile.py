@@ -23,9 +23,21 @@ MiB = 2**20
 BOMB_BYTES = 512 * MiB  # the storage the bomb's pickle declares: 128 Mi float32 zeros
 
 # A child process: the same imports every time, then one action on one file,
-# then its own peak RSS (ru_maxrss of RUSAGE_SELF, KiB on Linux) as JSON.
-CHILD = """
-import json, resource, sys
+# then its own peak RSS as JSON: VmHWM, the high-water mark of the child's own
+# address space. (ru_maxrss would not do: Linux carries the parent's peak into
+# it across fork and exec, so a child of a large pytest process reports the
+# parent's size, and a real increase hides under it.)
+PEAK = """
+def own_peak_kib():
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith("VmHWM:"))
+    return int(line.split()[1])
+"""
+
+CHILD = (
+    PEAK
+    + """
+import json, sys
 from pathlib import Path
 import torch
 import dlcomp
@@ -41,17 +53,17 @@ try:
         outcome = "imports only"
 except dlcomp.CheckpointError as error:
     outcome = f"CheckpointError: {error}"
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"peak_kib": peak, "outcome": outcome}))
+print(json.dumps({"peak_kib": own_peak_kib(), "outcome": outcome}))
 """
+)
 
 
 def run_child(path: Path, action: str, script: str = CHILD) -> tuple[int, str]:
     """Run ``script`` on ``path``; return its peak RSS in bytes and what happened.
 
-    The child reports its own peak (RUSAGE_SELF): RUSAGE_CHILDREN in this
-    process is the largest peak of any child so far, so a small child run
-    after the 512 MiB one could not be measured with it.
+    The child reports its own peak (VmHWM): RUSAGE_CHILDREN in this process
+    is the largest peak of any child so far, so a small child run after the
+    512 MiB one could not be measured with it.
     """
     proc = subprocess.run(
         [sys.executable, "-c", script, str(path), action],
@@ -321,8 +333,10 @@ def test_declared_sizes_larger_than_the_file_are_refused(tmp_path, case, expecte
         check_torch_file(path)
 
 
-LOAD_CHECKPOINT = """
-import json, resource, sys
+LOAD_CHECKPOINT = (
+    PEAK
+    + """
+import json, sys
 from torch import nn
 import dlcomp
 try:
@@ -330,9 +344,9 @@ try:
     outcome = "loaded"
 except dlcomp.CheckpointError as error:
     outcome = f"CheckpointError: {error}"
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"peak_kib": peak, "outcome": outcome}))
+print(json.dumps({"peak_kib": own_peak_kib(), "outcome": outcome}))
 """
+)
 
 
 def test_load_checkpoint_refuses_the_bomb_without_inflating_it(bomb):
