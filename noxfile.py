@@ -93,6 +93,50 @@ def docs(session: nox.Session) -> None:
 
 
 @nox.session
+def downloads(session: nox.Session) -> None:
+    """Run every script and notebook the built site offers, as a new reader would.
+
+    Run `nox -s docs` first. Checks the wheel the site serves (only the
+    package, py.typed and the license; the same files as a wheel built from
+    this checkout) and that the landing page's install command names it; then
+    installs that wheel with its `gallery` extra into a fresh virtualenv
+    outside the repository and runs tests/downloads/run_downloads.py there.
+    """
+    import sys
+    import tempfile
+
+    sys.path.insert(0, str(ROOT / "tests" / "downloads"))
+    from run_downloads import check_install_command, check_wheel
+
+    if not (BUILD / "index.html").is_file():
+        session.error(f"no built site at {BUILD}: run `nox -s docs` first")
+    served = sorted((BUILD / "dist").glob("dlcomp-*-py3-none-any.whl"))
+    if len(served) != 1:
+        session.error(f"the site serves {len(served)} dlcomp wheels in dist/, not 1")
+    wheel = served[0]
+    problems = check_wheel(wheel) + check_install_command(BUILD / "index.html", wheel)
+    with tempfile.TemporaryDirectory(prefix="dlcomp-downloads-") as tmp:
+        fresh = Path(tmp) / "wheel"
+        session.run("python", "-m", "pip", "wheel", "--quiet", "--no-deps",
+                    "-w", str(fresh), str(ROOT))  # fmt: skip
+        built = sorted(p.name for p in fresh.glob("*.whl"))
+        if built != [wheel.name]:
+            problems.append(
+                f"this checkout builds {built}, the site serves {wheel.name}"
+            )
+        if problems:
+            session.error("; ".join(problems))
+        venv = Path(tmp) / "reader"
+        session.run("python", "-m", "venv", str(venv))
+        python = str(venv / "bin" / "python")
+        reader = [f"{wheel}[gallery]", "nbclient", "ipykernel"]  # and Jupyter's runner
+        session.run(python, "-m", "pip", "install", "--quiet", *CONSTRAINTS, *reader,
+                    external=True)  # fmt: skip
+        session.run(python, str(ROOT / "tests" / "downloads" / "run_downloads.py"),
+                    str(BUILD), external=True)  # fmt: skip
+
+
+@nox.session
 def buildtime(session: nox.Session) -> None:
     """Time a clean docs build and a no-change rebuild; fail if the rebuild is >=15%."""
     install(session, "docs")

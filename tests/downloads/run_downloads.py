@@ -1,0 +1,175 @@
+"""Run every script and notebook the built site offers for download, as a reader would.
+
+Usage (by ``nox -s downloads``, with the Python of a fresh virtualenv that has
+only the site's wheel, its ``gallery`` extra, and nbclient/ipykernel)::
+
+    python tests/downloads/run_downloads.py build/html
+
+Each file is copied alone into an empty working directory and run there with
+``MPLBACKEND=Agg`` (a script) or executed by nbclient in a fresh kernel (a
+notebook; a cell tagged ``raises-exception`` may raise, no other). A file
+fails if it errors, leaves anything in its working directory besides itself,
+or leaves anything in its own temporary directory (``TMPDIR``). Caches that
+libraries keep on purpose (matplotlib's, torch.compile's) go to folders
+outside both. Prints one line per file, and each failure with its output.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+TIMEOUT = 900  # seconds for one file (the slowest gallery script takes ~1 min)
+
+
+@dataclass
+class Outcome:
+    """What running one downloaded file did."""
+
+    name: str
+    seconds: float
+    problems: list[str]
+    output: str = ""
+
+
+def linked_downloads(site: Path) -> list[Path]:
+    """Every ``.py`` and ``.ipynb`` file of the site that a page links to."""
+    found: set[Path] = set()
+    for page in site.rglob("*.html"):
+        text = page.read_text(encoding="utf-8", errors="replace")
+        for href in re.findall(r'href="([^"#?]+\.(?:py|ipynb))(?:[#?][^"]*)?"', text):
+            href = html.unescape(unquote(href))
+            if urlsplit(href).scheme:  # an outside link, not a download
+                continue
+            target = (page.parent / href).resolve()
+            if target.is_file() and site.resolve() in target.parents:
+                found.add(target)
+    return sorted(found, key=lambda p: p.name)
+
+
+WHEEL_FILES = re.compile(
+    r"dlcomp/[\w/]+\.py|dlcomp/py\.typed"
+    r"|dlcomp-[^/]+\.dist-info/(?:METADATA|WHEEL|RECORD|top_level\.txt|licenses/LICENSE)"
+)
+
+
+def check_wheel(wheel: Path) -> list[str]:
+    """What the wheel holds besides the package, py.typed and the license."""
+    import zipfile
+
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+    problems = [f"unexpected file {n}" for n in names if not WHEEL_FILES.fullmatch(n)]
+    if not any(n.endswith("/licenses/LICENSE") for n in names):
+        problems.append("no license file")
+    if "dlcomp/py.typed" not in names:
+        problems.append("no dlcomp/py.typed")
+    return problems
+
+
+def check_install_command(index: Path, wheel: Path) -> list[str]:
+    """The landing page's install command must name the wheel the site serves."""
+    text = html.unescape(re.sub(r"<[^>]+>", "", index.read_text(encoding="utf-8")))
+    commands = re.findall(r"pip install [^\n]*dlcomp[^\n]*", text)
+    if not commands:
+        return ["the landing page has no pip install command for dlcomp"]
+    if not any(wheel.name in command for command in commands):
+        return [
+            f"no install command on the landing page names {wheel.name}: {commands}"
+        ]
+    return []
+
+
+def _leftovers(folder: Path, keep: set[str]) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name not in keep)
+
+
+def run_file(source: Path, python: str = sys.executable) -> Outcome:
+    """Run one downloaded file in an empty folder of its own; report problems."""
+    with tempfile.TemporaryDirectory(prefix="dlcomp-download-") as box:
+        box = Path(box)
+        work, tmp, caches = box / "work", box / "tmp", box / "caches"
+        for folder in (work, tmp, caches):
+            folder.mkdir()
+        shutil.copy(source, work / source.name)
+        env = {
+            **os.environ,
+            "MPLBACKEND": "Agg",
+            "TMPDIR": str(tmp),
+            "MPLCONFIGDIR": str(caches / "matplotlib"),
+            "TORCHINDUCTOR_CACHE_DIR": str(caches / "inductor"),
+            "TRITON_CACHE_DIR": str(caches / "triton"),
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
+        start = time.perf_counter()
+        if source.suffix == ".py":
+            command = [python, source.name]
+        else:
+            command = [python, "-c", NOTEBOOK_RUNNER, source.name]
+        try:
+            proc = subprocess.run(
+                command, cwd=work, env=env, capture_output=True, text=True,
+                timeout=TIMEOUT, check=False,
+            )  # fmt: skip
+            output, code = proc.stdout + proc.stderr, proc.returncode
+        except subprocess.TimeoutExpired as expired:
+            output = f"{expired.stdout or ''}{expired.stderr or ''}"
+            code = f"killed after {TIMEOUT} s"
+        seconds = time.perf_counter() - start
+        problems = []
+        if code != 0:
+            problems.append(f"exited with {code}")
+        if extra := _leftovers(work, {source.name}):
+            problems.append(f"wrote into its working directory: {', '.join(extra)}")
+        if extra := _leftovers(tmp, set()):
+            problems.append(f"left temporary files behind: {', '.join(extra)}")
+        return Outcome(source.name, seconds, problems, output)
+
+
+# Executes a notebook in place of a reader's Jupyter: a fresh kernel of this
+# Python, the notebook's folder as working directory; nbclient lets a cell
+# tagged raises-exception raise and stops at any other error.
+NOTEBOOK_RUNNER = """
+import sys
+import nbformat
+from nbclient import NotebookClient
+nb = nbformat.read(sys.argv[1], as_version=4)
+NotebookClient(nb, timeout=600, kernel_name="python3").execute()
+print(f"executed {sum(c.cell_type == 'code' for c in nb.cells)} code cells")
+"""
+
+
+def main(site: Path) -> int:
+    files = linked_downloads(site)
+    if not files:
+        print(f"no downloadable .py or .ipynb linked from {site}", file=sys.stderr)
+        return 1
+    print(f"{len(files)} downloads linked from the site; each runs alone")
+    outcomes = []
+    for source in files:
+        outcome = run_file(source)
+        outcomes.append(outcome)
+        verdict = "ok" if not outcome.problems else "; ".join(outcome.problems)
+        print(f"{outcome.seconds:7.1f} s  {outcome.name:45}  {verdict}", flush=True)
+    failed = [o for o in outcomes if o.problems]
+    for outcome in failed:
+        print(f"\n--- {outcome.name}: {'; '.join(outcome.problems)} ---")
+        print(outcome.output[-4000:])
+    total = sum(o.seconds for o in outcomes)
+    print(
+        f"\n{len(outcomes) - len(failed)} of {len(outcomes)} ran clean in {total:.0f} s"
+    )
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(Path(sys.argv[1])))

@@ -1,0 +1,117 @@
+"""The download runner (tests/downloads/run_downloads.py) catches what it promises.
+
+`nox -s downloads` runs every script and notebook of the built site with it;
+these tests show that it fails a file that errors, writes into its working
+directory or leaves temporary files, and that it finds the site's links.
+"""
+
+import zipfile
+from pathlib import Path
+
+import pytest
+from run_downloads import check_install_command, check_wheel, linked_downloads, run_file
+
+
+def script(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "plot_x.py"
+    path.write_text(body)
+    return path
+
+
+def test_a_clean_script_passes(tmp_path):
+    outcome = run_file(script(tmp_path, "print('hello')\n"))
+    assert outcome.problems == [], outcome.output
+    assert "hello" in outcome.output
+
+
+def test_a_script_that_fails_is_reported_with_its_output(tmp_path):
+    outcome = run_file(script(tmp_path, "raise SystemExit('no dlcomp here')\n"))
+    assert outcome.problems == ["exited with 1"]
+    assert "no dlcomp here" in outcome.output
+
+
+def test_a_script_that_writes_into_its_working_directory_fails(tmp_path):
+    outcome = run_file(script(tmp_path, "open('mlp.params', 'w').write('x')\n"))
+    assert outcome.problems == ["wrote into its working directory: mlp.params"]
+
+
+def test_a_script_that_leaves_a_temporary_directory_fails(tmp_path):
+    body = "import tempfile\nprint(tempfile.mkdtemp())\n"
+    outcome = run_file(script(tmp_path, body))
+    assert len(outcome.problems) == 1
+    assert outcome.problems[0].startswith("left temporary files behind: tmp")
+
+
+def test_a_script_that_cleans_up_its_temporary_directory_passes(tmp_path):
+    body = (
+        "import tempfile, pathlib\n"
+        "with tempfile.TemporaryDirectory() as d:\n"
+        "    (pathlib.Path(d) / 'x').write_text('x')\n"
+    )
+    assert run_file(script(tmp_path, body)).problems == []
+
+
+def test_the_links_of_the_site_are_found(tmp_path):
+    site = tmp_path / "site"
+    (site / "_downloads" / "abc").mkdir(parents=True)
+    (site / "_downloads" / "abc" / "plot_a.py").write_text("")
+    (site / "_notebooks").mkdir()
+    (site / "_notebooks" / "blocks.ipynb").write_text("{}")
+    (site / "gallery").mkdir()
+    (site / "gallery" / "plot_a.html").write_text(
+        '<a class="download" href="../_downloads/abc/plot_a.py">download</a>'
+        '<a href="https://example.org/other.py">elsewhere</a>'
+        '<a href="../_downloads/abc/missing.py">broken</a>'
+    )
+    (site / "blocks.html").write_text('<a href="_notebooks/blocks.ipynb#top">nb</a>')
+    assert [p.name for p in linked_downloads(site)] == ["blocks.ipynb", "plot_a.py"]
+
+
+def make_wheel(path: Path, names: list[str]) -> Path:
+    with zipfile.ZipFile(path, "w") as archive:
+        for name in names:
+            archive.writestr(name, "")
+    return path
+
+
+GOOD = [
+    "dlcomp/__init__.py",
+    "dlcomp/py.typed",
+    "dlcomp-0.1.0.dist-info/METADATA",
+    "dlcomp-0.1.0.dist-info/WHEEL",
+    "dlcomp-0.1.0.dist-info/RECORD",
+    "dlcomp-0.1.0.dist-info/top_level.txt",
+    "dlcomp-0.1.0.dist-info/licenses/LICENSE",
+]
+
+
+def test_a_wheel_with_the_package_typed_marker_and_license_passes(tmp_path):
+    assert check_wheel(make_wheel(tmp_path / "w.whl", GOOD)) == []
+
+
+@pytest.mark.parametrize(
+    ("names", "problem"),
+    [
+        ([*GOOD, "tests/test_x.py"], "unexpected file tests/test_x.py"),
+        ([*GOOD, "docs/conf.py"], "unexpected file docs/conf.py"),
+        ([n for n in GOOD if "LICENSE" not in n], "no license file"),
+        ([n for n in GOOD if "py.typed" not in n], "no dlcomp/py.typed"),
+    ],
+)
+def test_a_wheel_with_more_or_less_fails(tmp_path, names, problem):
+    assert problem in check_wheel(make_wheel(tmp_path / "w.whl", names))
+
+
+def test_the_install_command_must_name_the_served_wheel(tmp_path):
+    wheel = tmp_path / "dlcomp-0.1.0-py3-none-any.whl"
+    index = tmp_path / "index.html"
+    index.write_text(
+        '<pre>pip install "./dlcomp-0.1.0-py3-none-any.whl[gallery]"</pre>'
+    )
+    assert check_install_command(index, wheel) == []
+    index.write_text('<pre>pip install "./dlcomp-0.0.9-py3-none-any.whl"</pre>')
+    assert check_install_command(index, wheel)[0].startswith("no install command")
+    index.write_text("<p>Install it.</p>")
+    assert check_install_command(index, wheel) == [
+        "the landing page has no pip install command for dlcomp"
+    ]
