@@ -35,6 +35,20 @@ def _check_out(out: Path) -> str | None:
     return None
 
 
+def _no_matplotlib() -> str | None:
+    """Why the bench cannot draw its plots (matplotlib missing), or ``None``."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as error:
+        why = (
+            "matplotlib is not installed"
+            if getattr(error, "name", None) == "matplotlib"
+            else f"matplotlib cannot be imported ({error})"
+        )
+        return f'{why}: pip install "dlcomp[bench]" adds it'
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     parser = argparse.ArgumentParser(prog="python -m dlcomp", description=__doc__)
@@ -72,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     if problem is not None:
         bench.error(f"argument --out: {problem}")
 
+    no_plots = _no_matplotlib()
+    if no_plots:  # said before measuring, and again with the results
+        print(f"note: {no_plots}; measuring anyway", file=sys.stderr)
     data = run_bench(quick=args.quick, devices=devices, progress=sys.stderr)
     stamp = data["date"].replace(":", "").replace("-", "")[:15]
     device = next(iter(data["results"])).replace(":", "")
@@ -79,11 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     path.write_text(json.dumps(data, indent=1))
     print(summary(data))
     print(f"results: {path}")
-    try:
-        plots = plot_results(data, args.out)
-    except ImportError:
-        print("matplotlib is not installed: no plots (pip install matplotlib)")
+    if no_plots:
+        print(f"plots: none, {no_plots}")
     else:
+        plots = plot_results(data, args.out)
         print("plots:", ", ".join(str(p) for p in plots))
     return 0
 

@@ -14,10 +14,16 @@ figure measured on one machine is always labelled with where and when.
 - :func:`~dlcomp.bench.run_bench`: measure, return the results as a dict.
 - :func:`~dlcomp.bench.check_results`: validate a results dict (the schema).
 - :func:`~dlcomp.bench.load_results`: read the recorded runs in a directory.
-- :func:`~dlcomp.bench.plot_results`: the figures, as PNG files.
+- :func:`~dlcomp.bench.plot_results`: the figures, as PNG files, each drawn
+  by the function the gallery scripts use too:
+  :func:`~dlcomp.bench.plot_matmul`, :func:`~dlcomp.bench.plot_copy`,
+  :func:`~dlcomp.bench.plot_logging`, :func:`~dlcomp.bench.plot_sync`.
+- :func:`~dlcomp.bench.summary`: the headline numbers in words, with a
+  warning when the run was noisy.
 
 Results recorded on other machines live in ``benchmarks/results/`` of the
-repository; the gallery plots them beside the build machine's own numbers.
+repository; the gallery scripts plot them beside the numbers of the machine
+that runs them.
 """
 
 from __future__ import annotations
@@ -59,6 +65,9 @@ __all__ = [
     "find_recorded",
     "label",
     "load_results",
+    "plot_copy",
+    "plot_logging",
+    "plot_matmul",
     "plot_results",
     "plot_sync",
     "run_bench",
@@ -511,84 +520,282 @@ def label(data: dict[str, Any], device: str) -> str:
 def plot_results(data: dict[str, Any], out: str | Path) -> list[Path]:
     """Write the figures of one bench run as PNG files into ``out``; return their paths.
 
+    One figure per measurement, each drawn by the function the gallery
+    scripts use too: :func:`plot_matmul`, :func:`plot_copy`,
+    :func:`plot_logging`, :func:`plot_sync`. Needs matplotlib (the ``bench``
+    extra: ``pip install "dlcomp[bench]"``).
+
     Examples:
         >>> import tempfile
         >>> paths = plot_results(run_bench(quick=True, devices=["cpu"]), tempfile.mkdtemp())
         >>> sorted(p.name for p in paths)
         ['copy.png', 'logging.png', 'matmul.png', 'sync.png']
     """  # noqa: E501
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
+    for name, fig in _figures(data).items():
+        paths.append(out / f"{name}.png")
+        fig.savefig(paths[-1], dpi=120)
+    return paths
 
-    fig, ax = plt.subplots(figsize=(6.5, 4), layout="constrained")
-    for device, entry in data["results"].items():
-        rows = entry["matmul"]
-        ax.plot(
-            [r["size"] for r in rows],
-            [r["gflops"] for r in rows],
-            marker="o",
-            label=label(data, device),
-        )
+
+def _figures(data: dict[str, Any]) -> dict[str, Any]:
+    """The figures of :func:`plot_results`, as matplotlib Figures (no pyplot state)."""
+    from matplotlib.figure import Figure
+
+    results = data["results"]
+    where = {device: _where(data, device) for device in results}
+    run = _provenance(data)
+    figures = {}
+
+    fig = Figure(figsize=(6.5, 4), layout="constrained")
+    ax = fig.add_subplot()
+    plot_matmul(ax, {where[d]: e["matmul"] for d, e in results.items()})
+    ax.set_title(f"Matrix multiplication throughput\n{run}")
+    figures["matmul"] = fig
+
+    fig = Figure(figsize=(8, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    plot_copy(ax, {where[d]: e["copy"] for d, e in results.items()})
+    ax.set_title(f"Copy bandwidth by size\n{run}")
+    figures["copy"] = fig
+
+    fig = Figure(figsize=(6.5, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    plot_logging(
+        ax,
+        {where[d]: e["logging"] for d, e in results.items()},
+        steps=data["settings"]["logging_steps"],
+    )
+    ax.set_title(f"Logging every step: .item() or kept on the device\n{run}")
+    figures["logging"] = fig
+
+    fig = Figure(figsize=(6.5, 4), layout="constrained")
+    ax = fig.add_subplot()
+    plot_sync(ax, {label(data, d): e["sync"] for d, e in results.items()})
+    figures["sync"] = fig
+    return figures
+
+
+def _where(data: dict[str, Any], device: str) -> str:
+    """The device's name and the device, e.g. ``NVIDIA H100 (cuda:0)``, ``CPU (x86_64)``."""  # noqa: E501
+    names = {d["device"]: d["name"] for d in data["machine"]["devices"]}
+    name = names.get(device, device)
+    if name.lower().startswith(device.lower()):  # "CPU (x86_64)" names its device
+        return name
+    return f"{name} ({device})"
+
+
+def _provenance(data: dict[str, Any]) -> str:
+    """The torch (and CUDA) version and date of a run, for a figure's title."""
+    machine = data["machine"]
+    cuda = f", CUDA {machine['cuda']}" if machine.get("cuda") else ""
+    return f"torch {machine['torch']}{cuda}, {data['date'][:10]}"
+
+
+# Series after the first are told apart by line style and marker.
+_STYLES = ("-", "--", ":", "-.")
+_MARKERS = ("o", "s", "^", "D")
+
+
+def _ticks_at(axis: Any, values: Iterable[float], unit: str = "") -> None:
+    """Ticks of a log ``axis`` at the measured ``values`` only, no minor ticks."""
+    import matplotlib.ticker
+
+    values = sorted(set(values))
+    axis.set_ticks(values, [f"{v:g}{unit}" for v in values])
+    axis.set_minor_locator(matplotlib.ticker.NullLocator())
+
+
+def _plain_numbers(axis: Any) -> None:
+    """Label a log ``axis`` with plain numbers (20, 6, 0.005), not powers of ten."""
+    import matplotlib.ticker
+
+    axis.set_major_formatter(matplotlib.ticker.LogFormatter())
+    axis.set_minor_formatter(matplotlib.ticker.LogFormatter(labelOnlyBase=False))
+
+
+def plot_matmul(ax: Any, series: dict[str, list[dict[str, Any]]]) -> None:
+    """Draw :func:`~dlcomp.matmul_throughput` rows on a matplotlib ``ax``: GFLOP/s by size.
+
+    One line per series (the first solid, the others dashed, dotted...), on
+    log axes with ticks at the sizes measured. The caller sets the title.
+
+    Args:
+        ax: a matplotlib Axes.
+        series: legend label -> the ``matmul`` rows of a bench run.
+
+    Examples:
+        >>> from matplotlib.figure import Figure
+        >>> ax = Figure().add_subplot()
+        >>> rows = [{"size": 64, "gflops": 10.0}, {"size": 128, "gflops": 30.0}]
+        >>> plot_matmul(ax, {"cpu": rows})
+        >>> [line.get_label() for line in ax.get_lines()]
+        ['cpu']
+        >>> [tick.get_text() for tick in ax.get_xticklabels()]  # the sizes measured
+        ['64', '128']
+    """  # noqa: E501
+    for i, (name, rows) in enumerate(series.items()):
+        rows = sorted(rows, key=lambda r: r["size"])
+        ax.plot([r["size"] for r in rows], [r["gflops"] for r in rows],
+                color=f"C{i % 10}", linestyle=_STYLES[i % 4],
+                marker=_MARKERS[i % 4], label=name)  # fmt: skip
     ax.set(
         xscale="log",
         yscale="log",
         xlabel="matrix size n (n x n @ n x n)",
         ylabel="GFLOP/s (median)",
     )
-    ax.set_title("Matrix multiplication throughput")
+    _ticks_at(ax.xaxis, (r["size"] for rows in series.values() for r in rows))
+    _plain_numbers(ax.yaxis)
     ax.legend(fontsize="small")
-    paths.append(out / "matmul.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(6.5, 4), layout="constrained")
-    for device, entry in data["results"].items():
-        for r in entry["copy"]:
-            kind = f"{r['direction']}, {r['memory']}{', non_blocking' if r['non_blocking'] else ''}"  # noqa: E501
-            ax.scatter(r["size_mib"], r["gbps"], label=f"{device}: {kind}")
-    ax.set(
-        xscale="log",
-        xlabel="tensor size (MiB)",
-        ylabel="GB/s (median)",
-        title="Copy bandwidth",
+
+def _copy_kind(row: dict[str, Any]) -> str:
+    """``host->device, pinned, non_blocking``: what a copy row measured."""
+    nb = ", non_blocking" if row["non_blocking"] else ""
+    return f"{row['direction']}, {row['memory']}{nb}"
+
+
+def plot_copy(ax: Any, series: dict[str, list[dict[str, Any]]]) -> None:
+    """Draw :func:`~dlcomp.copy_bandwidth` rows on a matplotlib ``ax``: GB/s by size.
+
+    One line per series and kind of copy (direction, pageable or pinned host
+    memory, with or without ``non_blocking``). A kind has one colour in
+    every series, its ``non_blocking`` variant the lighter shade of it (and
+    crosses for dots); the series are told apart by line style. With one
+    series, the lines are labelled by kind and the legend's title names the
+    series; with several, each line is labelled ``series: kind`` and the
+    legend lists the kinds under a heading per series. The size axis is
+    logarithmic, with ticks at the sizes measured. The caller sets the title.
+
+    Args:
+        ax: a matplotlib Axes.
+        series: legend label -> the ``copy`` rows of a bench run.
+
+    Examples:
+        >>> from matplotlib.figure import Figure
+        >>> ax = Figure().add_subplot()
+        >>> rows = copy_bandwidth([1, 4], "cpu", min_time=0.01)
+        >>> plot_copy(ax, {"cpu": rows})
+        >>> [line.get_label() for line in ax.get_lines()]
+        ['host->host, pageable']
+        >>> ax.get_legend().get_title().get_text()
+        'cpu'
+        >>> [tick.get_text() for tick in ax.get_xticklabels()]  # the sizes measured
+        ['1 MiB', '4 MiB']
+    """
+    import matplotlib
+    from matplotlib.lines import Line2D
+
+    palette = matplotlib.colormaps["tab20"]
+    pairs: list[tuple[str, str]] = []  # (direction, memory), in order of first use
+    one = len(series) == 1
+    handles: list[Any] = []  # the legend: a heading per series, then its lines
+    for i, (name, rows) in enumerate(series.items()):
+        if not one:
+            handles.append(Line2D([], [], linestyle="none", label=name))
+        for kind in dict.fromkeys(_copy_kind(r) for r in rows):
+            chosen = sorted(
+                (r for r in rows if _copy_kind(r) == kind), key=lambda r: r["size_mib"]
+            )
+            pair = (chosen[0]["direction"], chosen[0]["memory"])
+            if pair not in pairs:
+                pairs.append(pair)
+            nb = chosen[0]["non_blocking"]
+            (line,) = ax.plot(
+                [r["size_mib"] for r in chosen], [r["gbps"] for r in chosen],
+                color=palette(2 * (pairs.index(pair) % 10) + nb),
+                linestyle=_STYLES[i % 4], marker="x" if nb else "o",
+                label=kind if one else f"{name}: {kind}",
+            )  # fmt: skip
+            handles.append((line, kind))
+    ax.set(xscale="log", xlabel="tensor size", ylabel="GB/s (median)")
+    ax.set_ylim(bottom=0)
+    _ticks_at(
+        ax.xaxis, (r["size_mib"] for rows in series.values() for r in rows), " MiB"
     )
-    handles, labels = ax.get_legend_handles_labels()
-    unique = dict(zip(labels, handles, strict=True))
-    ax.legend(unique.values(), unique.keys(), fontsize="x-small")
-    paths.append(out / "copy.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    legend = ax.legend(
+        [h[0] if isinstance(h, tuple) else h for h in handles],
+        [h[1] if isinstance(h, tuple) else h.get_label() for h in handles],
+        fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1),
+        title=next(iter(series)) if one else None, title_fontsize="x-small",
+    )  # fmt: skip
+    for handle, text in zip(handles, legend.get_texts(), strict=True):
+        if not isinstance(handle, tuple):
+            text.set_fontweight("bold")  # a series' heading
 
-    fig, ax = plt.subplots(figsize=(6.5, 4), layout="constrained")
-    devices = list(data["results"])
-    for i, name in enumerate(("item", "on_device")):
-        values = [data["results"][d]["logging"][name]["median"] for d in devices]
-        ax.bar(
-            [j + 0.4 * i for j in range(len(devices))], values, width=0.4, label=name
-        )
-    ax.set_xticks([j + 0.2 for j in range(len(devices))], devices)
-    steps = data["settings"]["logging_steps"]
-    ax.set(
-        ylabel=f"seconds per {steps} logged steps (median)",
-        title="Logging with .item() vs on the device",
-    )
-    ax.legend()
-    paths.append(out / "logging.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(6.5, 4), layout="constrained")
-    plot_sync(ax, {label(data, d): e["sync"] for d, e in data["results"].items()})
-    paths.append(out / "sync.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
-    return paths
+_LOGGING_KINDS = {
+    "item": ".item() every step",
+    "on_device": "kept on the device, copied once at the end",
+}
+
+
+def plot_logging(
+    ax: Any,
+    bars: dict[str, dict[str, dict[str, Any]]],
+    *,
+    steps: int | dict[str, int],
+) -> None:
+    """Draw :func:`~dlcomp.logging_cost` results on a matplotlib ``ax``: two bars per group.
+
+    Per group, the time per logged step of logging with ``.item()`` every
+    step and of keeping the log on the device (medians, with error bars
+    from the first to the third quartile); under each group, the ratio of
+    the two medians. Per step, so that runs of different lengths compare.
+    The caller sets the title.
+
+    Args:
+        ax: a matplotlib Axes.
+        bars: group label (a device, a recorded run) -> ``{"item": ...,
+            "on_device": ...}``, each a :class:`~dlcomp.Measurement` as a dict.
+        steps: the logged steps per timed run: one number for every group,
+            or one per group label.
+
+    Examples:
+        >>> from matplotlib.figure import Figure
+        >>> ax = Figure().add_subplot()
+        >>> result = logging_cost(steps=10, n=8, repeats=3)
+        >>> plot_logging(ax, {"cpu": {k: m.as_dict() for k, m in result.items()}}, steps=10)
+        >>> [t.get_text() for t in ax.get_legend().get_texts()]
+        ['.item() every step', 'kept on the device, copied once at the end']
+    """  # noqa: E501
+    # per group and kind: (median, q1, q3) in seconds per logged step
+    per_step = {
+        name: {
+            kind: [group[kind][q] / (steps[name] if isinstance(steps, dict) else steps)
+                   for q in ("median", "q1", "q3")]
+            for kind in _LOGGING_KINDS
+        }
+        for name, group in bars.items()
+    }  # fmt: skip
+    top = max((v[2] for g in per_step.values() for v in g.values()), default=1.0)
+    unit, scale = _time_unit(top)
+    for offset, (kind, text) in enumerate(_LOGGING_KINDS.items()):
+        values = [g[kind] for g in per_step.values()]
+        ax.bar([i + 0.4 * offset for i in range(len(bars))],
+               [m * scale for m, _, _ in values], width=0.4, color=f"C{offset}",
+               yerr=[[(m - q1) * scale for m, q1, _ in values],
+                     [(q3 - m) * scale for m, _, q3 in values]],
+               capsize=4, label=text)  # fmt: skip
+    ticks = [
+        f"{name}\n.item() / on device: {g['item'][0] / g['on_device'][0]:.2f}x"
+        for name, g in per_step.items()
+    ]
+    ax.set_xticks([i + 0.2 for i in range(len(bars))], ticks, fontsize="small")
+    ax.set_xlim(-0.7, len(bars) + 0.1)  # half a group of room on either side
+    ax.set_ylim(0, top * scale * 1.35)  # room for the legend above the bars
+    ax.set_ylabel(f"{unit} per logged step\n(median; error bars: quartiles)")
+    ax.legend(fontsize="small", loc="upper center")
+
+
+def _time_unit(seconds: float) -> tuple[str, float]:
+    """The unit to show ``seconds`` in (s, ms or µs) and the factor to it."""
+    if seconds >= 1:
+        return "s", 1.0
+    return ("ms", 1e3) if seconds >= 1e-3 else ("µs", 1e6)
 
 
 def plot_sync(ax: Any, series: dict[str, list[dict[str, Any]]]) -> str:
@@ -616,8 +823,6 @@ def plot_sync(ax: Any, series: dict[str, list[dict[str, Any]]]) -> str:
         True
         >>> plt.close(fig)
     """
-    import matplotlib.ticker
-
     for i, (name, rows) in enumerate(series.items()):
         sizes = [row["size"] for row in rows]
         for key, style, kind in (
@@ -636,9 +841,8 @@ def plot_sync(ax: Any, series: dict[str, list[dict[str, Any]]]) -> str:
         xlabel="matrix size n (n x n @ n x n)",
         ylabel="seconds per product (median)",
     )
-    sizes = sorted({row["size"] for rows in series.values() for row in rows})
-    ax.set_xticks(sizes, [str(n) for n in sizes])
-    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    _ticks_at(ax.xaxis, (row["size"] for rows in series.values() for row in rows))
+    _plain_numbers(ax.yaxis)
     title = _sync_title(series)
     ax.set_title(title)
     ax.legend(fontsize="x-small")
@@ -661,30 +865,54 @@ def _sync_title(series: dict[str, list[dict[str, Any]]]) -> str:
     return "A matrix product timed with and without synchronizing"
 
 
+# Two medians agree when they are within 10% of each other: the timer check
+# here, the titles of the sync and logging plots.
+AGREE = 0.10
+# A measurement is noisy when its IQR exceeds 20% of its median: the middle
+# half of its repeats then spans more than the median +-10%, so the repeats
+# alone differ by as much as the 10% by which two medians are called the same.
+NOISY = 0.20
+
+
 def summary(data: dict[str, Any]) -> str:
-    """A plain-text table of the headline numbers of one run.
+    """A plain-text summary of one run: the headline numbers, what they mean, and the noise.
+
+    Per device: the highest matmul throughput, the cost of a 1-element add,
+    the copy bandwidth of each kind of copy at the largest size, the two
+    ways of logging, the timer check (:func:`dlcomp.benchmark` against
+    ``torch.utils.benchmark.Timer`` on the same product, the two timed in
+    turns) said in words, and the sync check. Then a verdict on the noise:
+    a warning when a measurement's spread between repeats (IQR) exceeds 20%
+    of its median, or the two timers are more than 10% apart; both usually mean
+    that the load on the machine changed while it was measuring.
 
     Examples:
         >>> print(summary(run_bench(quick=True, devices=["cpu"])))  # doctest: +ELLIPSIS
         dlcomp bench, ..., torch ...
         cpu:
           matmul ... GFLOP/s at n=...
+          1-element add ... us
+          copy ... GB/s host->host, pageable, 8 MiB
+          logging ...
+          timer check    ours / torch.utils.benchmark.Timer = ...
         ...
         two devices:    needs two accelerators, this machine has 0: ...
-    """
+        ...
+    """  # noqa: E501
     lines = [f"dlcomp bench, {data['date']}, torch {data['machine']['torch']}"]
     for device, entry in data["results"].items():
         best = max(entry["matmul"], key=lambda r: r["gflops"])
         op = entry["small_op"]["median"]
         logs = entry["logging"]
-        check = entry["timer_check"]
+        item, on_device = logs["item"]["median"], logs["on_device"]["median"]
         lines += [
             f"{device}:",
             f"  matmul         {best['gflops']:10.1f} GFLOP/s at n={best['size']}",
             f"  1-element add  {op * 1e6:10.2f} us",
-            f"  logging        {logs['item']['median']:10.4f} s with .item(), "
-            f"{logs['on_device']['median']:.4f} s on the device",
-            f"  timer check    ours / torch.utils.benchmark = {check['ratio']:.3f}",
+            *_copy_lines(entry["copy"]),
+            f"  logging        {item:10.4f} s with .item(), "
+            f"{on_device:.4f} s on the device ({item / on_device:.2f}x)",
+            f"  timer check    {_timer_words(entry['timer_check']['ratio'])}",
         ]
         for row in entry["sync"]:
             lines.append(
@@ -698,4 +926,101 @@ def summary(data: dict[str, Any]) -> str:
         "two devices:    "
         + (two["skipped"] if "skipped" in two else f"speedup {two['speedup']:.2f}x")
     )
+    lines += _noise_lines(data)
     return "\n".join(lines)
+
+
+def _copy_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """Per direction and host memory: GB/s at the largest size, non_blocking beside."""
+    if not rows:
+        return ["  copy           not measured"]
+    largest = max(r["size_mib"] for r in rows)
+    at = {(r["direction"], r["memory"], r["non_blocking"]): r["gbps"]
+          for r in rows if r["size_mib"] == largest}  # fmt: skip
+    lines = []
+    for direction, memory, non_blocking in at:
+        if non_blocking and (direction, memory, False) in at:
+            continue  # shown beside the blocking copy
+        nb = at.get((direction, memory, True))
+        beside = (
+            f" (non_blocking: {nb:.1f})" if nb is not None and not non_blocking else ""
+        )
+        kind = f"{direction}, {memory}{', non_blocking' if non_blocking else ''}"
+        gbps = at[direction, memory, non_blocking]
+        lines.append(
+            f"  copy           {gbps:10.1f} GB/s {kind}, {largest:g} MiB{beside}"
+        )
+    return lines
+
+
+def _agrees(ratio: float) -> bool:
+    """Whether a ratio, as printed (two decimals), is within ``AGREE`` of 1."""
+    return abs(round(ratio, 2) - 1) <= AGREE + 1e-9
+
+
+def _timer_words(ratio: float) -> str:
+    """The timer check's ratio, and what it means."""
+    said = f"ours / torch.utils.benchmark.Timer = {ratio:.2f}: "
+    if _agrees(ratio):
+        return said + f"within {AGREE:.0%}, the two timers agree"
+    which = "ours" if ratio > 1 else "Timer"
+    return said + (
+        f"{which} measured {abs(ratio - 1):.0%} longer; two timers of the same "
+        f"product should agree within {AGREE:.0%}, so the load on the machine "
+        "most likely changed while they ran"
+    )
+
+
+def _spreads(data: dict[str, Any]) -> list[tuple[float, str]]:
+    """IQR / median of every measurement timed in blocks, with what it measured.
+
+    The sync check is left out: it times single calls, and the spread of a
+    launch is part of what it shows.
+    """
+    found = []
+    for device, entry in data["results"].items():
+        measured = [
+            *(r["measurement"] for r in entry["matmul"]),
+            entry["small_op"],
+            *(r["measurement"] for r in entry["copy"]),
+            *entry["logging"].values(),
+        ]
+        for m in measured:
+            if m.get("median", 0) > 0 and "q1" in m and "q3" in m:
+                what = f"{device}: {m.get('label', 'a measurement')}"
+                found.append(((m["q3"] - m["q1"]) / m["median"], what))
+    return found
+
+
+def _noise_lines(data: dict[str, Any]) -> list[str]:
+    """A verdict on the noise of the run: a warning with its reasons, or a calm line."""
+    spreads = _spreads(data)
+    wide = sorted((s for s in spreads if s[0] > NOISY), reverse=True)
+    timers = {device: entry["timer_check"]["ratio"]
+              for device, entry in data["results"].items()}  # fmt: skip
+    apart = {d: r for d, r in timers.items() if not _agrees(r)}
+    if not wide and not apart:
+        widest = max(spreads, default=(0.0, "none"))
+        return [
+            f"noise:          quiet run: every spread between repeats (IQR) is within "
+            f"{NOISY:.0%} of its median (widest {widest[0]:.0%}, {widest[1]}), "
+            "and the timers agree"
+        ]
+    lines = [
+        "WARNING: a noisy run. Close other programs (on a shared GPU, wait for "
+        "other jobs) and rerun before comparing these numbers with another run's:"
+    ]
+    if wide:
+        worst = ", ".join(f"{what} {s:.0%}" for s, what in wide[:3])
+        lines.append(
+            f"  - {len(wide)} of {len(spreads)} measurements spread more than "
+            f"{NOISY:.0%} of their median between repeats (IQR / median: wider "
+            f"than the {AGREE:.0%} within which two medians count as equal); the "
+            f"widest: {worst}"
+        )
+    for device, ratio in apart.items():
+        lines.append(
+            f"  - {device}: the two timers are {abs(ratio - 1):.0%} apart on the same "
+            f"product (timer check {ratio:.2f}, expected within {AGREE:.0%} of 1)"
+        )
+    return lines

@@ -142,8 +142,9 @@ def test_plot_and_summary_show_the_rows(tmp_path):
         "machine": {"torch": torch.__version__},
         "results": {
             "cpu": {
-                "matmul": [{"size": 8, "gflops": 1.0}],
+                "matmul": [{"size": 8, "gflops": 1.0, "measurement": {}}],
                 "small_op": {"median": 1e-6},
+                "copy": [],
                 "logging": {"item": {"median": 1.0}, "on_device": {"median": 1.0}},
                 "timer_check": {"ratio": 1.0},
                 "sync": rows(4.0),

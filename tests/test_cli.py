@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -48,8 +49,16 @@ def test_info_prints_devices_and_versions():
 @pytest.fixture(scope="module")
 def bench_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
+    start = time.perf_counter()
     result = run("bench", "--quick", "--device", "cpu", "--out", str(out))
+    result.seconds = time.perf_counter() - start
     return out, result
+
+
+def test_bench_quick_takes_seconds_not_minutes(bench_run):
+    _, result = bench_run
+    # about 5 s on a 2-core machine under load; a minute means --quick is not quick
+    assert result.seconds < 60, f"bench --quick took {result.seconds:.0f} s"
 
 
 def test_bench_writes_json_plots_and_a_summary(bench_run):
@@ -66,7 +75,16 @@ def test_bench_writes_json_plots_and_a_summary(bench_run):
         "sync.png",
     }
     assert "GFLOP/s" in result.stdout
+    assert "GB/s host->host, pageable, 8 MiB" in result.stdout  # copy bandwidth
+    assert "timer check    ours / torch.utils.benchmark.Timer = " in result.stdout
+    assert ("the two timers agree" in result.stdout) or (
+        "longer; two timers of the same product should agree" in result.stdout
+    )
     assert "sync check     n=256" in result.stdout
+    # a verdict on the noise, either way
+    assert ("noise:          quiet run" in result.stdout) is (
+        "WARNING: a noisy run" not in result.stdout
+    )
     assert "7/7" in result.stderr  # the progress bar reached the end
 
 
