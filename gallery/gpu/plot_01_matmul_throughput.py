@@ -76,26 +76,27 @@ print(f"{len(recorded)} recorded run(s) found")
 # %%
 # Plot
 # ----
+# :func:`dlcomp.bench.plot_matmul` draws the lines (the figure
+# ``python -m dlcomp bench`` writes too): this machine's solid, recorded runs
+# dashed, ticks at the sizes measured. The dotted lines mark the highest
+# throughput measured here.
 import matplotlib.pyplot as plt
 
-fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
-for device, rows in measured.items():
-    ax.plot([r["size"] for r in rows], [r["gflops"] for r in rows], marker="o",
-            label=f"this build: {device}, torch {torch.__version__}")  # fmt: skip
+from dlcomp.bench import plot_matmul
+
+series = {f"this machine: {device}, torch {torch.__version__}": rows
+          for device, rows in measured.items()}  # fmt: skip
 for data in recorded:
     for device, entry in data["results"].items():
-        rows = entry["matmul"]
-        ax.plot([r["size"] for r in rows], [r["gflops"] for r in rows], marker="s",
-                linestyle="--", label=f"recorded: {label(data, device)}")  # fmt: skip
-ax.set(xscale="log", yscale="log", xlabel="matrix size n (n x n times n x n)",
-       ylabel="GFLOP/s (median)")  # fmt: skip
+        series[f"recorded: {label(data, device)}"] = entry["matmul"]
+
+fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
+plot_matmul(ax, series)
 for i, (device, rows) in enumerate(measured.items()):
     peak = max(r["gflops"] for r in rows)
-    where = f"highest here ({device})"
+    where = f"highest on this machine ({device})"
     ax.axhline(peak, color=f"C{i}", linestyle=":", linewidth=1,
                label=f"{where}: {peak:.0f} GFLOP/s")  # fmt: skip
-ax.set_xticks(sizes, [str(n) for n in sizes], minor=False)
-ax.minorticks_off()
 ax.set_title("\n".join(findings))
 ax.legend(fontsize="small")
 plt.show()
@@ -104,5 +105,6 @@ plt.show()
 # See also
 # --------
 # - The chapter page: :doc:`/gpu` (exercise 1).
-# - API: :func:`dlcomp.matmul_throughput`, :func:`dlcomp.benchmark`;
-#   ``python -m dlcomp bench`` measures your machine.
+# - API: :func:`dlcomp.matmul_throughput`, :func:`dlcomp.benchmark`,
+#   :func:`dlcomp.bench.plot_matmul`; ``python -m dlcomp bench`` measures
+#   your machine.

@@ -7,10 +7,11 @@ and plot GB/s. Every copy goes into a destination allocated beforehand, so
 the time is the transfer's, not an allocation's. On a machine with an
 accelerator it measures host-to-device and device-to-host copies, the host
 side a pageable or a pinned buffer, with and without ``non_blocking``, the
-configurations timed interleaved; on this CPU-only build it measures a copy
-into a preallocated host buffer, as the reference every device transfer is
-compared with. You will see how the speed per byte depends on the size of
-the copy on the machine that built this page.
+configurations timed interleaved; on a machine without one it measures a
+copy into a preallocated host buffer, as the reference every device
+transfer is compared with. You will see how the speed per byte depends on
+the size of the copy on the machine that ran the script, beside any runs
+recorded on GPUs in the repository.
 """
 
 # %%
@@ -39,31 +40,29 @@ print(f"{len(recorded)} recorded run(s) found")
 # %%
 # Plot
 # ----
+# :func:`dlcomp.bench.plot_copy` draws one line per kind of copy (the figure
+# ``python -m dlcomp bench`` writes too): a colour per direction and host
+# memory, its ``non_blocking`` variant lighter; this machine's lines solid,
+# recorded runs dashed; ticks at the sizes measured.
 import matplotlib.pyplot as plt
 
+from dlcomp.bench import plot_copy
 
-def key(r):
-    return f"{r['direction']}, {r['memory']}" + (
-        ", non_blocking" if r["non_blocking"] else ""
-    )
-
-
-fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
-for name in dict.fromkeys(key(r) for r in rows):
-    chosen = [r for r in rows if key(r) == name]
-    where = f"this build ({device}, torch {torch.__version__})"
-    ax.plot([r["size_mib"] for r in chosen], [r["gbps"] for r in chosen], marker="o",
-            label=f"{where}: {name}")  # fmt: skip
+series = {f"this machine ({device}, torch {torch.__version__})": rows}
 for data in recorded:
     for dev, entry in data["results"].items():
-        for name in dict.fromkeys(key(r) for r in entry["copy"]):
-            chosen = [r for r in entry["copy"] if key(r) == name]
-            ax.plot([r["size_mib"] for r in chosen], [r["gbps"] for r in chosen],
-                    marker="s", linestyle="--",
-                    label=f"{label(data, dev)}: {name}")  # fmt: skip
-ax.set(xscale="log", xlabel="tensor size (MiB)", ylabel="GB/s (median)")
+        series[label(data, dev)] = entry["copy"]
+
+fig, ax = plt.subplots(figsize=(8, 4.2), layout="constrained")
+plot_copy(ax, series)
+
+
 # The title states a finding only if every configuration measured here shows
 # it, comparing its smallest copy with its largest.
+def key(r):
+    return (r["direction"], r["memory"], r["non_blocking"])
+
+
 smallest = {key(r): r["gbps"] for r in reversed(rows)}  # first row of each
 largest = {key(r): r["gbps"] for r in rows}  # last row of each
 if all(largest[k] > smallest[k] for k in largest):
@@ -73,11 +72,10 @@ elif all(largest[k] < smallest[k] for k in largest):
 else:
     title = "Copy bandwidth by size"
 ax.set_title(title)
-ax.legend(fontsize="x-small")
 plt.show()
 
 # %%
 # See also
 # --------
 # - The chapter page: :doc:`/gpu` (transfers are slow).
-# - API: :func:`dlcomp.copy_bandwidth`.
+# - API: :func:`dlcomp.copy_bandwidth`, :func:`dlcomp.bench.plot_copy`.

@@ -7,9 +7,9 @@ matrices, logging the Frobenius norm of each. Either call ``.item()`` every
 step (a copy to the host and a wait for the device, each time) or append the
 norm *tensor* to a list and copy everything once at the end.
 :func:`dlcomp.logging_cost` times both, interleaved. You will see the ratio
-this build measured; on a CPU there is no device to wait for, so it shows no
-synchronization cost; recorded GPU runs (where present) show what the
-per-step synchronization costs there.
+the machine that ran the script measured; on a CPU there is no device to
+wait for, so it shows no synchronization cost; recorded GPU runs (where
+present) show what the per-step synchronization costs there.
 """
 
 # %%
@@ -39,26 +39,25 @@ print(f"{len(recorded)} recorded run(s) found")
 # %%
 # Plot
 # ----
-# Medians with error bars from the first to the third quartile.
+# :func:`dlcomp.bench.plot_logging` draws the bars (the figure
+# ``python -m dlcomp bench`` writes too): medians per logged step, so that
+# recorded runs of other lengths compare, with error bars from the first to
+# the third quartile.
 import matplotlib.pyplot as plt
 
-bars = [(f"this build\n{device}, torch {torch.__version__}", result["item"].as_dict(),
-         result["on_device"].as_dict())]  # fmt: skip
+from dlcomp.bench import plot_logging
+
+here = f"this machine\n{device}, torch {torch.__version__}"
+bars = {here: {name: m.as_dict() for name, m in result.items()}}
+steps = {here: 1000}
 for data in recorded:
     for dev, entry in data["results"].items():
-        bars.append((label(data, dev).replace(", ", "\n", 1), entry["logging"]["item"],
-                     entry["logging"]["on_device"]))  # fmt: skip
+        name = label(data, dev).replace(", ", "\n", 1)
+        bars[name] = entry["logging"]
+        steps[name] = data["settings"]["logging_steps"]
 
 fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
-for i, (_, item, on_device) in enumerate(bars):
-    for offset, (kind, m) in enumerate((("item()", item), ("on device", on_device))):
-        ax.bar(i + 0.4 * offset, m["median"], width=0.4, color=f"C{offset}",
-               yerr=[[m["median"] - m["q1"]], [m["q3"] - m["median"]]],
-               label=kind if i == 0 else None)  # fmt: skip
-ax.set_xticks(
-    [i + 0.2 for i in range(len(bars))], [b[0] for b in bars], fontsize="small"
-)
-ax.set_ylabel("seconds for 1000 logged steps (median)")
+plot_logging(ax, bars, steps=steps)
 # A finding only if the medians differ by more than 10%, either way.
 if ratio > 1.1:
     title = f"{device}: .item() every step took {ratio:.1f}x as long"
@@ -67,11 +66,11 @@ elif ratio < 1 / 1.1:
 else:
     title = f"{device}: the two ways of logging took as long (within 10%)"
 ax.set_title(title)
-ax.legend()
 plt.show()
 
 # %%
 # See also
 # --------
 # - The chapter page: :doc:`/gpu` (exercise 3).
-# - API: :func:`dlcomp.logging_cost`, :class:`dlcomp.Measurement`.
+# - API: :func:`dlcomp.logging_cost`, :class:`dlcomp.Measurement`,
+#   :func:`dlcomp.bench.plot_logging`.

@@ -56,7 +56,7 @@ import matplotlib.pyplot as plt
 
 from dlcomp.bench import plot_sync
 
-here = f"this build ({device}, torch {torch.__version__})"
+here = f"this machine ({device}, torch {torch.__version__})"
 series = {here: [cost.as_dict() for cost in costs]}
 for data in recorded:
     for dev, entry in data["results"].items():
