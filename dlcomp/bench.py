@@ -513,8 +513,9 @@ def label(data: dict[str, Any], device: str) -> str:
         >>> label(data, "cuda:0")
         'NVIDIA H100 (cuda:0), torch 2.13.0, 2026-11-24'
     """
-    names = {d["device"]: d["name"] for d in data["machine"]["devices"]}
-    return f"{names.get(device, device)} ({device}), torch {data['machine']['torch']}, {data['date'][:10]}"  # noqa: E501
+    return (
+        f"{_where(data, device)}, torch {data['machine']['torch']}, {data['date'][:10]}"
+    )
 
 
 def plot_results(data: dict[str, Any], out: str | Path) -> list[Path]:
@@ -612,8 +613,14 @@ def _plain_numbers(axis: Any) -> None:
     """Label a log ``axis`` with plain numbers (20, 6, 0.005), not powers of ten."""
     import matplotlib.ticker
 
-    axis.set_major_formatter(matplotlib.ticker.LogFormatter())
-    axis.set_minor_formatter(matplotlib.ticker.LogFormatter(labelOnlyBase=False))
+    class Plain(matplotlib.ticker.LogFormatter):
+        """Label the ticks LogFormatter labels, as 0.02, not 2e-02 or 2 x 10^-2."""
+
+        def __call__(self, x: float, pos: int | None = None) -> str:
+            return f"{x:.3g}" if super().__call__(x, pos) else ""
+
+    axis.set_major_formatter(Plain())
+    axis.set_minor_formatter(Plain(labelOnlyBase=False))
 
 
 def plot_matmul(ax: Any, series: dict[str, list[dict[str, Any]]]) -> None:

@@ -379,3 +379,17 @@ def test_on_an_accelerator_the_copy_figure_has_eight_lines(tmp_path):
     text = summary(data)
     assert "GB/s host->device, pinned" in text
     assert "timer check" in text
+
+
+@pytest.mark.parametrize("name", ["matmul", "sync"])
+def test_log_axes_of_values_read_as_plain_numbers(name):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = _figures(fake_run())[name]
+    FigureCanvasAgg(fig).draw()  # tick labels are made at draw time
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_yticklabels(which="both")]
+    shown = [text for text in labels if text]
+    assert shown, "no labelled tick on the value axis"
+    for text in shown:
+        float(text)  # "0.02", "10": no "$10^{-2}$", no "2 x 10^1"
