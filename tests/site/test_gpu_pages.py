@@ -1,4 +1,4 @@
-"""The built 5.6 GPU page and gallery show what this build ran (CPU-only machine)."""
+"""The built 5.6 GPU page and gallery show what the build machine ran (CPU only)."""
 
 import re
 from pathlib import Path
@@ -40,7 +40,7 @@ def test_the_hand_written_loop_and_the_sync_mistake_ran(site: Path):
     loop = output_with(outputs, "A @ A, 512 x 512, on cpu: median", "of 25 runs")
     sync = output_with(outputs, "n=256: synchronized", "not synchronized")
     assert "n=512: synchronized" in sync
-    assert re.search(r"On this build \(cpu\) the two (agree|differ)", sync)
+    assert re.search(r"On this machine \(cpu\) the two (agree|differ)", sync)
     assert outputs.index(loop) < outputs.index(sync)
 
 
