@@ -15,18 +15,29 @@ Environment variables:
 - ``DLCOMP_NB_EXECUTION``: myst-nb's execution mode. Default ``cache``
   (re-run a page only when its text changed), ``force`` when ``CI`` is set.
 - ``DLCOMP_FAST=1``: prose-only build: run no notebook and no gallery script.
+- ``DLCOMP_BASE_URL``: the address the site is served from (the GitHub Pages
+  workflow sets it; on Read the Docs ``READTHEDOCS_CANONICAL_URL`` is used).
+  With it, the install command names the wheel's URL; without it (a local
+  build), the reader downloads the wheel and installs the file.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "docs" / "_ext"))  # dlcomp_sphinx (gallery reset)
 
+import dlcomp_wheel  # noqa: E402  (docs/_ext: the wheel and the install command)
+
 import dlcomp  # noqa: E402  (installed with `pip install -e .`)
+
+# The project's addresses are set once, in pyproject.toml.
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))
+dlcomp_urls = PYPROJECT["project"]["urls"]  # Documentation, Source, Issues
 
 FAST = os.environ.get("DLCOMP_FAST") == "1"
 
@@ -39,6 +50,11 @@ author = "The dlcomp engineers"
 copyright = "2026, the dlcomp engineers"
 release = dlcomp.__version__
 version = release
+# Where the site is served from, if the build knows it: the install command
+# then names the wheel's URL (html_baseurl/dist/dlcomp-<version>-...whl).
+html_baseurl = os.environ.get("READTHEDOCS_CANONICAL_URL") or os.environ.get(
+    "DLCOMP_BASE_URL", ""
+)
 
 extensions = [
     "sphinx.ext.autodoc",
@@ -52,6 +68,7 @@ extensions = [
     "sphinx_copybutton",
     "sphinx_design",
     "dlcomp_sphinx",  # docs/_ext: dlcomp-source, dlcomp-api, reset_torch
+    "dlcomp_wheel",  # docs/_ext: the wheel in dist/, the Install box
     "notfound.extension",  # 404.html with absolute links, for any URL depth
 ]
 
@@ -148,6 +165,9 @@ sphinx_gallery_conf = {
     "capture_repr": ("_repr_html_", "__repr__"),
     "remove_config_comments": True,
     "download_all_examples": True,
+    # Every notebook starts with how to install what it needs (the scripts
+    # carry the same command in their docstring: dlcomp_wheel).
+    "first_notebook_cell": dlcomp_wheel.notebook_cell(release, html_baseurl),
     "show_signature": False,
     "plot_gallery": "False" if FAST else "True",
     "matplotlib_animations": False,
@@ -172,6 +192,14 @@ html_theme_options = {
     "secondary_sidebar_items": ["page-toc", "sourcelink"],
     "footer_start": ["copyright"],
     "footer_end": ["sphinx-version"],
+    "icon_links": [
+        {
+            "name": "Source on GitHub",
+            "url": dlcomp_urls["Source"],
+            "icon": "fa-brands fa-github",
+            "type": "fontawesome",
+        }
+    ],
 }
 # Chapter pages are top-level (nothing to list in a section sidebar); the
 # gallery and API sections keep their navigation.
