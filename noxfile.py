@@ -51,7 +51,8 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "format", "--check", ".")
     # Schemas vendored in check-jsonschema: no network needed.
     session.run("check-jsonschema", "--builtin-schema", "vendor.github-workflows",
-                ".github/workflows/docs.yml")  # fmt: skip
+                ".github/workflows/docs.yml",
+                ".github/workflows/release.yml")  # fmt: skip
     session.run("check-jsonschema", "--builtin-schema", "vendor.readthedocs",
                 ".readthedocs.yaml")  # fmt: skip
 
