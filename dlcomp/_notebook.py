@@ -10,6 +10,10 @@ Each chapter page runs ``dlcomp._notebook.setup()`` in a hidden first cell:
 
 An error still is an error: the cell's output is an error output, so a cell
 that raises without the ``raises-exception`` tag still fails the build.
+
+The notebooks the site offers for download leave that cell out (the build
+drops it): a reader's kernel keeps its own settings, and the outputs they
+download are the ones the build produced with these settings.
 """
 
 from __future__ import annotations

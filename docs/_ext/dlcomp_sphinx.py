@@ -9,8 +9,15 @@
   ``__all__`` (autodoc), each followed by the gallery examples that use it.
 - Chapter pages (``dlcomp_chapter_pages`` in conf.py): each exercise's answer
   under the "Exercises" heading is folded (``<details>``), and a link offers
-  the executed page as a Jupyter notebook, copied next to the HTML when the
-  build finishes.
+  the executed page as a Jupyter notebook, written next to the HTML when the
+  build finishes: plain Markdown with links to the hosted pages, the code of
+  each ``dlcomp-source`` block, and without the site's hidden setup cell
+  (``dlcomp_notebooks``).
+- The gallery's notebook downloads (each example's ``.ipynb``, its zip and
+  the zip of all notebooks): reST roles in their text become links.
+- Links in downloaded notebooks point at the hosted pages when
+  ``html_baseurl`` is set; without it they are relative to the file's place
+  in the built site (they work from the site, not from a download).
 - ``{claim}`sentence <key>```: a sentence stating an outcome that the page's
   own cell measured. The cell glues a bool under ``key`` (myst-nb ``glue``);
   the build warns (an error under ``-W``) when it is not ``True``, so a page
@@ -19,20 +26,33 @@
 
 from __future__ import annotations
 
-import ast
 import importlib
 import inspect
+import json
 import re
-import shutil
-import textwrap
+import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
+from urllib.parse import urljoin, urlsplit
 
+from dlcomp_notebooks import (
+    LinkResolver,
+    MystToMarkdown,
+    RestToMarkdown,
+    chapter_notebook,
+    gallery_notebook,
+    resolve_object,
+    source_without_docstring,
+)
 from docutils import nodes
 from docutils.parsers.rst import directives
+from sphinx import addnodes
 from sphinx.application import Sphinx
+from sphinx.errors import NoUri
 from sphinx.util import logging
 from sphinx.util.docutils import SphinxDirective, SphinxRole
+from sphinx.util.nodes import clean_astext
 
 
 def reset_torch(gallery_conf: dict[str, Any], fname: str) -> None:
@@ -40,46 +60,6 @@ def reset_torch(gallery_conf: dict[str, Any], fname: str) -> None:
     import torch
 
     torch.manual_seed(0)
-
-
-def _resolve(dotted: str) -> Any:
-    """Import ``a.b.Class.method``: the longest importable module, then attributes."""
-    parts = dotted.split(".")
-    for i in range(len(parts) - 1, 0, -1):
-        try:
-            obj = importlib.import_module(".".join(parts[:i]))
-        except ModuleNotFoundError:
-            continue
-        for attr in parts[i:]:
-            obj = getattr(obj, attr)
-        return obj
-    raise ValueError(f"cannot import {dotted}")
-
-
-def source_without_docstring(obj: Any) -> str:
-    """Return the source of a class or function with its docstring(s) removed."""
-    source = textwrap.dedent(inspect.getsource(obj))
-    lines = source.splitlines()
-    drop: set[int] = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
-            body = node.body
-            if (
-                body
-                and isinstance(body[0], ast.Expr)
-                and isinstance(body[0].value, ast.Constant)
-                and isinstance(body[0].value.value, str)
-            ):
-                first, last = body[0].lineno, body[0].end_lineno or body[0].lineno
-                drop.update(range(first - 1, last))
-    kept = [line for i, line in enumerate(lines) if i not in drop]
-    # A docstring followed by a blank line leaves that blank line first.
-    out: list[str] = []
-    for line in kept:
-        if not line.strip() and out and out[-1].rstrip().endswith(":"):
-            continue
-        out.append(line)
-    return "\n".join(out)
 
 
 class DlcompSource(SphinxDirective):
@@ -90,7 +70,7 @@ class DlcompSource(SphinxDirective):
 
     def run(self) -> list[nodes.Node]:
         dotted = self.arguments[0]
-        obj = _resolve(dotted)
+        obj = resolve_object(dotted)
         path = inspect.getsourcefile(obj)
         if path:
             self.env.note_dependency(path)  # re-read this page when the code changes
@@ -210,8 +190,117 @@ def _chapter_page(app: Sphinx, doctree: nodes.document) -> None:
             top.insert(1, nodes.paragraph("", "", link, classes=["dlcomp-notebook"]))
 
 
+def _site_url(app: Sphinx, uri: str, depth: int) -> str:
+    """The URL of ``uri`` (relative to the site's root) for a downloaded file.
+
+    With ``html_baseurl`` set, the hosted page (absolute). Without it, a link
+    relative to the file's place in the built site, ``depth`` folders below
+    its root: it works for the file on the site, not once it is downloaded.
+    """
+    if urlsplit(uri).scheme:  # already absolute (intersphinx)
+        return uri
+    base = app.config.html_baseurl
+    if base:
+        return urljoin(base.rstrip("/") + "/", uri)
+    return "../" * depth + uri
+
+
+def _link_resolver(app: Sphinx, docname: str, depth: int) -> LinkResolver:
+    """Resolve a cross-reference role of ``docname`` as the site does.
+
+    Returns the resolved title (for ``doc``/``ref``) and the URL, or
+    ``(None, None)`` where the site shows plain text (an unresolved name of
+    Python or PyTorch in an offline build).
+    """
+    env, builder, root = app.env, app.builder, app.config.root_doc
+
+    def link(role: str, target: str, title: str | None) -> tuple[str | None, ...]:
+        domain_name, _, kind = role.rpartition(":")
+        if not domain_name:
+            domain_name = "std" if kind in ("doc", "ref", "term", "numref") else "py"
+        if kind in ("ref", "numref", "term"):
+            target = target.lower()
+        contnode = nodes.literal(title or target, title or target)
+        node = addnodes.pending_xref(
+            "",
+            contnode,
+            refdomain=domain_name,
+            reftype=kind,
+            reftarget=target,
+            refexplicit=title is not None,
+            refwarn=False,
+            refdoc=docname,
+        )
+        node["py:module"] = node["py:class"] = None
+        try:
+            ref = env.get_domain(domain_name).resolve_xref(
+                env, root, builder, kind, target, node, contnode
+            )
+            if ref is None:
+                ref = app.events.emit_firstresult(
+                    "missing-reference", env, node, contnode,
+                    allowed_exceptions=(NoUri,),
+                )  # fmt: skip
+        except NoUri:
+            ref = None
+        if ref is None:
+            return None, None
+        uri = ref.get("refuri") or builder.get_target_uri(root) + "#" + ref["refid"]
+        return ref.astext(), _site_url(app, uri, depth)
+
+    return link
+
+
+def _gallery_links(app: Sphinx, depth: int) -> Callable[[list[str]], str]:
+    """Markdown for ``.. minigallery::``: a link to each example it shows.
+
+    Paths (``../gallery/files/plot_*.py``) list the examples they match, by
+    title; an object name links to the gallery's index.
+    """
+    conf = app.config.sphinx_gallery_conf
+    examples = conf["examples_dirs"]
+    galleries = conf["gallery_dirs"]
+    pairs = list(
+        zip(
+            [examples] if isinstance(examples, str) else examples,
+            [galleries] if isinstance(galleries, str) else galleries,
+            strict=True,
+        )
+    )
+    srcdir = Path(app.srcdir)
+
+    def link(docname: str) -> str:
+        title = clean_astext(app.env.titles[docname])
+        uri = _site_url(app, app.builder.get_target_uri(docname), depth)
+        return f"- [{title}]({uri})"
+
+    def gallery(arguments: list[str]) -> str:
+        items = []
+        for argument in arguments:
+            if not argument.endswith(".py"):
+                items.append(link(f"{pairs[0][1]}/index"))
+                continue
+            for path in sorted((srcdir / argument).parent.glob(Path(argument).name)):
+                for examples_dir, gallery_dir in pairs:
+                    base = (srcdir / examples_dir).resolve()
+                    if path.resolve().is_relative_to(base):
+                        relative = path.resolve().relative_to(base).with_suffix("")
+                        items.append(link(f"{gallery_dir}/{relative.as_posix()}"))
+        if not items:
+            raise ValueError(f"minigallery {arguments}: no gallery example matches")
+        return "\n".join(dict.fromkeys(items))
+
+    return gallery
+
+
 def _copy_notebooks(app: Sphinx, exception: Exception | None) -> None:
-    """build-finished: put the executed notebooks next to the HTML pages."""
+    """build-finished: the chapter pages' notebooks, for download next to the HTML.
+
+    Each is the page's executed notebook made a plain Jupyter notebook (see
+    ``dlcomp_notebooks.chapter_notebook``): Markdown instead of MyST, links
+    to the hosted pages, the reference code the page shows, and no hidden
+    cell that changes the reader's kernel.
+    """
     if exception is not None or app.builder.format != "html":
         return
     if not app.config.dlcomp_notebook_links:
@@ -226,7 +315,81 @@ def _copy_notebooks(app: Sphinx, exception: Exception | None) -> None:
                 f"{source} is missing: myst-nb did not write the executed notebook "
                 f"of {docname}, so its download link would be broken"
             )
-        shutil.copyfile(source, target / f"{docname}.ipynb")
+        glue_file = executed / f"{docname}.glue.json"
+        glued = {}
+        if glue_file.is_file():
+            for key, output in json.loads(glue_file.read_text("utf-8")).items():
+                plain = output.get("data", {}).get("text/plain", "")
+                glued[key] = "".join(plain) if isinstance(plain, list) else plain
+        depth = 1 + docname.count("/")  # _notebooks/<docname>.ipynb
+        converter = MystToMarkdown(
+            _link_resolver(app, docname, depth),
+            glued=glued,
+            gallery=_gallery_links(app, depth),
+        )
+        notebook = chapter_notebook(json.loads(source.read_text("utf-8")), converter)
+        out = target / f"{docname}.ipynb"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(notebook, indent=1, ensure_ascii=False) + "\n"
+        out.write_text(text, "utf-8")
+
+
+def _gallery_downloads(app: Sphinx, exception: Exception | None) -> None:
+    """build-finished: reST roles in the gallery's notebooks become Markdown links.
+
+    sphinx-gallery writes each example's notebook from its reST text and
+    leaves roles (``:func:`...```) as they are. The downloads (each
+    notebook, each example's zip, and the zip of all notebooks) are
+    rewritten here, the notebooks in a zip from the same converted text as
+    the single download. Sphinx copies the downloads again on every build;
+    the conversion changes nothing in a converted notebook.
+    """
+    if exception is not None or app.builder.format != "html":
+        return
+    if not hasattr(app.config, "sphinx_gallery_conf"):
+        return
+    downloads = Path(app.outdir) / "_downloads"
+    labels = list(app.env.get_domain("std").labels)  # type: ignore[attr-defined]
+    converted: dict[str, str] = {}  # docname of the example -> notebook text
+
+    def convert(text: str, docname: str, depth: int) -> str:
+        if docname not in converted:
+            converter = RestToMarkdown(_link_resolver(app, docname, depth), labels)
+            notebook = gallery_notebook(json.loads(text), converter)
+            converted[docname] = json.dumps(notebook, indent=2) + "\n"
+        return converted[docname]
+
+    files = sorted(app.env.dlfiles.items(), key=lambda item: item[0].suffix != ".ipynb")
+    for source, (_docnames, dest) in files:
+        path = downloads / dest
+        folder = Path(source).parent.as_posix()
+        if not path.is_file():
+            continue
+        if path.suffix == ".ipynb":
+            docname = f"{folder}/{path.stem}"
+            path.write_text(convert(path.read_text("utf-8"), docname, 2), "utf-8")
+        elif path.suffix == ".zip":
+            _rewrite_zip(
+                path,
+                lambda name, text, folder=folder: convert(
+                    text, f"{folder}/{name.removesuffix('.ipynb')}", 2
+                ),
+            )
+
+
+def _rewrite_zip(path: Path, convert: Callable[[str, str], str]) -> None:
+    """Rewrite the notebooks in the zip at ``path`` with ``convert(name, text)``."""
+    with zipfile.ZipFile(path) as archive:
+        members = [(info, archive.read(info)) for info in archive.infolist()]
+    if not any(info.filename.endswith(".ipynb") for info, _ in members):
+        return
+    temporary = path.with_suffix(".zip.tmp")
+    with zipfile.ZipFile(temporary, "w") as archive:
+        for info, data in members:
+            if info.filename.endswith(".ipynb"):
+                data = convert(info.filename, data.decode("utf-8")).encode("utf-8")
+            archive.writestr(info, data)
+    temporary.replace(path)
 
 
 logger = logging.getLogger(__name__)
@@ -295,4 +458,5 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.add_config_value("dlcomp_notebook_links", True, "env")
     app.connect("doctree-read", _chapter_page)
     app.connect("build-finished", _copy_notebooks)
+    app.connect("build-finished", _gallery_downloads)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
