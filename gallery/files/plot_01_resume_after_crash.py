@@ -29,7 +29,8 @@ import torch
 from dlcomp import CheckpointManager, read_checkpoint
 
 STEPS, EVERY = 200, 10
-workdir = Path(tempfile.mkdtemp())
+temporary = tempfile.TemporaryDirectory()  # removed in the last step
+workdir = Path(temporary.name)
 
 
 def start(folder, *options):
@@ -111,6 +112,13 @@ ax.set_ylabel("training loss (MSE)")
 ax.set_title("A resumed run retraces the uninterrupted one exactly")
 ax.legend(title=f"torch {torch.__version__}, CPU")
 plt.show()
+
+# %%
+# Clean up
+# --------
+# Both runs wrote their checkpoints into the temporary directory: remove it,
+# and everything in it.
+temporary.cleanup()
 
 # %%
 # See also

@@ -33,13 +33,15 @@ from pathlib import Path
 
 import torch
 
-workdir = Path(tempfile.mkdtemp())
+temporary = tempfile.TemporaryDirectory()  # removed in the last step
+workdir = Path(temporary.name)
 STEPS = 60
 
 
 def torchrun(folder, *options, restarts=0):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                "--nproc_per_node=2", f"--max-restarts={restarts}",
+               f"--log-dir={folder / 'logs'}",  # not a new folder in /tmp per run
                "-m", "dlcomp._dist_worker", str(folder / "ckpt"), "--wrap", "fsdp",
                "--steps", str(STEPS), "--save-every", "4", *options]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -136,6 +138,13 @@ ax.set_ylabel("training loss (MSE, mean over ranks)")
 ax.set_title("A sharded job resumed by torchrun retraces the uninterrupted one")
 ax.legend(title=f"FSDP2 on 2 CPU processes (gloo), torch {torch.__version__}")
 plt.show()
+
+# %%
+# Clean up
+# --------
+# Both jobs wrote their checkpoints into the temporary directory: remove it,
+# and everything in it.
+temporary.cleanup()
 
 # %%
 # See also

@@ -37,7 +37,8 @@ print(f"model: {size_mb:.0f} MB of parameters")
 # checkpoints a real training loop runs many steps, long enough for the
 # previous write to finish. (If it has not, the next ``save`` waits for it.)
 ROUNDS = 5
-folder = Path(tempfile.mkdtemp())
+temporary = tempfile.TemporaryDirectory()  # removed in the last step
+folder = Path(temporary.name)
 sync = CheckpointManager(folder / "sync", keep=1)
 background = CheckpointManager(folder / "background", keep=1, background=True)
 
@@ -93,6 +94,13 @@ ax.set_ylabel("time save() blocked the caller (s)")
 ax.set_title(f"Saving {size_mb:.0f} MB: the background save blocks only for a copy")
 ax.legend(title=f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
 plt.show()
+
+# %%
+# Clean up
+# --------
+# The checkpoints were written into a temporary directory: remove it, and
+# everything in it.
+temporary.cleanup()
 
 # %%
 # See also
