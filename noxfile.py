@@ -15,7 +15,7 @@ import nox
 
 nox.needs_version = ">=2025.2.9"
 nox.options.default_venv_backend = "virtualenv"
-nox.options.sessions = ["lint", "tests", "docs", "browser"]
+nox.options.sessions = ["lint", "tests", "docs", "downloads", "browser"]
 
 ROOT = Path(__file__).parent
 PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
@@ -107,7 +107,7 @@ def downloads(session: nox.Session) -> None:
     import tempfile
 
     sys.path.insert(0, str(ROOT / "tests" / "downloads"))
-    from run_downloads import check_install_command, check_wheel
+    from run_downloads import check_install_command, check_wheel, same_package
 
     if not (BUILD / "index.html").is_file():
         session.error(f"no built site at {BUILD}: run `nox -s docs` first")
@@ -117,14 +117,18 @@ def downloads(session: nox.Session) -> None:
     wheel = served[0]
     problems = check_wheel(wheel) + check_install_command(BUILD / "index.html", wheel)
     with tempfile.TemporaryDirectory(prefix="dlcomp-downloads-") as tmp:
-        fresh = Path(tmp) / "wheel"
+        # A wheel of this checkout, built from a copy (setuptools would leave
+        # build/lib in the checkout), must hold what the site serves.
+        src, fresh = Path(tmp) / "src", Path(tmp) / "wheel"
+        src.mkdir()
+        shutil.copytree(ROOT / "dlcomp", src / "dlcomp",
+                        ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+        for name in ("pyproject.toml", "README.md", "LICENSE"):
+            shutil.copy2(ROOT / name, src / name)
         session.run("python", "-m", "pip", "wheel", "--quiet", "--no-deps",
-                    "-w", str(fresh), str(ROOT))  # fmt: skip
-        built = sorted(p.name for p in fresh.glob("*.whl"))
-        if built != [wheel.name]:
-            problems.append(
-                f"this checkout builds {built}, the site serves {wheel.name}"
-            )
+                    "-w", str(fresh), str(src))  # fmt: skip
+        built = sorted(fresh.glob("*.whl"))
+        problems += same_package(wheel, built)
         if problems:
             session.error("; ".join(problems))
         venv = Path(tmp) / "reader"

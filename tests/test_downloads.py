@@ -9,7 +9,13 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from run_downloads import check_install_command, check_wheel, linked_downloads, run_file
+from run_downloads import (
+    check_install_command,
+    check_wheel,
+    linked_downloads,
+    run_file,
+    same_package,
+)
 
 
 def script(tmp_path: Path, body: str) -> Path:
@@ -115,3 +121,25 @@ def test_the_install_command_must_name_the_served_wheel(tmp_path):
     assert check_install_command(index, wheel) == [
         "the landing page has no pip install command for dlcomp"
     ]
+
+
+def test_the_served_wheel_must_hold_this_checkouts_package(tmp_path):
+    served = tmp_path / "site" / "dlcomp-0.1.0-py3-none-any.whl"
+    built = tmp_path / "fresh" / "dlcomp-0.1.0-py3-none-any.whl"
+    for path in (served, built):
+        path.parent.mkdir()
+    with zipfile.ZipFile(served, "w") as archive:
+        archive.writestr("dlcomp/__init__.py", "x = 1\n")
+    with zipfile.ZipFile(built, "w") as archive:
+        archive.writestr("dlcomp/__init__.py", "x = 1\n")
+    assert same_package(served, [built]) == []
+    with zipfile.ZipFile(built, "w") as archive:
+        archive.writestr("dlcomp/__init__.py", "x = 2\n")
+        archive.writestr("dlcomp/new.py", "")
+    assert same_package(served, [built]) == [
+        "the served wheel's package differs from this checkout's: "
+        "['dlcomp/__init__.py', 'dlcomp/new.py']"
+    ]
+    other = tmp_path / "fresh" / "dlcomp-0.2.0-py3-none-any.whl"
+    built.rename(other)
+    assert same_package(served, [other])[0].startswith("this checkout builds")

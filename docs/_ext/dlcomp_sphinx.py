@@ -293,6 +293,26 @@ def _gallery_links(app: Sphinx, depth: int) -> Callable[[list[str]], str]:
     return gallery
 
 
+def _with_cached_outputs(app: Sphinx, notebook: dict[str, Any]) -> dict[str, Any]:
+    """The notebook with its outputs, also when myst-nb took them from its cache.
+
+    On a cache hit, myst-nb 1.4 renders the page from the cached outputs but
+    writes the notebook it read (no outputs) to ``jupyter_execute``; the
+    outputs are merged back here from the same cache.
+    """
+    code = [cell for cell in notebook["cells"] if cell["cell_type"] == "code"]
+    if app.config.nb_execution_mode != "cache" or any(c.get("outputs") for c in code):
+        return notebook
+    import nbformat
+    from jupyter_cache import get_cache
+
+    cache = get_cache(app.env.mystnb_config.execution_cache_path)  # set by myst-nb
+    _, merged = cache.merge_match_into_notebook(
+        nbformat.reads(json.dumps(notebook), as_version=4)
+    )
+    return json.loads(nbformat.writes(merged))
+
+
 def _copy_notebooks(app: Sphinx, exception: Exception | None) -> None:
     """build-finished: the chapter pages' notebooks, for download next to the HTML.
 
@@ -327,7 +347,8 @@ def _copy_notebooks(app: Sphinx, exception: Exception | None) -> None:
             glued=glued,
             gallery=_gallery_links(app, depth),
         )
-        notebook = chapter_notebook(json.loads(source.read_text("utf-8")), converter)
+        executed_nb = _with_cached_outputs(app, json.loads(source.read_text("utf-8")))
+        notebook = chapter_notebook(executed_nb, converter)
         out = target / f"{docname}.ipynb"
         out.parent.mkdir(parents=True, exist_ok=True)
         text = json.dumps(notebook, indent=1, ensure_ascii=False) + "\n"

@@ -76,6 +76,30 @@ def check_wheel(wheel: Path) -> list[str]:
     return problems
 
 
+def same_package(served: Path, built: list[Path]) -> list[str]:
+    """The served wheel must be the one wheel ``built`` from this checkout."""
+    import zipfile
+
+    if [p.name for p in built] != [served.name]:
+        names = [p.name for p in built]
+        return [f"this checkout builds {names}, the site serves {served.name}"]
+
+    def package(wheel: Path) -> dict[str, bytes]:
+        with zipfile.ZipFile(wheel) as archive:
+            return {
+                n: archive.read(n)
+                for n in archive.namelist()
+                if n.startswith("dlcomp/")
+            }
+
+    theirs, ours = package(served), package(built[0])
+    if differ := sorted(
+        n for n in theirs.keys() | ours.keys() if theirs.get(n) != ours.get(n)
+    ):
+        return [f"the served wheel's package differs from this checkout's: {differ}"]
+    return []
+
+
 def check_install_command(index: Path, wheel: Path) -> list[str]:
     """The landing page's install command must name the wheel the site serves."""
     text = html.unescape(re.sub(r"<[^>]+>", "", index.read_text(encoding="utf-8")))
