@@ -143,3 +143,12 @@ def test_the_served_wheel_must_hold_this_checkouts_package(tmp_path):
     other = tmp_path / "fresh" / "dlcomp-0.2.0-py3-none-any.whl"
     built.rename(other)
     assert same_package(served, [other])[0].startswith("this checkout builds")
+
+
+def test_torch_compiles_own_cache_in_the_temporary_folder_is_not_a_leftover(tmp_path):
+    body = (
+        "import os, pathlib, tempfile\n"
+        "cache = pathlib.Path(tempfile.gettempdir(), 'torchinductor_reader')\n"
+        "(cache / 'precompiled_headers').mkdir(parents=True)\n"
+    )
+    assert run_file(script(tmp_path, body)).problems == []

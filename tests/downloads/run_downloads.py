@@ -154,7 +154,11 @@ def run_file(source: Path, python: str = sys.executable) -> Outcome:
             problems.append(f"exited with {code}")
         if extra := _leftovers(work, {source.name}):
             problems.append(f"wrote into its working directory: {', '.join(extra)}")
-        if extra := _leftovers(tmp, set()):
+        # torch.compile keeps precompiled headers in <tmp>/torchinductor_<user>
+        # whatever TORCHINDUCTOR_CACHE_DIR says: a cache torch reuses from run
+        # to run, not a file the download forgot.
+        caches_in_tmp = {p.name for p in tmp.glob("torchinductor_*")}
+        if extra := _leftovers(tmp, caches_in_tmp):
             problems.append(f"left temporary files behind: {', '.join(extra)}")
         return Outcome(source.name, seconds, problems, output)
 
