@@ -13,7 +13,6 @@ import zipfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import nbformat
 import pytest
 from sitepages import CHAPTER_PAGES
 
@@ -58,6 +57,8 @@ def _prose(markdown: str) -> str:
 
 
 def _load(path: Path) -> dict:
+    import nbformat  # the docs environment's (myst-nb needs it), not the tests'
+
     text = path.read_text(encoding="utf-8")
     nbformat.validate(nbformat.reads(text, as_version=4))
     return json.loads(text)
