@@ -69,7 +69,8 @@ def docs(session: nox.Session) -> None:
     """Build the site strictly into build/html, then check the built pages.
 
     Pages and gallery scripts run during the build; unchanged ones are reused
-    from the cache (set CI=1 or DLCOMP_NB_EXECUTION=force to re-run all).
+    from the cache. The cache key includes the source of dlcomp, so a library
+    change re-runs them (set CI=1 or DLCOMP_NB_EXECUTION=force to re-run all).
     `nox -s docs -- --fast` skips all execution (prose edits only),
     `nox -s docs -- --clean` deletes build/ and the generated gallery first.
     """
