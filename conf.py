@@ -60,7 +60,7 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.autosummary",
     "sphinx.ext.napoleon",
-    "sphinx.ext.mathjax",
+    "dlcomp_mathjax",  # docs/_ext: sphinx.ext.mathjax with MathJax served locally
     "sphinx.ext.intersphinx",
     "sphinx.ext.viewcode",
     "myst_nb",  # loads myst_parser itself: do not list both
