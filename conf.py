@@ -70,6 +70,7 @@ extensions = [
     "dlcomp_sphinx",  # docs/_ext: dlcomp-source, dlcomp-api, reset_torch
     "dlcomp_wheel",  # docs/_ext: the wheel in dist/, the Install box
     "notfound.extension",  # 404.html with absolute links, for any URL depth
+    "dlcomp_codelinks",  # docs/_ext: sphinx-codeautolink, the gallery skipped
 ]
 
 # The site's path on its host, for the links of the 404 page: "/" for a
@@ -142,6 +143,12 @@ else:
         (r"py:.*", r"(int|float|str|bool|object|tuple|list|dict|None|Callable|Any)"),
         (r"py:.*", r"(TypeError|ValueError|RuntimeError|IndexError|NamedTuple)"),
     ]
+
+# -- sphinx-codeautolink: names in code link to their API entries ----------
+# A page's cells are one program: a name imported in an earlier cell links too.
+codeautolink_concat_default = True
+# Docstring examples, matched without the doctest flags the HTML leaves out.
+codeautolink_custom_blocks = {"pycon": "dlcomp_codelinks.clean_pycon"}
 
 # -- sphinx-gallery ---------------------------------------------------------
 sphinx_gallery_conf = {
