@@ -156,6 +156,14 @@ sphinx_gallery_conf = {
     "gallery_dirs": "auto_examples",
     "filename_pattern": r"/plot_",
     "within_subsection_order": "FileNameSortKey",
+    # Sections in the chapter's order (5.1 ... 5.6), not the folders' names.
+    "subsection_order": [
+        "../gallery/blocks",
+        "../gallery/parameters",
+        "../gallery/layers",
+        "../gallery/files",
+        "../gallery/gpu",
+    ],
     # Seed torch (and reset matplotlib) before every example; dotted names,
     # because a function object here would make the config unpicklable.
     # dlcomp_gallery.run_timing_alone makes an example that times something
@@ -193,8 +201,16 @@ html_title = "dlcomp"
 html_static_path = ["docs/_static"]
 html_css_files = ["dlcomp.css"]
 html_favicon = "docs/_static/favicon.svg"  # also spares browsers a 404 for /favicon.ico
+# docs/_ext/dlcomp_site.py: a meta description per page, named sidebar
+# toggles, and a tidy output (no theme template, a 404 that works anywhere).
+extensions.append("dlcomp_site")
+dlcomp_site_description = PYPROJECT["project"]["description"]
 html_theme_options = {
     "navigation_with_keys": False,
+    # One header row from 1024 px up: two chapters, the rest under "More",
+    # and the search as a button (Ctrl+K still opens it).
+    "header_links_before_dropdown": 2,
+    "navbar_persistent": ["search-button"],
     "show_toc_level": 2,
     "secondary_sidebar_items": ["page-toc", "sourcelink"],
     "footer_start": ["copyright"],

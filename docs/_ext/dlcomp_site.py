@@ -1,0 +1,175 @@
+"""Site hygiene for dlcomp: what the theme and extensions leave out or leave over.
+
+- Every page gets a ``<meta name="description">``: the page's front matter
+  (MyST ``html_meta``) if it sets one, else its title and "What you will
+  learn" list, else its first paragraph, else the project's description.
+- The sidebar's expand/collapse toggles (``<summary>`` holding only an icon)
+  get an accessible name, "Pages under <section>".
+- After the build: the theme's raw template ``_static/webpack-macros.html`` is
+  not published; 404.html uses links relative to the site root and sets its
+  ``<base>`` when served over HTTP, so it is styled at any URL depth and when
+  opened from disk; viewcode's ``<div>`` blocks inside ``<pre>`` become
+  ``<span>`` (valid HTML); Sphinx-Gallery's tag-list ``id`` appears once per
+  page.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from pathlib import Path
+
+from docutils import nodes
+from sphinx.application import Sphinx
+
+DESCRIPTION_CHARS = 155  # what search engines show
+
+
+def _summary(doctree: nodes.document) -> str:
+    """The page's title and what it teaches, or its first real paragraph."""
+    title = next(iter(doctree.findall(nodes.title)), None)
+    for box in doctree.findall(nodes.admonition):
+        heading = next(iter(box.findall(nodes.title)), None)
+        if heading is not None and heading.astext() == "What you will learn":
+            items = box.findall(nodes.list_item)
+            items = [" ".join(li.astext().split()) for li in items]
+            if items and title is not None:
+                return f"{title.astext()}. " + " ".join(items)
+    for para in doctree.findall(nodes.paragraph):
+        # skip paragraphs inside admonitions, tables, sidebars, figure legends
+        if any(
+            isinstance(p, nodes.Admonition | nodes.table | nodes.sidebar | nodes.legend)
+            for p in _ancestors(para)
+        ):
+            continue
+        if "dlcomp-notebook" in para.get("classes", []):
+            continue  # the "download this page as a notebook" line
+        text = " ".join(para.astext().split())
+        if len(text) >= 60:
+            return text
+    return ""
+
+
+def _ancestors(node: nodes.Node):
+    node = node.parent
+    while node is not None:
+        yield node
+        node = node.parent
+
+
+def shorten(text: str, limit: int = DESCRIPTION_CHARS) -> str:
+    """Cut ``text`` at a word boundary to at most ``limit`` characters."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1].rsplit(" ", 1)[0].rstrip(" ,;:")
+    return cut + "…"
+
+
+def add_description(app: Sphinx, pagename, templatename, context, doctree) -> None:
+    metatags = context.get("metatags", "")
+    if 'name="description"' in metatags:
+        return  # the page's front matter sets one
+    text = _summary(doctree) if doctree is not None else ""
+    if not text:
+        text = app.config.dlcomp_site_description
+    content = html.escape(shorten(text))
+    context["metatags"] = f'{metatags}\n<meta name="description" content="{content}" />'
+
+
+def label_sidebar_toggles(app: Sphinx, pagename, templatename, context, doctree):
+    """Wrap the theme's sidebar generator so that each toggle has a name."""
+    generate = context.get("generate_toctree_html")
+    if generate is None or getattr(generate, "_dlcomp_labelled", False):
+        return
+
+    def generate_labelled(kind, *args, **kwargs):
+        result = generate(kind, *args, **kwargs)
+        if isinstance(result, str):
+            return result
+        for summary in result.select("summary"):
+            if summary.get_text(strip=True) or summary.get("aria-label"):
+                continue
+            li = summary.find_parent("li")
+            link = li.find("a", recursive=False) if li is not None else None
+            name = link.get_text(" ", strip=True) if link is not None else "section"
+            summary["aria-label"] = f"Pages under {name}"
+        return result
+
+    generate_labelled._dlcomp_labelled = True
+    context["generate_toctree_html"] = generate_labelled
+
+
+# -- after the build ---------------------------------------------------------
+
+THEME_TEMPLATES = ("webpack-macros.html",)
+TAG_LIST = "<div id='sg-tag-list' class='sphx-glr-tag-list'></div>"
+
+
+def _relative_404(outdir: Path, prefix: str) -> None:
+    page = outdir / "404.html"
+    if not page.is_file():
+        return
+    text = page.read_text("utf-8")
+    # href="/dlcomp/_static/x" -> href="_static/x" (relative to the site root)
+    text = re.sub(r'(\s(?:href|src)=["\'])' + re.escape(prefix), r"\1", text)
+    # The <base> in the markup serves HTTP at any depth (the browser's
+    # preload scanner sees it too); opened from disk, the script removes it
+    # before any link is read, and the links are relative to this file.
+    base = (
+        f'<base href="{prefix}" />\n'
+        "<script>"
+        'if (location.protocol === "file:")'
+        " document.currentScript.previousElementSibling.remove();"
+        "</script>\n    "
+    )
+    text = text.replace("<title>", base + "<title>", 1)
+    page.write_text(text, "utf-8")
+
+
+def _viewcode_spans(outdir: Path) -> None:
+    """Viewcode wraps each object's source in a <div> inside <pre>: invalid HTML."""
+    for page in (outdir / "_modules").rglob("*.html"):
+        text = page.read_text("utf-8")
+        new = re.sub(
+            r"<pre>.*?</pre>",
+            lambda m: (
+                m.group(0)
+                .replace('<div class="viewcode-block"', '<span class="viewcode-block"')
+                .replace("</div>", "</span>")
+            ),
+            text,
+            flags=re.DOTALL,
+        )
+        if new != text:
+            page.write_text(new, "utf-8")
+
+
+def _one_tag_list(outdir: Path) -> None:
+    for page in (outdir / "auto_examples").rglob("index.html"):
+        text = page.read_text("utf-8")
+        first = text.find(TAG_LIST)
+        if first < 0 or text.count(TAG_LIST) == 1:
+            continue
+        head, tail = text[: first + len(TAG_LIST)], text[first + len(TAG_LIST) :]
+        tail = tail.replace(TAG_LIST, "<div class='sphx-glr-tag-list'></div>")
+        page.write_text(head + tail, "utf-8")
+
+
+def tidy_output(app: Sphinx, exception) -> None:
+    if exception is not None or app.builder.format != "html":
+        return
+    outdir = Path(app.outdir)
+    for name in THEME_TEMPLATES:
+        (outdir / "_static" / name).unlink(missing_ok=True)
+    _relative_404(outdir, app.config.notfound_urls_prefix or "/")
+    _viewcode_spans(outdir)
+    _one_tag_list(outdir)
+
+
+def setup(app: Sphinx) -> dict:
+    app.add_config_value("dlcomp_site_description", "", "html", types=[str])
+    app.connect("html-page-context", add_description)
+    # after the theme has put its functions into the context
+    app.connect("html-page-context", label_sidebar_toggles, priority=900)
+    app.connect("build-finished", tidy_output)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
