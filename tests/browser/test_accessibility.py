@@ -1,0 +1,203 @@
+"""Accessibility and layout of the built site in Chromium.
+
+axe-core (bundled by axe-playwright-python) runs on every page in light and
+dark mode and fails on any serious or critical finding; the header stays one
+row wide enough for it, fragment links land their heading in view, and a
+390 px phone gets legible figures and whole output rows.
+"""
+
+import re
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+# Every page a reader reaches, with the highlighted sources (_modules/) but
+# without what Sphinx copies (_static, _sources, downloads, images).
+NOT_PAGES = {"_static", "_sources", "_downloads", "_images", "_notebooks"}
+OUTSIDE = re.compile(r"^https?://(?!127\.0\.0\.1)")
+
+
+def site_pages(site_dir):
+    return sorted(
+        str(p.relative_to(site_dir))
+        for p in site_dir.rglob("*.html")
+        if p.relative_to(site_dir).parts[0] not in NOT_PAGES
+    )
+
+
+@pytest.mark.parametrize("mode", ["light", "dark"])
+def test_axe_finds_nothing_serious_on_any_page(browser, base_url, site_dir, mode):
+    from axe_playwright_python.sync_playwright import Axe
+
+    axe = Axe()
+    pages = site_pages(site_dir)
+    assert len(pages) >= 40
+    # "auto" follows the system setting: the theme then renders in `mode`.
+    context = browser.new_context(color_scheme=mode)
+    context.route(OUTSIDE, lambda route: route.fulfill(status=204, body=""))
+    findings = []
+    for name in pages:
+        page = context.new_page()
+        page.goto(f"{base_url}/{name}", wait_until="load")
+        if name != "404.html":
+            assert page.locator("html").get_attribute("data-theme") == mode, name
+        results = axe.run(page, options={"resultTypes": ["violations"]})
+        for violation in results.response["violations"]:
+            if violation["impact"] in ("serious", "critical"):
+                findings += [
+                    f"{name}: {violation['id']} ({violation['impact']}) "
+                    f"at {node['target']}"
+                    for node in violation["nodes"]
+                ]
+        page.close()
+    context.close()
+    assert not findings, f"{len(findings)} findings:\n" + "\n".join(findings[:40])
+
+
+def test_figures_have_real_alt_text(page, base_url, site_dir):
+    bad = []
+    for name in site_pages(site_dir):
+        if name.startswith("_modules"):
+            continue
+        page.goto(f"{base_url}/{name}")
+        for img in page.locator("div.cell_output img, img.sphx-glr-single-img").all():
+            alt = img.get_attribute("alt") or ""
+            if len(alt) < 20 or re.search(r"\.(png|svg|jpg)$|_images/", alt):
+                bad.append(f"{name}: {alt!r}")
+    assert not bad, bad
+
+
+HEADER_ROW_MAX = 80  # px: the theme's one-row header is 64 px
+
+
+@pytest.mark.parametrize("width", [1024, 1280, 1920])
+def test_header_is_one_row_and_fragments_land_in_view(browser, base_url, width):
+    context = browser.new_context(viewport={"width": width, "height": 800})
+    page = context.new_page()
+    for name in ("blocks.html", "parameters.html", "api/parameters.html"):
+        page.goto(f"{base_url}/{name}")
+        header = page.locator("header.bd-header")
+        height = header.bounding_box()["height"]
+        assert height <= HEADER_ROW_MAX, f"{name} at {width} px: header {height} px"
+        ids = page.evaluate(
+            "() => [...document.querySelectorAll('article section[id]')]"
+            ".map(s => s.id).slice(1, 4).concat("
+            "[...document.querySelectorAll('article dt[id]')]"
+            ".map(s => s.id).slice(0, 3))"
+        )
+        assert ids, name
+        for fragment in ids:
+            page.goto(f"{base_url}/{name}#{fragment}")
+            box = page.evaluate(
+                """id => {
+                  const e = document.getElementById(id);
+                  const h = e.matches('section')
+                    ? e.querySelector('h1, h2, h3, h4, h5, h6') : e;
+                  const r = h.getBoundingClientRect();
+                  const header = document.querySelector('header.bd-header');
+                  return {top: r.top, bottom: r.bottom,
+                          header: header.getBoundingClientRect().bottom,
+                          max: document.documentElement.scrollHeight
+                               - window.innerHeight - window.scrollY};
+                }""",
+                fragment,
+            )
+            assert box["top"] >= box["header"] - 1, (name, width, fragment, box)
+            assert box["bottom"] <= 800, (name, width, fragment, box)
+        # and through the page's own table of contents (in a drawer below 1200 px)
+        page.goto(f"{base_url}/{name}")
+        link = page.locator("nav.page-toc a.nav-link").nth(1)
+        if width < 1200:
+            continue
+        target = link.get_attribute("href").split("#", 1)[1]
+        link.click()
+        page.wait_for_function(f"() => location.hash === '#{target}'")
+        page.wait_for_timeout(600)  # smooth scrolling
+        top = page.evaluate(
+            "id => { const e = document.getElementById(id);"
+            " return (e.matches('section') ? e.querySelector('h1,h2,h3,h4') : e)"
+            ".getBoundingClientRect().top; }",
+            target,
+        )
+        assert top >= height - 1, (name, width, target, top)
+    context.close()
+
+
+PHONE = {"width": 390, "height": 844}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "parameters.html",
+        "blocks.html",
+        "auto_examples/parameters/plot_01_tied_training.html",
+    ],
+)
+def test_phone_figures_legible_and_output_rows_whole(browser, base_url, name):
+    context = browser.new_context(
+        viewport=PHONE, device_scale_factor=3, is_mobile=True, has_touch=True
+    )
+    page = context.new_page()
+    page.goto(f"{base_url}/{name}")
+    # The page itself never scrolls sideways; wide content scrolls in its box.
+    overflow = page.evaluate(
+        "() => document.documentElement.scrollWidth - window.innerWidth"
+    )
+    assert overflow <= 1, f"{name}: page is {overflow} px wider than the phone"
+    # Figures are drawn at 100 dpi with 10 pt text (about 14 px): shown at
+    # 600 px or at their own width, whichever is less, labels stay >= 9 px.
+    for img in page.locator("div.cell_output img, img.sphx-glr-single-img").all():
+        shown, natural = img.evaluate(
+            "i => [i.getBoundingClientRect().width, i.naturalWidth]"
+        )
+        assert shown >= min(600, natural) - 1, (name, shown, natural)
+    # Column-aligned outputs keep each row on one line (they scroll sideways).
+    styles = page.evaluate(
+        "() => [...document.querySelectorAll("
+        "'div.cell_output div.output:not(.traceback):not(.stderr) pre,"
+        " div.sphx-glr-script-out pre')]"
+        ".map(p => getComputedStyle(p).whiteSpace)"
+    )
+    assert styles, name
+    assert set(styles) == {"pre"}, (name, set(styles))
+    context.close()
+
+
+def test_404_is_styled_at_any_depth_and_from_disk(browser, base_url, site_dir):
+    body = (site_dir / "404.html").read_bytes()
+    context = browser.new_context()
+    context.route(OUTSIDE, lambda route: route.fulfill(status=204, body=""))
+    # A host answers a missing URL, however deep, with 404.html.
+    context.route(
+        re.compile(r".*/no/such/place/missing\.html$"),
+        lambda route: route.fulfill(status=404, body=body, content_type="text/html"),
+    )
+    page = context.new_page()
+    failed = []
+    page.on("requestfailed", lambda r: failed.append(r.url))
+    page.on("response", lambda r: failed.append(r.url) if r.status >= 400 else None)
+    for url in (
+        f"{base_url}/no/such/place/missing.html",
+        (site_dir / "404.html").resolve().as_uri(),
+    ):
+        failed.clear()
+        page.goto(url)
+        assert "Page not found" in page.locator("article").inner_text()
+        if url.startswith("http"):
+            # every file the page needs comes from the site root
+            assert [u for u in failed if "missing.html" not in u] == [], url
+        # the theme's stylesheet applies: the header is laid out as the theme's
+        assert (
+            page.evaluate(
+                "() => getComputedStyle(document.querySelector('header.bd-header'))"
+                ".position"
+            )
+            == "sticky"
+        ), url
+        home = page.locator("article a", has_text="chapter map")
+        href = home.evaluate("a => a.href")
+        assert href.endswith("/index.html"), href
+        assert "/no/such/" not in href, href
+    context.close()
