@@ -60,7 +60,7 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.autosummary",
     "sphinx.ext.napoleon",
-    "dlcomp_mathjax",  # docs/_ext: sphinx.ext.mathjax with MathJax served locally
+    "dlcomp_math",  # docs/_ext: math as MathML, rendered at build time
     "sphinx.ext.intersphinx",
     "sphinx.ext.viewcode",
     "myst_nb",  # loads myst_parser itself: do not list both
@@ -199,7 +199,11 @@ sphinx_gallery_conf = {
 html_theme = "pydata_sphinx_theme"
 html_title = "dlcomp"
 html_static_path = ["docs/_static"]
+# docs/_templates/layout.html: the search index only on the search page.
+templates_path = ["docs/_templates"]
 html_css_files = ["dlcomp.css"]
+# Formulas become MathML while the site is built (docs/_ext/dlcomp_math.py).
+html_math_renderer = "mathml"
 html_favicon = "docs/_static/favicon.svg"  # also spares browsers a 404 for /favicon.ico
 # docs/_ext/dlcomp_site.py: a meta description per page, named sidebar
 # toggles, and a tidy output (no theme template, a 404 that works anywhere).

@@ -15,12 +15,13 @@ import nox
 
 nox.needs_version = ">=2025.2.9"
 nox.options.default_venv_backend = "virtualenv"
-nox.options.sessions = ["lint", "tests", "docs", "downloads", "browser"]
+nox.options.sessions = ["lint", "tests", "docs", "validate", "downloads", "browser"]
 
 ROOT = Path(__file__).parent
 PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
 CONSTRAINTS = ("-c", str(ROOT / "constraints.txt"))
 BUILD = ROOT / "build" / "html"  # myst-nb keeps its cache in build/.jupyter_cache
+NODE_TOOLS = ROOT / "tools" / "node"  # html-validate and Lighthouse, pinned by its lock
 SPHINX = ["-W", "--keep-going", "-n", "-T", "-c", ".", "docs", str(BUILD)]
 
 
@@ -192,6 +193,70 @@ def bench(session: nox.Session) -> None:
 GENERATED = (
     r"(auto_examples|gen_modules|sg_execution_times|jupyter_cache|jupyter_execute)"
 )
+
+
+def node_tools(session: nox.Session) -> Path:
+    """Install tools/node's pinned packages (npm ci) once per lock; return their bin."""
+    if shutil.which("npm") is None:
+        session.error("needs Node.js 20+ and npm (apt-get install -y nodejs npm)")
+    prefix = ROOT / ".nox" / "node-tools"  # beside the sessions' virtualenvs
+    prefix.mkdir(parents=True, exist_ok=True)
+    lock = (NODE_TOOLS / "package-lock.json").read_bytes()
+    if not (prefix / "package-lock.json").is_file() or (
+        (prefix / "package-lock.json").read_bytes() != lock
+        or not (prefix / "node_modules").is_dir()
+    ):
+        for name in ("package.json", "package-lock.json"):
+            shutil.copy2(NODE_TOOLS / name, prefix / name)
+        session.run("npm", "ci", "--no-audit", "--no-fund", "--prefix", str(prefix),
+                    external=True)  # fmt: skip
+    return prefix / "node_modules" / ".bin"
+
+
+def built_pages(session: nox.Session) -> list[str]:
+    if not (BUILD / "index.html").is_file():
+        session.error(f"no site in {BUILD}: run `nox -s docs` first")
+    return sorted(
+        str(p)
+        for p in BUILD.rglob("*.html")
+        if p.relative_to(BUILD).parts[0] not in {"_static", "_sources"}
+    )
+
+
+@nox.session(venv_backend="none")
+def validate(session: nox.Session) -> None:
+    """Check every built page with html-validate's `standard` preset: no error.
+
+    Run `nox -s docs` first. Needs Node.js and npm; tools/node pins the version.
+    """
+    bin_dir = node_tools(session)
+    pages = built_pages(session)
+    session.log(f"html-validate on {len(pages)} pages")
+    session.run(str(bin_dir / "html-validate"),
+                "--config", str(NODE_TOOLS / ".htmlvalidate.json"),
+                "--formatter", "stylish", *pages, external=True)  # fmt: skip
+
+
+@nox.session(venv_backend="none")
+def lighthouse(session: nox.Session) -> None:
+    """Lighthouse on index, a chapter page and the gallery index (mobile and desktop).
+
+    Run `nox -s docs` first. Serves build/html from 127.0.0.1 with gzip, as a
+    host would, runs each audit 3 times (`-- --runs N` to change) and keeps
+    the median; writes build/lighthouse/ and fails when a page misses its
+    target (mobile performance 85, accessibility, best practices, SEO 100).
+    A measurement, not a test: the figures depend on the machine and its load.
+    Needs Node.js, npm and Chromium (DLCOMP_CHROMIUM, else `chromium` on PATH).
+    """
+    bin_dir = node_tools(session)
+    built_pages(session)
+    chromium = os.environ.get("DLCOMP_CHROMIUM") or shutil.which("chromium")
+    if not chromium:
+        session.error("needs Chromium (apt-get install -y chromium) or DLCOMP_CHROMIUM")
+    session.run("python3", str(ROOT / "benchmarks" / "lighthouse.py"),
+                "--site", str(BUILD), "--out", str(ROOT / "build" / "lighthouse"),
+                "--lighthouse", str(bin_dir / "lighthouse"), "--chromium", chromium,
+                *session.posargs, external=True)  # fmt: skip
 
 
 @nox.session

@@ -10,13 +10,26 @@
   ``<base>`` when served over HTTP, so it is styled at any URL depth and when
   opened from disk; viewcode's ``<div>`` blocks inside ``<pre>`` become
   ``<span>`` (valid HTML); Sphinx-Gallery's tag-list ``id`` appears once per
-  page.
+  page; its thumbnails load lazily (``loading="lazy"``), so a page of them
+  fetches only those in view before it is usable.
+- Scripts do not block the first paint: every script file loads with
+  ``defer`` (run in order once the page is parsed, as the theme's own scripts
+  already do), except ``documentation_options.js``, which the page's inline
+  scripts assign to as they are parsed. Each script here waits for the page
+  to be parsed before it acts (``DOMContentLoaded`` or its equivalent), so
+  nothing changes but the order of loading and painting. The search page
+  is left as it is: its search scripts need doctools.js to have run.
+- Before the build: viewcode's module pages are deleted, so they are written
+  again with the current templates and hooks. Viewcode rewrites a page only
+  when its module's source is newer, so a template or extension change would
+  otherwise leave them as an older build made them (a few seconds to redo).
 """
 
 from __future__ import annotations
 
 import html
 import re
+import shutil
 from pathlib import Path
 
 from docutils import nodes
@@ -99,6 +112,38 @@ def label_sidebar_toggles(app: Sphinx, pagename, templatename, context, doctree)
     context["generate_toctree_html"] = generate_labelled
 
 
+# Inline scripts (DOCUMENTATION_OPTIONS.pagename = ...) run as they are parsed.
+RUN_AT_ONCE = ("_static/documentation_options.js",)
+
+
+def defer_scripts(app: Sphinx, pagename, templatename, context, doctree) -> None:
+    scripts = context.get("script_files")
+    if not scripts or pagename == "search":
+        # The search page's template loads searchtools.js without defer, and
+        # it needs doctools.js (_ready) to have run: that page keeps the order.
+        return
+    deferred = []
+    for script in scripts:
+        attributes = getattr(script, "attributes", None)
+        filename = getattr(script, "filename", None)
+        if (
+            attributes is None
+            or not filename
+            or "body" in attributes
+            or {"defer", "async"} & attributes.keys()
+            or attributes.get("type") == "module"
+            or str(filename) in RUN_AT_ONCE
+        ):
+            deferred.append(script)
+            continue
+        deferred.append(
+            type(script)(
+                filename, priority=script.priority, **attributes, defer="defer"
+            )
+        )
+    context["script_files"] = deferred
+
+
 # -- after the build ---------------------------------------------------------
 
 THEME_TEMPLATES = ("webpack-macros.html",)
@@ -155,6 +200,26 @@ def _one_tag_list(outdir: Path) -> None:
         page.write_text(head + tail, "utf-8")
 
 
+def fresh_module_pages(app: Sphinx) -> None:
+    if app.builder.format == "html":
+        shutil.rmtree(Path(app.outdir) / "_modules", ignore_errors=True)
+
+
+THUMBNAIL = re.compile(
+    r'<img (?![^>]*\bloading=)([^>]*\bsrc="[^"]*sphx_glr_[^"]*_thumb\.[a-z]+")'
+)
+
+
+def _lazy_thumbnails(outdir: Path) -> None:
+    for page in outdir.rglob("*.html"):
+        if page.relative_to(outdir).parts[0] == "_static":
+            continue
+        text = page.read_text("utf-8")
+        new = THUMBNAIL.sub(r'<img loading="lazy" decoding="async" \1', text)
+        if new != text:
+            page.write_text(new, "utf-8")
+
+
 def tidy_output(app: Sphinx, exception) -> None:
     if exception is not None or app.builder.format != "html":
         return
@@ -164,6 +229,7 @@ def tidy_output(app: Sphinx, exception) -> None:
     _relative_404(outdir, app.config.notfound_urls_prefix or "/")
     _viewcode_spans(outdir)
     _one_tag_list(outdir)
+    _lazy_thumbnails(outdir)
 
 
 def setup(app: Sphinx) -> dict:
@@ -171,5 +237,8 @@ def setup(app: Sphinx) -> dict:
     app.connect("html-page-context", add_description)
     # after the theme has put its functions into the context
     app.connect("html-page-context", label_sidebar_toggles, priority=900)
+    # after every extension has added its scripts for this page
+    app.connect("html-page-context", defer_scripts, priority=950)
+    app.connect("builder-inited", fresh_module_pages)
     app.connect("build-finished", tidy_output)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -1,5 +1,6 @@
 """The built site's hygiene: what it publishes, and what every page carries."""
 
+import gzip
 import re
 
 import pytest
@@ -80,3 +81,106 @@ def test_ids_are_unique(site):
         if repeated:
             dupes[str(page.relative_to(site))] = sorted(repeated)[:5]
     assert dupes == {}
+
+
+# -- weight: each page loads only what it uses, and paints before its scripts --
+
+SEARCH_ASSETS = ("searchindex.js", "_static/searchtools.js", "_static/language_data.js")
+HEAD_SCRIPT = re.compile(r"<script\b([^>]*)\bsrc=\"([^\"]+)\"[^>]*>")
+STYLESHEET = re.compile(r"<link\b[^>]*\brel=\"stylesheet\"[^>]*>")
+
+
+def _local(page, ref):
+    """The file a page's relative reference points at (query string dropped)."""
+    return (page.parent / ref.split("?")[0]).resolve()
+
+
+def _head(page):
+    text = page.read_text("utf-8")
+    return text[: text.index("</head>")]
+
+
+def test_only_the_search_page_loads_the_search_index(site):
+    loading = {}
+    for page in pages(site):
+        head = _head(page)
+        found = [a for a in SEARCH_ASSETS if re.search(rf'src="[^"]*{a}', head)]
+        if found:
+            loading[str(page.relative_to(site))] = found
+    # The search page still loads all three, so search works.
+    assert loading.pop("search.html") == list(SEARCH_ASSETS)
+    assert loading == {}
+
+
+def test_scripts_wait_for_the_page_except_the_options_inline_scripts_use(site):
+    blocking = {}
+    for page in pages(site):
+        for attributes, src in HEAD_SCRIPT.findall(_head(page)):
+            if "defer" in attributes or "async" in attributes:
+                continue
+            if src.split("?")[0].endswith("_static/documentation_options.js"):
+                continue
+            if page.name == "search.html":
+                continue  # its search scripts need doctools.js run first
+            blocking.setdefault(str(page.relative_to(site)), []).append(src)
+    assert blocking == {}
+
+
+def test_no_page_loads_mathjax(site):
+    # Math is MathML, rendered at build time (docs/_ext/dlcomp_math.py).
+    assert not (site / "_static" / "mathjax").exists()
+    assert [p.name for p in pages(site) if "mathjax" in _head(p).lower()] == []
+
+
+def test_math_is_mathml_with_its_tex_kept(site):
+    text = (site / "parameters.html").read_text("utf-8")
+    spans = re.findall(r'<span class="math notranslate">(.*?)</span>', text)
+    assert len(spans) >= 10
+    for span in spans:
+        assert span.startswith("<math"), span[:80]
+        assert span.endswith("</math>"), span[-80:]
+        assert '<annotation encoding="application/x-tex">' in span
+    # \text{fan\_in} reads fan_in, not fan\_in (latex2mathml keeps the backslash).
+    assert "<mtext>fan_in</mtext>" in text
+    assert "fan\\_in</mtext>" not in text
+
+
+def test_gallery_thumbnails_load_lazily(site):
+    thumbs = []
+    for page in pages(site):
+        thumbs += re.findall(r"<img\b[^>]*_thumb\.png[^>]*>", page.read_text("utf-8"))
+    assert len(thumbs) >= 12
+    assert [t for t in thumbs if 'loading="lazy"' not in t] == []
+
+
+RENDER_BLOCKING_BUDGET_KIB = 100  # gzip: the theme's CSS is 63 of it
+
+
+def test_what_blocks_the_first_paint_fits_the_budget(site):
+    """Stylesheets and scripts without defer, gzip-compressed as hosts send them.
+
+    The search page is left out: it loads the search index before it can
+    show anything, by design.
+    """
+    worst = (0.0, "")
+    for page in pages(site):
+        if page.name == "search.html":
+            continue
+        head = _head(page)
+        sheets = STYLESHEET.findall(head)
+        refs = [re.search(r'href="([^"]+)"', tag).group(1) for tag in sheets]
+        refs += [
+            src
+            for attributes, src in HEAD_SCRIPT.findall(head)
+            if "defer" not in attributes
+        ]
+        files = {_local(page, r) for r in refs if "://" not in r}
+        css_imports = set()
+        for f in files:  # theme.css @imports basic.css
+            if f.suffix == ".css":
+                text = f.read_text("utf-8")
+                for imp in re.findall(r'@import\s+(?:url\()?"([^"]+)"', text):
+                    css_imports.add((f.parent / imp).resolve())
+        size = sum(len(gzip.compress(f.read_bytes(), 6)) for f in files | css_imports)
+        worst = max(worst, (size / 1024, str(page.relative_to(site))))
+    assert worst[0] <= RENDER_BLOCKING_BUDGET_KIB, worst
