@@ -3,7 +3,8 @@
 axe-core (bundled by axe-playwright-python) runs on every page in light and
 dark mode and fails on any serious or critical finding; the header stays one
 row wide enough for it, fragment links land their heading in view, and a
-390 px phone gets legible figures and whole output rows.
+390 px phone gets legible figures and whole output rows on every chapter page
+and gallery example.
 """
 
 import re
@@ -127,42 +128,54 @@ def test_header_is_one_row_and_fragments_land_in_view(browser, base_url, width):
 PHONE = {"width": 390, "height": 844}
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "parameters.html",
-        "blocks.html",
-        "auto_examples/parameters/plot_01_tied_training.html",
-    ],
-)
-def test_phone_figures_legible_and_output_rows_whole(browser, base_url, name):
+NOT_CHAPTERS = {"index", "genindex", "py-modindex", "search", "404"}
+
+
+def phone_pages(site_dir):
+    """Every chapter page and every gallery example: the pages with outputs."""
+    chapters = [p.name for p in site_dir.glob("*.html") if p.stem not in NOT_CHAPTERS]
+    gallery = site_dir.glob("auto_examples/*/plot_*.html")
+    examples = [str(p.relative_to(site_dir)) for p in gallery]
+    return sorted(chapters) + sorted(examples)
+
+
+def test_phone_figures_legible_and_output_rows_whole(browser, base_url, site_dir):
+    names = phone_pages(site_dir)
+    assert len(names) >= 15, names
     context = browser.new_context(
         viewport=PHONE, device_scale_factor=3, is_mobile=True, has_touch=True
     )
     page = context.new_page()
-    page.goto(f"{base_url}/{name}")
-    # The page itself never scrolls sideways; wide content scrolls in its box.
-    overflow = page.evaluate(
-        "() => document.documentElement.scrollWidth - window.innerWidth"
-    )
-    assert overflow <= 1, f"{name}: page is {overflow} px wider than the phone"
-    # Figures are drawn at 100 dpi with 10 pt text (about 14 px): shown at
-    # 600 px or at their own width, whichever is less, labels stay >= 9 px.
-    for img in page.locator("div.cell_output img, img.sphx-glr-single-img").all():
-        shown, natural = img.evaluate(
-            "i => [i.getBoundingClientRect().width, i.naturalWidth]"
+    problems, aligned = [], 0
+    for name in names:
+        page.goto(f"{base_url}/{name}")
+        # The page itself never scrolls sideways; wide content scrolls in its box.
+        overflow = page.evaluate(
+            "() => document.documentElement.scrollWidth - window.innerWidth"
         )
-        assert shown >= min(600, natural) - 1, (name, shown, natural)
-    # Column-aligned outputs keep each row on one line (they scroll sideways).
-    styles = page.evaluate(
-        "() => [...document.querySelectorAll("
-        "'div.cell_output div.output:not(.traceback):not(.stderr) pre,"
-        " div.sphx-glr-script-out pre')]"
-        ".map(p => getComputedStyle(p).whiteSpace)"
-    )
-    assert styles, name
-    assert set(styles) == {"pre"}, (name, set(styles))
+        if overflow > 1:
+            problems.append(f"{name}: page is {overflow} px wider than the phone")
+        # Figures are drawn at 100 dpi with 10 pt text (about 14 px): shown at
+        # 600 px or at their own width, whichever is less, labels stay >= 9 px.
+        for img in page.locator("div.cell_output img, img.sphx-glr-single-img").all():
+            shown, natural = img.evaluate(
+                "i => [i.getBoundingClientRect().width, i.naturalWidth]"
+            )
+            if shown < min(600, natural) - 1:
+                problems.append(f"{name}: figure shown {shown} px of {natural}")
+        # Column-aligned outputs keep each row on one line (they scroll sideways).
+        styles = page.evaluate(
+            "() => [...document.querySelectorAll("
+            "'div.cell_output div.output:not(.traceback):not(.stderr) pre,"
+            " div.sphx-glr-script-out pre')]"
+            ".map(p => getComputedStyle(p).whiteSpace)"
+        )
+        aligned += len(styles)
+        if set(styles) - {"pre"}:
+            problems.append(f"{name}: outputs wrap ({set(styles)})")
     context.close()
+    assert aligned >= 50, f"only {aligned} outputs found: the selectors are stale"
+    assert problems == []
 
 
 def test_404_is_styled_at_any_depth_and_from_disk(browser, base_url, site_dir):

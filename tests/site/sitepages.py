@@ -4,8 +4,15 @@ Importable by the tests in this folder (``pythonpath`` in pyproject.toml).
 """
 
 import html
+import os
 import re
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
+
+# The site's own Sphinx extensions (dlcomp_sphinx, ...), for one-page sites.
+EXT = Path(__file__).resolve().parents[2] / "docs" / "_ext"
 
 CHAPTER_PAGES = [
     "blocks.html",
@@ -47,3 +54,46 @@ def cell_texts(path: Path, part: str, *, collapse: bool = False) -> list[str]:
 def output_texts(path: Path, *, collapse: bool = False) -> list[str]:
     """The text of each cell output of a built page, in order (not the prose)."""
     return cell_texts(path, "cell_output", collapse=collapse)
+
+
+def one_page_site(source: Path, page: str, *, execution: str, **config) -> None:
+    """Write a one-page MyST-NB site into ``source``: ``index.md`` and a conf.py.
+
+    The conf.py loads myst-nb and dlcomp_sphinx, executes in ``execution``
+    mode (myst-nb's ``nb_execution_mode``), fails on a cell error, and sets
+    the other ``config`` values as given.
+    """
+    source.mkdir(parents=True, exist_ok=True)
+    extra = "".join(f"{name} = {value!r}\n" for name, value in config.items())
+    (source / "conf.py").write_text(
+        textwrap.dedent(f"""\
+            import sys
+            sys.path.insert(0, {str(EXT)!r})
+            extensions = ["myst_nb", "dlcomp_sphinx"]
+            nb_execution_mode = {execution!r}
+            nb_execution_raise_on_error = True
+            """)
+        + extra
+    )
+    (source / "index.md").write_text(page)
+
+
+def build_site(
+    source: Path, out: Path, *, env: dict | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Build ``source`` into ``out`` strictly (-W --keep-going -n), in a child.
+
+    Returns the finished process: its stdout holds myst-nb's log, its stderr
+    the warnings, for the caller's assertion messages.
+    """
+    return subprocess.run(
+        [
+            *(sys.executable, "-m", "sphinx", "-W", "--keep-going", "-n"),
+            *("-b", "html", str(source), str(out)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )

@@ -10,19 +10,15 @@ the hash of the library they were built with.
 """
 
 import json
-import os
 import re
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
-from sitepages import CHAPTER_PAGES
+from sitepages import CHAPTER_PAGES, EXT, build_site, one_page_site
 
 pytestmark = pytest.mark.site
-
-EXT = Path(__file__).resolve().parents[2] / "docs" / "_ext"
 
 PAGE = """\
 ---
@@ -58,23 +54,10 @@ def answer():
 
 
 def build(root: Path) -> subprocess.CompletedProcess[str]:
-    """Build the one-page site in cache mode, strictly, with myst-nb's log.
-
-    ``root`` holds the sources (``docs``), the library (``lib``) and the
-    output (``build/html``; myst-nb's cache goes to ``build``).
-    """
-    env = {**os.environ, "PYTHONPATH": str(root / "lib")}  # Sphinx and the kernel
-    return subprocess.run(
-        [
-            *(sys.executable, "-m", "sphinx", "-W", "--keep-going", "-n", "-b"),
-            *("html", str(root / "docs"), str(root / "build" / "html")),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        env=env,
-    )
+    """Build the one-page site (``root/docs``, library in ``root/lib``)."""
+    # PYTHONPATH reaches Sphinx and the kernel it starts
+    env = {"PYTHONPATH": str(root / "lib")}
+    return build_site(root / "docs", root / "build" / "html", env=env)
 
 
 def shown(root: Path) -> str:
@@ -82,19 +65,9 @@ def shown(root: Path) -> str:
 
 
 def test_a_library_change_re_executes_the_page(tmp_path: Path):
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    (docs / "conf.py").write_text(
-        textwrap.dedent(f"""\
-            import sys
-            sys.path.insert(0, {str(EXT)!r})
-            extensions = ["myst_nb", "dlcomp_sphinx"]
-            nb_execution_mode = "cache"
-            nb_execution_raise_on_error = True
-            dlcomp_source_packages = ["minilib"]
-            """)
+    one_page_site(
+        tmp_path / "docs", PAGE, execution="cache", dlcomp_source_packages=["minilib"]
     )
-    (docs / "index.md").write_text(PAGE)
     library = tmp_path / "lib" / "minilib"
     library.mkdir(parents=True)
     (library / "__init__.py").write_text(LIBRARY.format(doc="The first answer."))

@@ -14,16 +14,12 @@ Two rules, both checked here:
 import html
 import re
 import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
-from sitepages import CHAPTER_PAGES
+from sitepages import CHAPTER_PAGES, build_site, one_page_site
 
 pytestmark = pytest.mark.site
-
-EXT = Path(__file__).resolve().parents[2] / "docs" / "_ext"
 
 PAGE = """\
 ---
@@ -60,35 +56,8 @@ MEASURED = re.compile(
 
 def build(tmp_path: Path, sentence: str) -> subprocess.CompletedProcess[str]:
     """Build a one-page site whose prose is ``sentence``, strictly (-W)."""
-    (tmp_path / "conf.py").write_text(
-        textwrap.dedent(f"""\
-            import sys
-            sys.path.insert(0, {str(EXT)!r})
-            extensions = ["myst_nb", "dlcomp_sphinx"]
-            nb_execution_mode = "force"
-            nb_execution_raise_on_error = True
-            """)
-    )
-    (tmp_path / "index.md").write_text(PAGE.format(sentence=sentence))
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sphinx",
-            "-W",
-            "--keep-going",
-            "-n",
-            "-q",
-            "-b",
-            "html",
-            str(tmp_path),
-            str(tmp_path / "_build"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    one_page_site(tmp_path, PAGE.format(sentence=sentence), execution="force")
+    return build_site(tmp_path, tmp_path / "_build")
 
 
 def test_a_claim_its_cell_contradicts_fails_the_build(tmp_path: Path):
