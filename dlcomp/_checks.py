@@ -31,21 +31,27 @@ def check_features(x: object, expected: int, who: str) -> torch.Tensor:
     return x
 
 
-def check_int(value: object, name: str, *, minimum: int | None = None) -> int:
-    """Return ``value`` as an int, or raise saying what was expected and what came.
+def check_int(
+    value: object, name: str, *, minimum: int | None = None, who: str | None = None
+) -> int:
+    """Return ``value`` as a Python int, or raise saying what came and what is allowed.
 
-    A TypeError for anything that is not an integer (a float, a string, a
-    bool), a ValueError for an integer below ``minimum``. NumPy integers are
-    accepted (they have ``__index__``).
+    The one rule for integer arguments (sizes, steps, counts, seeds): a
+    :class:`TypeError` for anything that is not an integer (a bool, a float, a
+    string), a :class:`ValueError` for an integer below ``minimum``. NumPy
+    integers are accepted (they have ``__index__``). The message names the
+    argument, prefixed by ``who`` (the caller) when given, e.g.
+    ``MyLinear: units must be an int >= 1, got float 2.5``.
     """
+    allowed = f"{who + ': ' if who else ''}{name} must be an int"
+    if minimum is not None:
+        allowed += f" >= {minimum}"
     try:
         if isinstance(value, bool):
             raise TypeError
-        value = operator.index(value)  # type: ignore[arg-type]
+        number = operator.index(value)  # type: ignore[arg-type]
     except TypeError:
-        raise TypeError(
-            f"{name} must be an int, got {type(value).__name__} {value!r}"
-        ) from None
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
-    return value
+        raise TypeError(f"{allowed}, got {type(value).__name__} {value!r}") from None
+    if minimum is not None and number < minimum:
+        raise ValueError(f"{allowed}, got {number}")
+    return number

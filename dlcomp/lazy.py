@@ -23,9 +23,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.nn.modules.lazy import LazyModuleMixin
-from torch.nn.parameter import UninitializedParameter
+from torch.nn.parameter import UninitializedBuffer, UninitializedParameter
 
-from dlcomp._checks import check_tensor
+from dlcomp._checks import check_int, check_tensor
 from dlcomp.layers import MyLinear
 
 __all__ = [
@@ -62,8 +62,7 @@ def uninitialized_parameters(net: nn.Module) -> list[str]:
     return [
         name
         for name, tensor in [*net.named_parameters(), *net.named_buffers()]
-        if isinstance(tensor, UninitializedParameter)
-        or type(tensor).__name__ == "UninitializedBuffer"
+        if isinstance(tensor, UninitializedParameter | UninitializedBuffer)
     ]
 
 
@@ -136,7 +135,19 @@ def init_lazy(
     return net
 
 
-class LazyMyLinear(LazyModuleMixin, MyLinear):
+class _SizelessMyLinear(MyLinear):
+    """MyLinear's methods without its ``__init__``, which allocates for a known ``in_units``.
+
+    Sits between the mixin and :class:`~dlcomp.MyLinear` in
+    :class:`LazyMyLinear`'s bases, so that the mixin's ``__init__`` (which
+    registers its hooks, then calls the next ``__init__``) creates no tensor.
+    """  # noqa: E501
+
+    def __init__(self) -> None:
+        nn.Module.__init__(self)
+
+
+class LazyMyLinear(LazyModuleMixin, _SizelessMyLinear):
     """A lazy :class:`~dlcomp.MyLinear`: ``in_units`` is read from the first batch.
 
     Built the way PyTorch builds ``LazyLinear``: the mixin
@@ -145,6 +156,12 @@ class LazyMyLinear(LazyModuleMixin, MyLinear):
     ``initialize_parameters`` with the input; that method materializes
     the placeholders and initializes them. Then the mixin changes the
     object's class to ``cls_to_become``, an ordinary ``MyLinear``.
+
+    One difference: ``LazyLinear`` runs ``Linear.__init__(0, 0)``, which
+    accepts a size of 0, while ``MyLinear.__init__`` refuses one. So the
+    constructor skips ``MyLinear.__init__`` (through ``_SizelessMyLinear``)
+    and creates only the placeholders: no weight is allocated or initialized
+    before the first batch.
 
     Args:
         units: size of each output sample.
@@ -174,8 +191,9 @@ class LazyMyLinear(LazyModuleMixin, MyLinear):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__(1, units, device=device, dtype=dtype)
+        super().__init__()  # the mixin's hooks; no weight allocated, none initialized
         self.in_units = 0  # unknown until the first batch
+        self.units = check_int(units, "units", minimum=1, who="LazyMyLinear")
         self.weight = UninitializedParameter(device=device, dtype=dtype)
         self.bias = UninitializedParameter(device=device, dtype=dtype)
 

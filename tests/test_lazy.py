@@ -3,7 +3,7 @@
 import pytest
 import torch
 from torch import nn
-from torch.nn.parameter import UninitializedParameter
+from torch.nn.parameter import UninitializedBuffer, UninitializedParameter
 
 from dlcomp import (
     LazyMyLinear,
@@ -153,6 +153,47 @@ def test_lazy_mylinear_becomes_mylinear():
     )
 
 
+def test_lazy_mylinear_constructor_allocates_and_initializes_nothing(monkeypatch):
+    made, drawn = [], []
+    empty, normal_ = torch.empty, nn.init.normal_
+
+    def recording_empty(*args, **kwargs):
+        made.append(tensor := empty(*args, **kwargs))
+        return tensor
+
+    def recording_normal_(tensor, *args, **kwargs):
+        drawn.append(tuple(tensor.shape))
+        return normal_(tensor, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "empty", recording_empty)
+    monkeypatch.setattr(nn.init, "normal_", recording_normal_)
+    layer = LazyMyLinear(3)
+    assert isinstance(layer.weight, UninitializedParameter)
+    assert isinstance(layer.bias, UninitializedParameter)
+    assert [t.numel() for t in made] == [0] * len(made)  # no (1, units) weight
+    assert drawn == []  # nothing initialized before the first batch
+    layer(torch.rand(2, 5))
+    assert drawn == [(5, 3), (3,)]  # once, at the first batch, with the real shapes
+
+
+def test_lazy_mylinear_draws_what_mylinear_draws():
+    X = torch.rand(2, 5)
+    torch.manual_seed(0)
+    lazy = LazyMyLinear(3)
+    lazy(X)
+    torch.manual_seed(0)
+    eager = MyLinear(5, 3)
+    assert torch.equal(lazy.weight, eager.weight)
+    assert torch.equal(lazy.bias, eager.bias)
+    assert torch.equal(lazy(X), eager(X))
+
+
+def test_lazy_mylinear_keeps_device_and_dtype_of_the_placeholders():
+    layer = LazyMyLinear(2, device="meta", dtype=torch.float64)
+    assert (layer.weight.device.type, layer.weight.dtype) == ("meta", torch.float64)
+    assert (layer.bias.device.type, layer.bias.dtype) == ("meta", torch.float64)
+
+
 def test_lazy_mylinear_in_a_network_trains():
     net = nn.Sequential(LazyMyLinear(8), LazyMyLinear(1))
     materialize(net, torch.rand(1, 64))
@@ -201,6 +242,16 @@ def test_uninitialized_parameters_lists_lazy_buffers_too():
         "1.running_mean",
         "1.running_var",
     ]
+
+
+def test_uninitialized_parameters_knows_lazy_buffers_by_type_not_by_name():
+    class RunningStat(UninitializedBuffer):
+        pass
+
+    module = nn.Module()
+    module.register_buffer("stat", RunningStat())
+    module.register_buffer("fixed", torch.zeros(2))
+    assert uninitialized_parameters(module) == ["stat"]
 
 
 def test_load_state_dict_materializes_a_lazy_network_in_place():
