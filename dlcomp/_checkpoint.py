@@ -71,8 +71,21 @@ class CheckpointError(ValueError):
     what to do.
 
     Examples:
-        >>> issubclass(CheckpointError, ValueError)
-        True
+        A bare state dict is not a checkpoint; nothing is loaded, and the
+        message says how to load it instead:
+
+        >>> import pathlib, tempfile, torch
+        >>> from torch import nn
+        >>> from dlcomp import load_checkpoint
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "weights.pt"
+        >>> torch.save(nn.Linear(2, 1).state_dict(), path)
+        >>> try:
+        ...     load_checkpoint(path, nn.Linear(2, 1))
+        ... except CheckpointError as error:
+        ...     print(str(error).split(": ", 1)[1])
+        expected the dict save_checkpoint writes, found a dict with keys weight,
+        bias. For a bare state_dict use
+        model.load_state_dict(torch.load(path, weights_only=True))
     """
 
 
@@ -241,7 +254,7 @@ class StepCheckpoints:
 
     def __init__(self, directory: str | os.PathLike[str], keep: int) -> None:
         self.directory = Path(directory)
-        self.keep = check_int(keep, "keep", minimum=1)
+        self.keep = check_int(keep, "keep", minimum=1, who=type(self).__name__)
         self._pattern = re.compile(r"step-(\d{9,})" + re.escape(self.SUFFIX))
 
     def path_for(self, step: int) -> Path:

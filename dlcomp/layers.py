@@ -19,17 +19,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from dlcomp._checks import check_features, check_tensor
+from dlcomp._checks import check_features, check_int, check_tensor
 
 __all__ = ["CenteredLayer", "HalfFourier", "MyLinear", "TensorReduction"]
-
-
-def _check_size(value: object, name: str, who: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{who}: {name} must be an int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{who}: {name} must be at least 1, got {value}")
-    return value
 
 
 class CenteredLayer(nn.Module):
@@ -112,10 +104,10 @@ class MyLinear(nn.Module):
     ) -> None:
         super().__init__()
         factory: dict[str, Any] = {"device": device, "dtype": dtype}
-        self.in_units = _check_size(in_units, "in_units", "MyLinear")
-        self.units = _check_size(units, "units", "MyLinear")
-        self.weight = nn.Parameter(torch.empty(in_units, units, **factory))
-        self.bias = nn.Parameter(torch.empty(units, **factory))
+        self.in_units = check_int(in_units, "in_units", minimum=1, who="MyLinear")
+        self.units = check_int(units, "units", minimum=1, who="MyLinear")
+        self.weight = nn.Parameter(torch.empty(self.in_units, self.units, **factory))
+        self.bias = nn.Parameter(torch.empty(self.units, **factory))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -171,13 +163,11 @@ class TensorReduction(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        self.in_features = _check_size(in_features, "in_features", "TensorReduction")
-        self.out_features = _check_size(out_features, "out_features", "TensorReduction")
-        self.weight = nn.Parameter(
-            torch.empty(
-                in_features, in_features, out_features, device=device, dtype=dtype
-            )
-        )
+        who = "TensorReduction"
+        self.in_features = check_int(in_features, "in_features", minimum=1, who=who)
+        self.out_features = check_int(out_features, "out_features", minimum=1, who=who)
+        n, m = self.in_features, self.out_features
+        self.weight = nn.Parameter(torch.empty(n, n, m, device=device, dtype=dtype))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

@@ -54,6 +54,7 @@ from dlcomp._checkpoint import (
     is_regular_file,
     names,
 )
+from dlcomp._checks import check_int
 from dlcomp._identity import view_key
 from dlcomp._torchfile import check_torch_file
 
@@ -1346,6 +1347,11 @@ def resumable_training(
         >>> again.resumed_from, torch.equal(again.model[0].weight, run.model[0].weight)
         (10, True)
     """  # noqa: E501
+    who = "resumable_training"
+    steps = check_int(steps, "steps", minimum=0, who=who)
+    save_every = check_int(save_every, "save_every", minimum=1, who=who)
+    seed = check_int(seed, "seed", minimum=0, who=who)
+    keep = check_int(keep, "keep", minimum=1, who=who)
     generator = torch.Generator().manual_seed(seed)
     X = torch.randn(512, 20, generator=generator)
     true_w = torch.randn(20, 1, generator=generator)

@@ -122,9 +122,9 @@ def test_data_mylinear_alone_cannot_even_backward():
 @pytest.mark.parametrize(
     ("args", "error", "message"),
     [
-        ((0, 3), ValueError, "in_units must be at least 1, got 0"),
-        ((3, -1), ValueError, "units must be at least 1, got -1"),
-        ((2.5, 3), TypeError, "in_units must be an int, got float"),
+        ((0, 3), ValueError, "MyLinear: in_units must be an int >= 1, got 0"),
+        ((3, -1), ValueError, "MyLinear: units must be an int >= 1, got -1"),
+        ((2.5, 3), TypeError, "MyLinear: in_units must be an int >= 1, got float 2.5"),
     ],
 )
 def test_mylinear_bad_sizes(args, error, message):

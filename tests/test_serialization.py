@@ -93,9 +93,9 @@ def test_save_refuses_what_a_safe_load_could_not_read(tmp_path):
     ("step", "error", "message"),
     [
         (-1, ValueError, "step must be an int >= 0, got -1"),
-        (1.5, TypeError, "step must be an int, got float 1.5"),
-        (True, TypeError, "step must be an int, got bool True"),
-        ("3", TypeError, "step must be an int, got str '3'"),
+        (1.5, TypeError, "step must be an int >= 0, got float 1.5"),
+        (True, TypeError, "step must be an int >= 0, got bool True"),
+        ("3", TypeError, "step must be an int >= 0, got str '3'"),
     ],
 )
 def test_save_refuses_a_bad_step(tmp_path, step, error, message):
@@ -352,7 +352,8 @@ def test_manager_ignores_and_cleans_abandoned_temporaries(tmp_path):
     [(0, ValueError), (-1, ValueError), (1.5, TypeError), (True, TypeError)],
 )
 def test_manager_bad_keep(tmp_path, keep, error):
-    with pytest.raises(error, match="keep must be an int"):
+    message = r"^CheckpointManager: keep must be an int >= 1, got"
+    with pytest.raises(error, match=message):
         CheckpointManager(tmp_path, keep=keep)
 
 

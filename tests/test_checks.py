@@ -1,0 +1,140 @@
+"""One rule for every integer argument of the library (dlcomp._checks.check_int).
+
+The same mistake gets the same error everywhere: a bool, a float or a string
+is a TypeError, an int out of range a ValueError, and the message names the
+argument, what came (type and value) and what is allowed. NumPy integers are
+accepted.
+"""
+
+import re
+
+import numpy as np
+import pytest
+from torch import nn
+
+from dlcomp import (
+    CheckpointManager,
+    DistributedCheckpointManager,
+    LazyMyLinear,
+    MyLinear,
+    TensorReduction,
+    resumable_training,
+    save_checkpoint,
+)
+from dlcomp._checks import check_int
+
+
+def _calls(tmp_path):
+    """Every integer argument of the public API: (label, call, allowed, bad value)."""
+    return {
+        "MyLinear in_units": (lambda v: MyLinear(v, 3), "MyLinear: in_units", 1),
+        "MyLinear units": (lambda v: MyLinear(3, v), "MyLinear: units", 1),
+        "TensorReduction in_features": (
+            lambda v: TensorReduction(v, 2),
+            "TensorReduction: in_features",
+            1,
+        ),
+        "TensorReduction out_features": (
+            lambda v: TensorReduction(2, v),
+            "TensorReduction: out_features",
+            1,
+        ),
+        "LazyMyLinear units": (lambda v: LazyMyLinear(v), "LazyMyLinear: units", 1),
+        "save_checkpoint step": (
+            lambda v: save_checkpoint(tmp_path / "c.pt", nn.Linear(2, 1), step=v),
+            "step",
+            0,
+        ),
+        "CheckpointManager.save step": (
+            lambda v: CheckpointManager(tmp_path / "m").save(v, nn.Linear(2, 1)),
+            "step",
+            0,
+        ),
+        "CheckpointManager keep": (
+            lambda v: CheckpointManager(tmp_path / "k", keep=v),
+            "CheckpointManager: keep",
+            1,
+        ),
+        "DistributedCheckpointManager keep": (
+            lambda v: DistributedCheckpointManager(tmp_path / "d", keep=v),
+            "DistributedCheckpointManager: keep",
+            1,
+        ),
+        "resumable_training steps": (
+            lambda v: resumable_training(tmp_path / "r1", steps=v),
+            "resumable_training: steps",
+            0,
+        ),
+        "resumable_training save_every": (
+            lambda v: resumable_training(tmp_path / "r2", steps=2, save_every=v),
+            "resumable_training: save_every",
+            1,
+        ),
+        "resumable_training seed": (
+            lambda v: resumable_training(tmp_path / "r3", steps=2, seed=v),
+            "resumable_training: seed",
+            0,
+        ),
+        "resumable_training keep": (
+            lambda v: resumable_training(tmp_path / "r4", steps=2, keep=v),
+            "resumable_training: keep",
+            1,
+        ),
+    }
+
+
+LABELS = list(_calls(None))
+
+
+BELOW = object()  # stands for "one less than the argument's minimum"
+
+
+@pytest.mark.parametrize("label", LABELS)
+@pytest.mark.parametrize(
+    ("value", "error", "shown"),
+    [
+        (True, TypeError, "bool True"),
+        (2.5, TypeError, "float 2.5"),
+        ("3", TypeError, "str '3'"),
+        (BELOW, ValueError, None),
+    ],
+    ids=["bool", "float", "str", "below-minimum"],
+)
+def test_one_mistake_one_error_naming_argument_value_and_range(
+    tmp_path, label, value, error, shown
+):
+    call, name, minimum = _calls(tmp_path)[label]
+    if value is BELOW:
+        value = shown = minimum - 1
+    expected = f"{name} must be an int >= {minimum}, got {shown}"
+    with pytest.raises(error, match=f"^{re.escape(expected)}$"):
+        call(value)
+
+
+@pytest.mark.parametrize("label", LABELS)
+def test_numpy_integers_are_accepted_as_python_ints(tmp_path, label):
+    call, _, _ = _calls(tmp_path)[label]
+    call(np.int64(3))
+
+
+def test_numpy_sizes_become_python_ints():
+    layer = MyLinear(np.int64(4), np.int32(2))
+    assert type(layer.in_units) is int
+    assert type(layer.units) is int
+    assert repr(layer) == "MyLinear(in_units=4, units=2)"
+    assert type(LazyMyLinear(np.int64(3)).units) is int
+    reduction = TensorReduction(np.int64(3), np.int16(2))
+    assert type(reduction.in_features) is int
+    assert type(reduction.out_features) is int
+
+
+def test_check_int_itself():
+    assert check_int(np.int64(7), "n") == 7
+    assert type(check_int(np.int64(7), "n")) is int
+    assert check_int(-3, "n") == -3  # no minimum: any int
+    with pytest.raises(TypeError, match=r"^n must be an int, got NoneType None$"):
+        check_int(None, "n")
+    with pytest.raises(TypeError, match=r"^f: n must be an int >= 1, got bool False$"):
+        check_int(False, "n", minimum=1, who="f")
+    with pytest.raises(ValueError, match=r"^f: n must be an int >= 1, got 0$"):
+        check_int(0, "n", minimum=1, who="f")
