@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from dlcomp._checks import check_features
+from dlcomp._checks import check_features, check_int
 
 __all__ = [
     "FixedHiddenMLP",
@@ -359,10 +359,7 @@ def stack_blocks(factory: Callable[[], nn.Module], n: int) -> nn.Sequential:
         >>> len(list(net.parameters()))  # 3 blocks x (weight, bias), none shared
         6
     """
-    if isinstance(n, bool) or not isinstance(n, int):
-        raise TypeError(f"n must be an int, got {type(n).__name__}")
-    if n < 1:
-        raise ValueError(f"n must be at least 1, got {n}")
+    n = check_int(n, "n", minimum=1, who="stack_blocks")
     blocks: list[nn.Module] = []
     owner: dict[int, tuple[int, str]] = {}  # id of a module or parameter -> (i, name)
     for i in range(n):

@@ -224,9 +224,9 @@ def test_stack_blocks_builds_n_independent_instances():
 @pytest.mark.parametrize(
     ("n", "error", "message"),
     [
-        (0, ValueError, "at least 1, got 0"),
-        (2.0, TypeError, "got float"),
-        (True, TypeError, "got bool"),
+        (0, ValueError, "stack_blocks: n must be an int >= 1, got 0"),
+        (2.0, TypeError, "stack_blocks: n must be an int >= 1, got float 2.0"),
+        (True, TypeError, "stack_blocks: n must be an int >= 1, got bool True"),
     ],
 )
 def test_stack_blocks_bad_n(n, error, message):

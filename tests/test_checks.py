@@ -20,6 +20,7 @@ from dlcomp import (
     TensorReduction,
     resumable_training,
     save_checkpoint,
+    stack_blocks,
 )
 from dlcomp._checks import check_int
 
@@ -40,6 +41,11 @@ def _calls(tmp_path):
             1,
         ),
         "LazyMyLinear units": (lambda v: LazyMyLinear(v), "LazyMyLinear: units", 1),
+        "stack_blocks n": (
+            lambda v: stack_blocks(lambda: nn.Linear(2, 2), v),
+            "stack_blocks: n",
+            1,
+        ),
         "save_checkpoint step": (
             lambda v: save_checkpoint(tmp_path / "c.pt", nn.Linear(2, 1), step=v),
             "step",
