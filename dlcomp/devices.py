@@ -4,8 +4,8 @@ The book's helpers (:func:`~dlcomp.cpu`, :func:`~dlcomp.gpu`,
 :func:`~dlcomp.num_gpus`, :func:`~dlcomp.try_gpu`,
 :func:`~dlcomp.try_all_gpus`) speak CUDA only. These ask PyTorch for
 whatever accelerator it can actually use (CUDA, Apple MPS, Intel XPU, ...)
-through :mod:`torch.accelerator`, with a fallback for older torch, and count
-a device only when it is *available*, not merely compiled in.
+through :mod:`torch.accelerator`, and count a device only when it is
+*available*, not merely compiled in.
 
 - :func:`~dlcomp.current_accelerator`: the available accelerator's device
   type, or ``None``.
@@ -52,42 +52,32 @@ def current_accelerator() -> torch.device | None:
         torch.device | None: a device without an index, e.g. ``device(type='cuda')``.
 
     Examples:
-        >>> acc = current_accelerator()
-        >>> acc is None or acc.type in {"cuda", "mps", "xpu", "mtia", "hpu"}
-        True
+        Put a network and its data on the accelerator, or on the CPU without one:
+
+        >>> device = current_accelerator() or cpu()
+        >>> net = nn.Linear(3, 1).to(device)
+        >>> net(torch.ones(2, 3, device=device)).shape
+        torch.Size([2, 1])
     """  # noqa: E501
-    accelerator = getattr(torch, "accelerator", None)
-    if accelerator is not None and hasattr(accelerator, "current_accelerator"):
-        device = accelerator.current_accelerator(check_available=True)
-        return torch.device(device.type) if device is not None else None
-    # torch < 2.6: ask each backend
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return torch.device("mps")
-    xpu = getattr(torch, "xpu", None)
-    if xpu is not None and xpu.is_available():
-        return torch.device("xpu")
-    return None
+    device = torch.accelerator.current_accelerator(check_available=True)
+    return torch.device(device.type) if device is not None else None
 
 
 def num_gpus() -> int:
     """How many accelerator devices are available (0 on a CPU-only machine).
 
     Examples:
-        >>> num_gpus() >= 0
+        Split a batch into one shard per device, compute on each, gather:
+
+        >>> X = torch.arange(8.0).reshape(4, 2)
+        >>> shards = X.chunk(max(num_gpus(), 1))  # one shard on a CPU-only machine
+        >>> outputs = [2 * shard.to(try_gpu(i)) for i, shard in enumerate(shards)]
+        >>> torch.equal(torch.cat([Y.cpu() for Y in outputs]), 2 * X)
         True
     """
-    accelerator = current_accelerator()
-    if accelerator is None:
+    if current_accelerator() is None:
         return 0
-    api = getattr(torch, "accelerator", None)
-    if api is not None and hasattr(api, "device_count"):
-        return int(api.device_count())
-    if accelerator.type == "mps":
-        return 1
-    return int(getattr(torch, accelerator.type).device_count())
+    return int(torch.accelerator.device_count())
 
 
 def cpu() -> torch.device:
@@ -134,8 +124,12 @@ def gpu(i: int = 0) -> torch.device:
         RuntimeError: when there is no accelerator, or fewer than ``i + 1``.
 
     Examples:
-        >>> try_gpu(0) == (gpu(0) if num_gpus() else cpu())
-        True
+        Asking for a device past the last one fails at once, on any machine:
+
+        >>> gpu(num_gpus())  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        RuntimeError: gpu(...): ... use try_gpu(...) to fall back to the CPU
         >>> gpu("cuda")
         Traceback (most recent call last):
         ...
@@ -191,9 +185,13 @@ def try_all_gpus() -> list[torch.device]:
     quote, returns ``[cpu()]``, as this one does.)
 
     Examples:
-        >>> devices = try_all_gpus()
-        >>> devices == [cpu()] if num_gpus() == 0 else len(devices) == num_gpus()
-        True
+        One replica of a network per device (one, on the CPU, without an
+        accelerator), each computing on its own copy of the batch:
+
+        >>> X = torch.ones(2, 4)
+        >>> replicas = [nn.Linear(4, 1).to(d) for d in try_all_gpus()]
+        >>> {tuple(net(X.to(d)).shape) for net, d in zip(replicas, try_all_gpus())}
+        {(2, 1)}
     """
     return [gpu(i) for i in range(num_gpus())] or [cpu()]
 
@@ -256,12 +254,7 @@ def common_device(
 
 @dataclass(frozen=True)
 class DeviceInfo:
-    """One device, as :func:`describe_devices` reports it.
-
-    Examples:
-        >>> describe_devices().devices[0].name.startswith("CPU") or num_gpus() > 0
-        True
-    """
+    """One device, as :func:`describe_devices` reports it (see its examples)."""
 
     device: str
     """The device, e.g. ``"cuda:0"``."""
@@ -277,10 +270,7 @@ class DeviceInfo:
 class DeviceReport:
     """The devices and versions of this machine; prints as text, renders as HTML.
 
-    Examples:
-        >>> report = describe_devices()
-        >>> report.torch == torch.__version__
-        True
+    Returned by :func:`describe_devices` (see its examples).
     """
 
     devices: tuple[DeviceInfo, ...]
@@ -355,10 +345,21 @@ def describe_devices() -> DeviceReport:
         renders as an HTML table in notebooks.
 
     Examples:
-        >>> print(describe_devices())  # doctest: +ELLIPSIS
+        >>> report = describe_devices()
+        >>> print(report)  # doctest: +ELLIPSIS
         device  name...
         ...torch ...
-    """
+
+        Label a measurement with where it was made, and store the report
+        beside the results (:class:`DeviceInfo` fields per device):
+
+        >>> print(f"on {report.devices[0].name}, torch {report.torch}")  # doctest: +ELLIPSIS
+        on ..., torch ...
+        >>> import json
+        >>> record = json.loads(json.dumps(report.as_dict()))
+        >>> sorted(record), sorted(record["devices"][0])
+        (['cuda', 'cudnn', 'devices', 'python', 'torch'], ['capability', 'device', 'memory_gib', 'name'])
+    """  # noqa: E501
     devices = try_all_gpus()
     if devices == [cpu()]:
         infos: tuple[DeviceInfo, ...] = (

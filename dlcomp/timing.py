@@ -50,16 +50,22 @@ def synchronize(device: torch.device | str | None = None) -> None:
     """Wait until all work queued on ``device`` has finished (nothing to do on a CPU).
 
     Examples:
-        >>> synchronize("cpu")  # returns at once: CPU work is already done
-    """
+        Read the clock only after the work is done, not when it is queued:
+
+        >>> from dlcomp import try_gpu
+        >>> device = try_gpu()
+        >>> X = torch.rand(256, 256, device=device)
+        >>> start = time.perf_counter()
+        >>> Y = X @ X  # on an accelerator: queued, not yet done
+        >>> synchronize(device)  # wait for it (on the CPU: returns at once)
+        >>> seconds = time.perf_counter() - start
+        >>> print(f"256x256 matmul on {device.type}: {seconds * 1e3:.3f} ms")  # doctest: +ELLIPSIS
+        256x256 matmul on ...: ... ms
+    """  # noqa: E501
     device = torch.device(device) if device is not None else cpu()
     if device.type in ("cpu", "meta"):
         return
-    api = getattr(torch, "accelerator", None)
-    if api is not None and hasattr(api, "synchronize"):
-        api.synchronize(device)
-    else:  # torch < 2.6
-        getattr(torch, device.type).synchronize(device)
+    torch.accelerator.synchronize(device)
 
 
 @dataclass(frozen=True)
@@ -180,8 +186,8 @@ def benchmark(
     Examples:
         >>> x = torch.rand(64, 64)
         >>> m = benchmark(lambda: x @ x, label="64x64 matmul", min_time=0.01)
-        >>> m.runs >= 7 and m.median > 0
-        True
+        >>> print(m)  # doctest: +ELLIPSIS
+        64x64 matmul on cpu: median ... (IQR ..., ... runs x ...)
     """  # noqa: E501
     device = torch.device(device) if device is not None else cpu()
     sync = sync if sync is not None else (lambda: synchronize(device))
@@ -296,10 +302,11 @@ def matmul_throughput(
         :class:`Measurement` as a dict under ``"measurement"``.
 
     Examples:
-        >>> rows = matmul_throughput([16, 32], min_time=0.01)
-        >>> [row["size"] for row in rows], all(row["gflops"] > 0 for row in rows)
-        ([16, 32], True)
-    """
+        >>> for row in matmul_throughput([16, 32], min_time=0.01):
+        ...     print(f"{row['size']:>3}: {row['gflops']:.2f} GFLOP/s")  # doctest: +ELLIPSIS
+         16: ... GFLOP/s
+         32: ... GFLOP/s
+    """  # noqa: E501
     device = torch.device(device)
     rows = []
     for n in sizes:
@@ -326,9 +333,12 @@ def small_op_overhead(
     why many small operations are slow and one large one is fast.
 
     Examples:
-        >>> small_op_overhead(min_time=0.01).median < 1e-3
-        True
-    """
+        >>> m = small_op_overhead(min_time=0.01)
+        >>> print(m)  # doctest: +ELLIPSIS
+        1-element add on cpu: median ... (IQR ..., ... runs x ...)
+        >>> print(f"about {1 / m.median:,.0f} such additions per second")  # doctest: +ELLIPSIS
+        about ... such additions per second
+    """  # noqa: E501
     device = torch.device(device)
     a = torch.ones(1, device=device)
     b = torch.ones(1, device=device)
@@ -435,9 +445,10 @@ def logging_cost(
     - ``"on_device"``: append the norm tensor to a list and copy all of them
       to the host once, at the end.
 
-    Both compute the same numbers. The two are timed interleaved (item,
-    on_device, item, ...). On a GPU the per-step synchronization of
-    ``"item"`` stalls the queue; on a CPU there is nothing to wait for.
+    Both log the same numbers (the matrices come from a generator seeded
+    with 0). The two are timed interleaved (item, on_device, item, ...). On
+    a GPU the per-step synchronization of ``"item"`` stalls the queue; on a
+    CPU there is nothing to wait for.
 
     Returns:
         dict: ``{"item": Measurement, "on_device": Measurement}`` (seconds
@@ -445,9 +456,12 @@ def logging_cost(
 
     Examples:
         >>> result = logging_cost(steps=10, n=8, repeats=3)
-        >>> sorted(result), result["item"].runs
-        (['item', 'on_device'], 3)
-    """
+        >>> print(result["item"])  # doctest: +ELLIPSIS
+        log item on cpu: median ... (IQR ..., 3 runs x 1)
+        >>> ratio = result["item"].median / result["on_device"].median
+        >>> print(f".item() every step / log on the device: {ratio:.2f}x")  # doctest: +ELLIPSIS
+        .item() every step / log on the device: ...x
+    """  # noqa: E501
     with_item, on_device = _logging_runs(device, steps=steps, n=n)
     timed = _interleaved(
         {"log item": with_item, "log on_device": on_device},
@@ -460,7 +474,10 @@ def logging_cost(
 def _logging_runs(
     device: torch.device | str, *, steps: int, n: int
 ) -> tuple[Callable[[], list[float]], Callable[[], list[float]]]:
-    """The two ways of logging of :func:`logging_cost`; each returns its log."""
+    """The two ways of logging of :func:`logging_cost`; each returns its log.
+
+    Both logs are lists of floats, one per step, from the same seeded matrices.
+    """
     device = torch.device(device)
     generator = torch.Generator(device="cpu").manual_seed(0)
     A = torch.rand(n, n, generator=generator).to(device)
@@ -490,14 +507,20 @@ def two_devices(*, n: int = 2048, steps: int = 20, repeats: int = 3) -> dict[str
     the products for device 0 and device 1 in one loop keeps both busy at
     the same time; with one after the other, each waits for the other.
 
+    Both ways compute the same products (``X0 @ X0`` on device 0 and
+    ``X1 @ X1`` on device 1, ``steps`` times each, from matrices drawn by a
+    generator seeded with 0); only the order in which they are issued differs.
+
     Returns:
         dict: with two devices, ``{"sequential": Measurement, "concurrent":
-        Measurement, "speedup": float}``; otherwise ``{"skipped": reason}``.
+        Measurement, "speedup": float}`` (``speedup`` is the sequential
+        median divided by the concurrent one); otherwise ``{"skipped": reason}``.
 
     Examples:
-        >>> result = two_devices()
-        >>> "skipped" in result if num_gpus() < 2 else "speedup" in result
-        True
+        >>> result = two_devices(n=256, steps=2)
+        >>> speedup = "speedup" in result and f"speedup {result['speedup']:.2f}"
+        >>> print("two devices:", speedup or result["skipped"])  # doctest: +ELLIPSIS
+        two devices: ...
     """
     if num_gpus() < 2:
         return {
@@ -505,28 +528,7 @@ def two_devices(*, n: int = 2048, steps: int = 20, repeats: int = 3) -> dict[str
             "the exercise compares running on both at once with one after the other"
         }
     d0, d1 = gpu(0), gpu(1)
-    X0, X1 = torch.rand(n, n, device=d0), torch.rand(n, n, device=d1)
-
-    def work(X: torch.Tensor) -> None:
-        for _ in range(steps):
-            X @ X
-
-    def both() -> None:
-        synchronize(d0)
-        synchronize(d1)
-
-    def sequential() -> None:
-        work(X0)
-        synchronize(d0)
-        work(X1)
-        synchronize(d1)
-
-    def concurrent() -> None:
-        for _ in range(steps):
-            X0 @ X0
-            X1 @ X1
-        both()
-
+    _, sequential, concurrent, both = _two_device_runs(d0, d1, n=n, steps=steps)
     kwargs = {
         "warmup": 1,
         "min_runs": repeats,
@@ -538,3 +540,42 @@ def two_devices(*, n: int = 2048, steps: int = 20, repeats: int = 3) -> dict[str
     seq = benchmark(sequential, label="one after the other", device=d0, **kwargs)
     con = benchmark(concurrent, label="both at once", device=d0, **kwargs)
     return {"sequential": seq, "concurrent": con, "speedup": seq.median / con.median}
+
+
+def _two_device_runs(
+    d0: torch.device, d1: torch.device, *, n: int, steps: int
+) -> tuple[
+    tuple[torch.Tensor, torch.Tensor],
+    Callable[[], tuple[torch.Tensor, torch.Tensor]],
+    Callable[[], tuple[torch.Tensor, torch.Tensor]],
+    Callable[[], None],
+]:
+    """The inputs ``(X0, X1)``, the two ways of :func:`two_devices`, and their sync.
+
+    Each way returns its last products ``(X0 @ X0, X1 @ X1)``.
+    """
+    generator = torch.Generator(device="cpu").manual_seed(0)
+    X0 = torch.rand(n, n, generator=generator).to(d0)  # (n, n) on device 0
+    X1 = torch.rand(n, n, generator=generator).to(d1)  # (n, n) on device 1
+
+    def both() -> None:
+        synchronize(d0)
+        synchronize(d1)
+
+    def sequential() -> tuple[torch.Tensor, torch.Tensor]:
+        for _ in range(steps):
+            Y0 = X0 @ X0
+        synchronize(d0)
+        for _ in range(steps):
+            Y1 = X1 @ X1
+        synchronize(d1)
+        return Y0, Y1
+
+    def concurrent() -> tuple[torch.Tensor, torch.Tensor]:
+        for _ in range(steps):
+            Y0 = X0 @ X0  # queued on device 0 ...
+            Y1 = X1 @ X1  # ... while this one is queued on device 1
+        both()
+        return Y0, Y1
+
+    return (X0, X1), sequential, concurrent, both

@@ -5,10 +5,13 @@ import math
 import pytest
 import torch
 
+import dlcomp.timing
 from dlcomp import (
     Measurement,
     benchmark,
     copy_bandwidth,
+    cpu,
+    gpu,
     logging_cost,
     matmul_throughput,
     num_gpus,
@@ -17,7 +20,7 @@ from dlcomp import (
     try_gpu,
     two_devices,
 )
-from dlcomp.timing import _interleaved, _logging_runs
+from dlcomp.timing import _interleaved, _logging_runs, _two_device_runs
 
 
 class FakeClock:
@@ -156,19 +159,25 @@ def test_copy_bandwidth_on_cpu_measures_a_copy_into_a_preallocated_buffer():
 
 def test_logging_cost_times_both_ways():
     result = logging_cost(steps=20, n=16, repeats=2)
-    assert set(result) == {"item", "on_device"}
-    assert all(m.runs == 2 for m in result.values())
+    assert list(result) == ["item", "on_device"]
+    assert [m.label for m in result.values()] == ["log item", "log on_device"]
+    assert all(m.runs == 2 and m.number == 1 for m in result.values())
 
 
 def test_logging_cost_logs_the_same_normal_nonzero_values_both_ways():
     # A chain X = X @ A with A = rand / 100 underflowed to 0.0 after ~67 steps
     # (through denormals): the exercise logs independent products instead.
     with_item, on_device = _logging_runs("cpu", steps=1000, n=100)
-    logged, kept = with_item(), on_device()
-    assert len(logged) == len(kept) == 1000
-    assert logged == pytest.approx(kept)
+    logged, kept = torch.tensor(with_item()), torch.tensor(on_device())
+    assert logged.shape == kept.shape == (1000,)
+    assert torch.equal(logged, kept)  # the same values, not merely close
+    # ... and the right ones: the norm of the product of the seeded matrices
+    generator = torch.Generator().manual_seed(0)
+    A = torch.rand(100, 100, generator=generator)
+    B = torch.rand(100, 100, generator=generator)
+    assert torch.equal(logged, torch.linalg.norm(A @ B).expand(1000))
     tiny = torch.finfo(torch.float32).tiny  # the smallest normal float32
-    assert all(math.isfinite(v) and v >= tiny for v in logged + kept)
+    assert all(math.isfinite(v) and v >= tiny for v in logged.tolist())
 
 
 def test_interleaved_alternates_the_blocks():
@@ -218,11 +227,39 @@ def test_synchronized_timing_of_an_accelerator():
     assert unsynchronized.median < timed.median
 
 
+def check_two_devices(d0, d1, *, n, steps, repeats):
+    """What two_devices promises, on the devices it ran on (no claim about speed)."""
+    result = two_devices(n=n, steps=steps, repeats=repeats)
+    assert list(result) == ["sequential", "concurrent", "speedup"]
+    seq, con = result["sequential"], result["concurrent"]
+    assert (seq.label, con.label) == ("one after the other", "both at once")
+    for m in (seq, con):
+        assert m.device == str(d0)
+        assert (m.runs, m.number) == (repeats, 1)
+        assert m.median > 0
+        assert m.iqr >= 0
+    assert result["speedup"] == seq.median / con.median
+    # both ways compute, on each device, what that device computes alone
+    (X0, X1), sequential, concurrent, _ = _two_device_runs(d0, d1, n=n, steps=steps)
+    alone = (X0 @ X0, X1 @ X1)
+    for way in (sequential, concurrent):
+        Y0, Y1 = way()
+        assert (Y0.device, Y1.device) == (X0.device, X1.device)
+        assert torch.equal(Y0, alone[0])
+        assert torch.equal(Y1, alone[1])
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(num_gpus() < 2, reason="needs two accelerators")
 def test_two_devices_concurrently():
-    result = two_devices(n=1024, steps=10, repeats=2)
-    assert result["speedup"] > 0
+    check_two_devices(gpu(0), gpu(1), n=1024, steps=10, repeats=2)
+
+
+def test_two_devices_concurrently_on_a_simulated_two_device_machine(monkeypatch):
+    """The CPU twin: two 'accelerators' that are both the CPU."""
+    monkeypatch.setattr(dlcomp.timing, "num_gpus", lambda: 2)
+    monkeypatch.setattr(dlcomp.timing, "gpu", lambda i: cpu())
+    check_two_devices(cpu(), cpu(), n=32, steps=3, repeats=2)
 
 
 def test_the_bench_timer_check_alternates_ours_and_timer(monkeypatch):
