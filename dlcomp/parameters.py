@@ -270,12 +270,7 @@ def tied_mlp() -> nn.Sequential:
 
 @dataclass(frozen=True)
 class ParameterRow:
-    """One parameter of a network, as listed by :func:`parameter_table`.
-
-    Examples:
-        >>> parameter_table(nn.Linear(3, 2)).rows[0]
-        ParameterRow(name='weight', shape=(2, 3), dtype='float32', device='cpu', numel=6, requires_grad=True, shared_with=())
-    """  # noqa: E501
+    """One parameter of a network, as listed by :func:`parameter_table` (see its examples)."""  # noqa: E501
 
     name: str
     """Qualified name, as in ``named_parameters()``."""
@@ -300,18 +295,13 @@ class ParameterTable:
     ``print(table)`` gives an aligned text table; in a notebook the table
     renders as HTML. Iterating yields the :class:`ParameterRow` objects.
 
+    Returned by :func:`parameter_table` (see its examples).
+
     Attributes:
         rows: one :class:`ParameterRow` per parameter name, tied names included.
         total: number of distinct values (shared storage counted once).
         total_by_name: the sum of ``numel`` over all names (shared counted twice).
         uninitialized: how many parameters are lazy and not materialized yet.
-
-    Examples:
-        >>> table = parameter_table(tied_mlp())
-        >>> table.total, table.total_by_name
-        (121, 193)
-        >>> [row.name for row in table if row.shared_with]
-        ['2.weight', '2.bias', '4.weight', '4.bias']
     """
 
     rows: tuple[ParameterRow, ...]
@@ -383,6 +373,17 @@ def parameter_table(net: nn.Module) -> ParameterTable:
         2.weight  (1, 8)  float32  cpu         8  yes   -
         2.bias    (1,)    float32  cpu         1  yes   -
         49 parameters
+
+        With tied parameters, count what an optimizer trains, and find the tied
+        names (iterating over the table yields its :class:`ParameterRow` rows):
+
+        >>> table = parameter_table(tied_mlp())
+        >>> table.total, table.total_by_name
+        (121, 193)
+        >>> [row.name for row in table if row.shared_with]
+        ['2.weight', '2.bias', '4.weight', '4.bias']
+        >>> table.rows[2]
+        ParameterRow(name='2.weight', shape=(8, 8), dtype='float32', device='cpu', numel=64, requires_grad=True, shared_with=('4.weight',))
     """  # noqa: E501
     if not isinstance(net, nn.Module):
         raise TypeError(
@@ -428,15 +429,12 @@ def parameter_table(net: nn.Module) -> ParameterTable:
 class NormHistory:
     """What :func:`track_norms` recorded, one list entry per training step.
 
+    Returned by :func:`track_norms` (see its examples).
+
     Attributes:
         loss: the loss before each step.
         weight_norm: parameter name -> L2 norm of the parameter after each step.
         grad_norm: parameter name -> L2 norm of its gradient at each step.
-
-    Examples:
-        >>> history = NormHistory()
-        >>> history.loss, history.weight_norm, history.grad_norm
-        ([], {}, {})
     """
 
     loss: list[float] = field(default_factory=list)

@@ -1,8 +1,10 @@
 """The public API: what dlcomp exports, and that every export has an example."""
 
+import dataclasses
 import importlib
 import importlib.resources
 import inspect
+import typing
 
 import pytest
 
@@ -19,6 +21,15 @@ TOPIC_MODULES = [
     "dlcomp.devices",
     "dlcomp.timing",
 ]
+
+# Result types are documented through the function that returns them, as
+# PyTorch does: their docstrings name that function, whose example shows the
+# result in use, and have no example of their own. Only these names may go
+# without one; test_an_exempt_name_is_a_result_type checks each of them.
+RESULT_TYPES = {
+    "dlcomp.devices": ["DeviceInfo", "DeviceReport"],  # describe_devices
+    "dlcomp.parameters": ["NormHistory", "ParameterRow", "ParameterTable"],
+}
 
 
 def test_all_is_sorted():
@@ -46,8 +57,48 @@ def test_pitfalls_are_not_reexported():
 def test_every_public_object_has_a_doctest_example(name):
     module = importlib.import_module(name)
     for attr in module.__all__:
+        if attr in RESULT_TYPES.get(name, ()):
+            continue
         obj = getattr(module, attr)
         assert ">>>" in (inspect.getdoc(obj) or ""), f"{name}.{attr} has no example"
+
+
+def _mentions(hint: object, cls: type) -> bool:
+    """Whether a type hint is ``cls`` or has it inside (``tuple[cls, ...]``)."""
+    return hint is cls or any(_mentions(arg, cls) for arg in typing.get_args(hint))
+
+
+def _returns(function: object, cls: type) -> bool:
+    """Whether ``function`` returns ``cls``, or a dataclass with a ``cls`` field."""
+    returned = typing.get_type_hints(function).get("return")
+    if _mentions(returned, cls):
+        return True
+    return dataclasses.is_dataclass(returned) and any(
+        _mentions(hint, cls) for hint in typing.get_type_hints(returned).values()
+    )
+
+
+@pytest.mark.parametrize(
+    ("module_name", "name"),
+    [(module, name) for module, names in RESULT_TYPES.items() for name in names],
+)
+def test_an_exempt_name_is_a_result_type(module_name, name):
+    module = importlib.import_module(module_name)
+    assert name in module.__all__
+    cls = getattr(module, name)
+    assert dataclasses.is_dataclass(cls), f"{name} is not a result type"
+    returners = [
+        attr
+        for attr in module.__all__
+        if inspect.isfunction(getattr(module, attr))
+        and _returns(getattr(module, attr), cls)
+    ]
+    assert returners, f"no public function of {module_name} returns {name}"
+    doc = inspect.getdoc(cls)
+    assert ">>>" not in doc, f"{name} has its own example: it needs no exemption"
+    assert any(f":func:`{attr}`" in doc for attr in returners), (
+        f"{name}'s docstring names none of {returners}, whose examples show it"
+    )
 
 
 def test_package_is_typed():
