@@ -98,10 +98,16 @@ def test_initializers_refuse_an_unmaterialized_lazy_layer(init):
 @pytest.mark.parametrize("init", INITIALIZERS)
 def test_initializers_work_on_a_materialized_lazy_layer(init):
     net = nn.Sequential(nn.LazyLinear(8), nn.ReLU(), nn.Linear(8, 1))
-    net(torch.rand(2, 4))
+    net(torch.rand(2, 4))  # net[0] is now a Linear(4, 8)
+    plain = nn.Linear(4, 8)
+    torch.manual_seed(0)
     net.apply(init)
-    if init is init_42:
-        assert torch.equal(net[0].weight, torch.full((8, 4), 42.0))
+    torch.manual_seed(0)
+    plain.apply(init)
+    # the same values as on a layer that was never lazy, from the same seed
+    assert torch.equal(net[0].weight, plain.weight)
+    if init in (init_normal, init_constant):  # these set the bias too
+        assert torch.equal(net[0].bias, plain.bias)
 
 
 def test_book_initializer_silently_skips_a_lazy_layer():
