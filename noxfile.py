@@ -66,6 +66,13 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session
+def typecheck(session: nox.Session) -> None:
+    """Type-check dlcomp with mypy --strict ([tool.mypy]): it ships py.typed."""
+    install(session, "typecheck")
+    session.run("mypy", *session.posargs)
+
+
+@nox.session
 def docs(session: nox.Session) -> None:
     """Build the site strictly into build/html, then check the built pages.
 

@@ -207,7 +207,7 @@ def _own_temporary(directory: Path) -> tuple[int, str]:
 
 def atomic_write(
     path: Path,
-    write: Callable[[IO[bytes]], None],
+    write: Callable[[IO[bytes]], object],  # what it returns is ignored
     *,
     commit: Callable[[], Any] | None = None,
 ) -> None:

@@ -65,7 +65,7 @@ import re
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import IO, Any, cast
 
 import torch
 import torch.distributed.checkpoint as dcp
@@ -379,7 +379,10 @@ class SafeFileSystemReader(dcp.FileSystemReader):
             with self.fs.create_stream(path, "rb") as stream:
                 for index, info in ranges:
                     check_torch_item(
-                        stream, info.offset, info.length, _where(index.fqn, path, info)
+                        cast(IO[bytes], stream),  # a binary stream, typed IOBase
+                        info.offset,
+                        info.length,
+                        _where(index.fqn, path, info),
                     )
 
     def read_data(self, plan: LoadPlan, planner: LoadPlanner) -> Future[None]:
@@ -406,7 +409,10 @@ class SafeFileSystemReader(dcp.FileSystemReader):
                     "unpickle them with code: use DefaultLoadPlanner"
                 )
             safe = _WeightsOnlyBytes(cast(DefaultLoadPlanner, planner), str(self.path))
-            super().read_data(dataclasses.replace(plan, items=first), safe).wait()
+            # read_data calls only load_bytes on it: all _WeightsOnlyBytes has
+            super().read_data(
+                dataclasses.replace(plan, items=first), cast(LoadPlanner, safe)
+            ).wait()
         return super().read_data(dataclasses.replace(plan, items=then), planner)
 
 

@@ -119,7 +119,7 @@ def _check_zip(
     compressed record.
     """
     try:
-        records = zipfile.ZipFile(file).infolist()  # type: ignore[arg-type]
+        records = zipfile.ZipFile(file).infolist()
     except _UNREADABLE as error:
         raise _refused(
             f"{where} is not a readable checkpoint ({size} bytes): it starts "

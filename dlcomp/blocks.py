@@ -66,7 +66,8 @@ class MLP(nn.Module):
     def forward(self, X: Tensor) -> Tensor:
         """Map a batch of shape ``(N, 20)`` to scores of shape ``(N, 10)``."""
         check_features(X, self.in_features, "MLP")
-        return self.out(F.relu(self.hidden(X)))  # (N, 256) -> (N, 10)
+        scores: Tensor = self.out(F.relu(self.hidden(X)))  # (N, 256) -> (N, 10)
+        return scores
 
 
 class MySequential(nn.Module):
@@ -114,11 +115,14 @@ class MySequential(nn.Module):
         n = len(self)
         if not -n <= idx < n:
             raise IndexError(f"index {idx} is out of range for {n} blocks")
-        return list(self._modules.values())[idx]
+        block = list(self._modules.values())[idx]
+        assert block is not None  # add_module was given a module
+        return block
 
     def forward(self, X: Any) -> Any:
         """Feed ``X`` through every block, in the order they were added."""
         for block in self._modules.values():
+            assert block is not None  # add_module was given a module
             X = block(X)
         return X
 
@@ -190,6 +194,7 @@ class FixedHiddenMLP(nn.Module):
     """
 
     in_features = 20
+    rand_weight: Tensor  # a buffer (register_buffer below)
 
     def __init__(self) -> None:
         super().__init__()
@@ -245,7 +250,8 @@ class NestMLP(nn.Module):
     def forward(self, X: Tensor) -> Tensor:
         """Map ``(N, 20)`` to ``(N, 16)``."""
         check_features(X, self.in_features, "NestMLP")
-        return self.linear(self.net(X))  # (N, 32) -> (N, 16)
+        out: Tensor = self.linear(self.net(X))  # (N, 32) -> (N, 16)
+        return out
 
 
 def chimera() -> nn.Sequential:

@@ -225,4 +225,5 @@ class HalfFourier(nn.Module):
                 f"(..., n) with n >= 1, got shape {tuple(X.shape)}"
             )
         n = X.shape[-1]
-        return torch.fft.fft(X, dim=-1)[..., : math.ceil(n / 2)]  # (*, ceil(n/2))
+        spectrum: Tensor = torch.fft.fft(X, dim=-1)
+        return spectrum[..., : math.ceil(n / 2)]  # (*, ceil(n/2))

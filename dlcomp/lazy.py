@@ -181,8 +181,11 @@ class LazyMyLinear(LazyModuleMixin, _SizelessMyLinear):
     """
 
     cls_to_become = MyLinear
-    weight: UninitializedParameter
-    bias: UninitializedParameter
+    # Until the first batch; torch.nn.LazyLinear declares its own the same way
+    # (and, like it, needs the ignores: UninitializedParameter.__new__ is
+    # annotated "-> None" in torch, which hides its device and dtype).
+    weight: UninitializedParameter  # type: ignore[assignment]
+    bias: UninitializedParameter  # type: ignore[assignment]
 
     def __init__(
         self,
@@ -194,8 +197,8 @@ class LazyMyLinear(LazyModuleMixin, _SizelessMyLinear):
         super().__init__()  # the mixin's hooks; no weight allocated, none initialized
         self.in_units = 0  # unknown until the first batch
         self.units = check_int(units, "units", minimum=1, who="LazyMyLinear")
-        self.weight = UninitializedParameter(device=device, dtype=dtype)
-        self.bias = UninitializedParameter(device=device, dtype=dtype)
+        self.weight = UninitializedParameter(device=device, dtype=dtype)  # type: ignore[call-arg]
+        self.bias = UninitializedParameter(device=device, dtype=dtype)  # type: ignore[call-arg]
 
     def reset_parameters(self) -> None:
         """Initialize, unless the shapes are still unknown (then the first batch will)."""  # noqa: E501

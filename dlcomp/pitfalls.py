@@ -63,12 +63,12 @@ class ModuleKeySequential(nn.Module):
     def __init__(self, *args: nn.Module) -> None:
         super().__init__()
         for block in args:
-            self._modules[block] = block  # the bug
+            self._modules[block] = block  # type: ignore[index]  # the bug
 
     def forward(self, X: Any) -> Any:
         """Feed ``X`` through the blocks in order (this part works)."""
         for block in self._modules.values():
-            X = block(X)
+            X = block(X)  # type: ignore[misc]  # values are typed Module | None
         return X
 
 

@@ -37,7 +37,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -101,11 +101,12 @@ def _plain(value: object, where: str) -> object:
         if type(item) in _SCALARS:
             return item
     if kind in (list, tuple):
-        items = [_plain(item, f"{where}[{i}]") for i, item in enumerate(value)]
+        sequence = cast("list[object] | tuple[object, ...]", value)
+        items = [_plain(item, f"{where}[{i}]") for i, item in enumerate(sequence)]
         return kind(items)
     if kind in (dict, OrderedDict):
         out = {}
-        for key, item in value.items():
+        for key, item in cast("dict[object, object]", value).items():
             if type(key) not in (str, int):
                 raise TypeError(
                     f"{where} has a key of type {type(key).__name__} ({key!r}); "
@@ -148,11 +149,14 @@ def _class_name(obj: object) -> str:
 
 
 def _payload(
-    model: nn.Module, optimizer: torch.optim.Optimizer | None, step: int, extra: dict
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    step: int,
+    extra: dict[str, Any],
 ) -> dict[str, Any]:
     """The dict a checkpoint file holds; checks everything it contains."""
     step = check_step(step)
-    extra = _plain(extra, "extra")
+    extra = cast("dict[str, Any]", _plain(extra, "extra"))  # _plain keeps a dict
     _check_materialized(model, "save")
     import dlcomp
 
@@ -237,8 +241,8 @@ def _would_run_code(path: Path, what: str) -> CheckpointError:
 
 
 def _device_error(path: Path, message: str, map_location: Any) -> CheckpointError:
-    device = re.search(r"on a (\w+) device", message)
-    device = device.group(1) if device else "an accelerator"
+    found = re.search(r"on a (\w+) device", message)
+    device = found.group(1) if found else "an accelerator"
     if map_location is not None:
         where = (
             f"map_location={map_location!r} asks for a {device} device, and "
@@ -433,13 +437,13 @@ def read_checkpoint(
             f"{path} is a damaged dlcomp checkpoint: {'; '.join(problems)}. "
             "Nothing was loaded"
         )
-    return Checkpoint(
+    return Checkpoint(  # each entry's type was checked above
         path=path,
-        step=step,
-        model=model,
+        step=cast(int, step),
+        model=cast("dict[str, Tensor]", model),
         optimizer=optimizer,
         optimizer_class=optimizer_class,
-        extra=extra,
+        extra=cast("dict[str, Any]", extra),
         version=version,
     )
 
@@ -502,13 +506,13 @@ def _check_optimizer_state(
             f"{checkpoint.path} holds no optimizer state to load (it was saved "
             "without an optimizer): load it without one, or from another file"
         )
-    ours = _class_name(optimizer)
-    if checkpoint.optimizer_class not in (None, ours):
+    own_class = _class_name(optimizer)
+    if checkpoint.optimizer_class not in (None, own_class):
         raise CheckpointError(
             f"{checkpoint.path} holds the state of a {checkpoint.optimizer_class}, "
-            f"and the optimizer given is a {ours}: its state (and hyperparameters) "
-            "would not fit. Build the same optimizer as when saving, or load the "
-            "model alone (optimizer=None). Nothing was loaded"
+            f"and the optimizer given is a {own_class}: its state (and "
+            "hyperparameters) would not fit. Build the same optimizer as when "
+            "saving, or load the model alone (optimizer=None). Nothing was loaded"
         )
     groups, saved = state.get("param_groups"), state.get("state")
     if not (
@@ -625,7 +629,7 @@ def _all_or_nothing(
         yield
     except BaseException:
         model.load_state_dict(saved_model, strict=False)
-        if optimizer is not None:
+        if optimizer is not None and saved_optimizer is not None:
             optimizer.load_state_dict(saved_optimizer)
         raise
 
@@ -705,7 +709,8 @@ def _load_into(
     def load(target: nn.Module) -> None:
         target.load_state_dict(checkpoint.model)
         if optimizer is not None and target is model:
-            optimizer.load_state_dict(checkpoint.optimizer)
+            # _check_optimizer_state made sure the checkpoint has one
+            optimizer.load_state_dict(cast("dict[str, Any]", checkpoint.optimizer))
 
     _copy_in(model, optimizer, load, str(checkpoint.path))
 
@@ -1366,7 +1371,8 @@ def resumable_training(
     restored = manager.restore(model, optimizer)
     start = restored.step if restored else 0
     losses = list(restored.extra["losses"]) if restored else []
-    run = TrainingRun(model=model, losses=losses, resumed_from=restored and start)
+    resumed_from = start if restored else None
+    run = TrainingRun(model=model, losses=losses, resumed_from=resumed_from)
 
     for step in range(start, steps):
         xb, yb = _batch(seed, step, X, y)
