@@ -9,8 +9,9 @@ it belongs to:
 - :mod:`dlcomp.layers`: 5.4 custom layers.
 - :mod:`dlcomp.serialization`: 5.5 reading and writing files, and
   :mod:`dlcomp.distributed`, its checkpoints of models trained across processes.
-- :mod:`dlcomp.devices` and :mod:`dlcomp.timing`: 5.6 GPUs (and
-  :mod:`dlcomp.bench`, the measurements of ``python -m dlcomp bench``).
+- :mod:`dlcomp.devices`, :mod:`dlcomp.timing` and :mod:`dlcomp.measurements`:
+  5.6 GPUs (and :mod:`dlcomp.bench`, which runs the measurements for
+  ``python -m dlcomp bench``, stores and plots them).
 
 :mod:`dlcomp.pitfalls` keeps the seed notes' mistakes, so the docs and tests
 can show them failing; it is not re-exported.
@@ -54,6 +55,20 @@ from dlcomp.lazy import (
     materialize,
     uninitialized_parameters,
 )
+from dlcomp.measurements import (
+    CopyRow,
+    LoggingCost,
+    MatmulRow,
+    MeasurementSkipped,
+    SyncCost,
+    TwoDevices,
+    copy_bandwidth,
+    logging_cost,
+    matmul_throughput,
+    small_op_overhead,
+    sync_cost,
+    two_devices,
+)
 from dlcomp.parameters import (
     NormHistory,
     ParameterRow,
@@ -87,13 +102,10 @@ from dlcomp.serialization import (
 )
 from dlcomp.timing import (
     Measurement,
+    alternate,
     benchmark,
-    copy_bandwidth,
-    logging_cost,
-    matmul_throughput,
-    small_op_overhead,
+    interleaved,
     synchronize,
-    two_devices,
 )
 
 __version__ = "0.1.0"
@@ -104,6 +116,7 @@ __all__ = [
     "CheckpointError",
     "CheckpointInfo",
     "CheckpointManager",
+    "CopyRow",
     "DeviceInfo",
     "DeviceReport",
     "DistributedCheckpointManager",
@@ -111,9 +124,12 @@ __all__ = [
     "HalfFourier",
     "LayerShapes",
     "LazyMyLinear",
+    "LoggingCost",
     "MLP",
     "MatchReport",
+    "MatmulRow",
     "Measurement",
+    "MeasurementSkipped",
     "ModuleListSequential",
     "MyLinear",
     "MySequential",
@@ -122,8 +138,11 @@ __all__ = [
     "ParallelBlock",
     "ParameterRow",
     "ParameterTable",
+    "SyncCost",
     "TensorReduction",
     "TrainingRun",
+    "TwoDevices",
+    "alternate",
     "benchmark",
     "block1",
     "block2",
@@ -142,6 +161,7 @@ __all__ = [
     "init_normal",
     "init_process_group",
     "init_xavier",
+    "interleaved",
     "lazy_mlp",
     "load_checkpoint",
     "load_matching",
@@ -159,6 +179,7 @@ __all__ = [
     "save_safetensors",
     "small_op_overhead",
     "stack_blocks",
+    "sync_cost",
     "synchronize",
     "tied_mlp",
     "trace_shapes",

@@ -3,14 +3,12 @@
 A bench run measures, on each device, what section 5.6 talks about (matmul
 throughput, small-op overhead, copy bandwidth, the cost of ``.item()``
 logging, timing with and without synchronizing, two devices at once) with
-:mod:`dlcomp.timing`, and records it with
+:mod:`dlcomp.measurements`, and records their ``as_dict()`` data with
 the device names, torch/CUDA versions, the date and the settings, so that a
 figure measured on one machine is always labelled with where and when.
 
 - :func:`~dlcomp.bench.check_devices`: the devices to measure, checked
   against this machine's.
-- :func:`~dlcomp.bench.sync_cost`: the same matrix product timed with and
-  without synchronizing the device, as a :class:`~dlcomp.bench.SyncCost`.
 - :func:`~dlcomp.bench.run_bench`: measure, return the results as a dict.
 - :func:`~dlcomp.bench.check_results`: validate a results dict (the schema).
 - :func:`~dlcomp.bench.load_results`: read the recorded runs in a directory.
@@ -30,11 +28,8 @@ from __future__ import annotations
 
 import datetime
 import json
-import statistics
 import sys
-import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,19 +42,22 @@ from dlcomp.devices import (
     num_gpus,
     try_all_gpus,
 )
-from dlcomp.timing import (
-    Measurement,
-    benchmark,
+from dlcomp.measurements import (
+    CopyRow,
+    LoggingCost,
+    MatmulRow,
+    MeasurementSkipped,
+    SyncCost,
     copy_bandwidth,
     logging_cost,
     matmul_throughput,
     small_op_overhead,
-    synchronize,
+    sync_cost,
     two_devices,
 )
+from dlcomp.timing import alternate, benchmark
 
 __all__ = [
-    "SyncCost",
     "check_devices",
     "check_results",
     "find_recorded",
@@ -72,20 +70,19 @@ __all__ = [
     "plot_sync",
     "run_bench",
     "summary",
-    "sync_cost",
 ]
 
 # Version 2 added the "sync" measurement (timing with and without synchronizing).
 SCHEMA = "dlcomp.bench/2"
 
-QUICK = {
+QUICK: dict[str, Any] = {
     "sizes": [64, 128, 256],
     "copy_sizes_mib": [1, 8],
     "logging_steps": 100,
     "sync_sizes": [256, 512],
     "min_time": 0.05,
 }
-FULL = {
+FULL: dict[str, Any] = {
     "sizes": [64, 128, 256, 512, 1024, 2048, 4096],
     "copy_sizes_mib": [1, 16, 256],
     "logging_steps": 1000,
@@ -94,121 +91,6 @@ FULL = {
 }
 # The CPU runs the smaller sizes only: its large products take seconds each.
 CPU_MAX_SIZE = 1024
-
-
-@dataclass(frozen=True)
-class SyncCost:
-    """One statement timed two ways from the same calls: with and without synchronizing.
-
-    Every call is timed once, from the same start: ``unsynchronized`` reads
-    the clock as soon as the call returns (what ``start = time.perf_counter();
-    Y = A @ B; time.perf_counter() - start`` measures), ``synchronized`` reads
-    it again after waiting for the device. On a GPU the call returns once the
-    kernel is *queued*, so ``unsynchronized`` is the launch, not the work; on
-    a CPU the call returns when the work is done and the two agree.
-
-    Attributes:
-        statement: what was timed.
-        size: the matrix size ``n`` of the product.
-        synchronized: seconds per call, clock read after synchronizing.
-        unsynchronized: seconds per call, clock read as the call returned.
-
-    Examples:
-        >>> m = lambda label, times: Measurement(label, "cpu", times)
-        >>> cost = SyncCost("A @ B", 64, m("with", (4.0, 4.0)), m("without", (1.0, 1.0)))
-        >>> cost.ratio, cost.as_dict()["ratio"]
-        (4.0, 4.0)
-    """  # noqa: E501
-
-    statement: str
-    size: int
-    synchronized: Measurement
-    unsynchronized: Measurement
-
-    @property
-    def ratio(self) -> float:
-        """Median synchronized time over median unsynchronized time."""
-        return self.synchronized.median / self.unsynchronized.median
-
-    def as_dict(self) -> dict[str, Any]:
-        """Plain data for JSON: both measurements, with their runs, and the ratio."""
-        return {
-            "statement": self.statement,
-            "size": self.size,
-            "synchronized": self.synchronized.as_dict(),
-            "unsynchronized": self.unsynchronized.as_dict(),
-            "ratio": self.ratio,
-        }
-
-
-def sync_cost(
-    sizes: Iterable[int],
-    device: torch.device | str = "cpu",
-    *,
-    warmup: int = 2,
-    min_time: float = 0.1,
-    min_runs: int = 7,
-    max_runs: int = 1000,
-    clock: Callable[[], float] = time.perf_counter,
-    sync: Callable[[], None] | None = None,
-) -> list[SyncCost]:
-    """Time ``A @ B`` with and without synchronizing the device, per size.
-
-    The mistake this measures: reading the clock right after a call on an
-    accelerator. Each timed call starts from an idle device (synchronized
-    before the clock starts) and is read twice: as soon as the call returns,
-    and after synchronizing. Both measurements therefore come from the same
-    calls, interleaved by construction.
-
-    Args:
-        sizes: the ``n`` of the ``n x n`` products.
-        device: where to compute.
-        warmup: untimed calls first.
-        min_time: seconds of timed calls to collect at least, per size.
-        min_runs: timed calls at least, per size.
-        max_runs: timed calls at most, per size.
-        clock: the clock (tests pass a fake one).
-        sync: the synchronization (default: :func:`~dlcomp.synchronize` on ``device``).
-
-    Returns:
-        list[SyncCost]: one per size, in order.
-
-    Examples:
-        >>> costs = sync_cost([32, 64], "cpu", min_time=0.01)
-        >>> [c.size for c in costs], all(c.synchronized.runs >= 7 for c in costs)
-        ([32, 64], True)
-    """
-    device = torch.device(device)
-    sync = sync if sync is not None else (lambda: synchronize(device))
-    results = []
-    for n in sizes:
-        A = torch.rand(n, n, device=device)
-        B = torch.rand(n, n, device=device)
-        for _ in range(max(warmup, 1)):
-            A @ B
-        with_sync: list[float] = []
-        without: list[float] = []
-        while (len(with_sync) < min_runs or sum(with_sync) < min_time) and len(
-            with_sync
-        ) < max_runs:
-            sync()  # start from an idle device
-            start = clock()
-            A @ B
-            returned = clock()  # the mistake: the call has only been queued
-            sync()
-            done = clock()
-            without.append(returned - start)
-            with_sync.append(done - start)
-        where = str(device)
-        results.append(
-            SyncCost(
-                f"A @ B, A and B of shape ({n}, {n}) on {where}",
-                n,
-                Measurement(f"matmul {n}, synchronized", where, tuple(with_sync)),
-                Measurement(f"matmul {n}, not synchronized", where, tuple(without)),
-            )
-        )
-    return results
 
 
 def _progress(total: int, stream: Any) -> Callable[[str], None]:
@@ -232,24 +114,29 @@ def _timer_check(
 ) -> dict[str, Any]:
     """Our timer and torch.utils.benchmark.Timer on the same statement.
 
-    The two alternate, ``rounds`` times each (ours, Timer, ours, Timer...),
-    so that a change of load falls on both; each side's result is the median
-    of its rounds' medians.
+    The two alternate (:func:`~dlcomp.alternate`), ``rounds`` times each
+    (ours, Timer, ours, Timer...), so that a change of load falls on both;
+    each side's result is the median of its rounds' medians.
     """
     from torch.utils.benchmark import Timer
 
     A = torch.rand(n, n, device=device)
     # Timer runs on one thread unless told otherwise: give it as many as we use.
     timer = Timer("A @ A", globals={"A": A}, num_threads=torch.get_num_threads())
-    ours_rounds, theirs_rounds = [], []
-    for _ in range(rounds):
-        ours_rounds.append(
-            benchmark(lambda: A @ A, device=device, min_time=min_time / rounds).median
-        )
-        theirs_rounds.append(
-            timer.blocked_autorange(min_run_time=min_time / rounds).median
-        )
-    ours, theirs = statistics.median(ours_rounds), statistics.median(theirs_rounds)
+    each = min_time / rounds
+    timed = alternate(
+        {
+            "dlcomp.benchmark": lambda: (
+                benchmark(lambda: A @ A, device=device, min_time=each).median
+            ),
+            "torch.utils.benchmark.Timer": lambda: float(
+                timer.blocked_autorange(min_run_time=each).median
+            ),
+        },
+        rounds=rounds,
+        device=device,
+    )
+    ours, theirs = (m.median for m in timed.values())
     return {
         "statement": f"A @ A, A of shape ({n}, {n}) on {device}",
         "dlcomp_median": ours,
@@ -338,7 +225,7 @@ def run_bench(
         >>> check_results(data)["schema"], list(data["results"])
         ('dlcomp.bench/2', ['cpu'])
     """
-    settings = dict(QUICK if quick else FULL, quick=quick)
+    settings: dict[str, Any] = dict(QUICK if quick else FULL, quick=quick)
     targets = check_devices(devices or None)
     step = (
         _progress(6 * len(targets) + 1, progress) if progress else (lambda what: None)
@@ -351,20 +238,20 @@ def run_bench(
             sizes = [n for n in sizes if n <= CPU_MAX_SIZE]
             sync_sizes = [n for n in sync_sizes if n <= CPU_MAX_SIZE]
         entry: dict[str, Any] = {}
-        entry["matmul"] = matmul_throughput(
-            sizes, device, min_time=settings["min_time"]
-        )
+        rows = matmul_throughput(sizes, device, min_time=settings["min_time"])
+        entry["matmul"] = [row.as_dict() for row in rows]
         step(f"matmul on {device}")
         entry["small_op"] = small_op_overhead(
             device, min_time=settings["min_time"]
         ).as_dict()
         step(f"small op on {device}")
-        entry["copy"] = copy_bandwidth(
+        copies = copy_bandwidth(
             settings["copy_sizes_mib"], device, min_time=settings["min_time"]
         )
+        entry["copy"] = [row.as_dict() for row in copies]
         step(f"copies on {device}")
         logs = logging_cost(device, steps=settings["logging_steps"])
-        entry["logging"] = {name: m.as_dict() for name, m in logs.items()}
+        entry["logging"] = logs.as_dict()
         step(f"logging on {device}")
         entry["timer_check"] = _timer_check(device, 256, settings["min_time"])
         step(f"timer check on {device}")
@@ -372,7 +259,10 @@ def run_bench(
         entry["sync"] = [cost.as_dict() for cost in costs]
         step(f"sync check on {device}")
         results[str(device)] = entry
-    pair = two_devices()
+    try:
+        pair: dict[str, Any] = two_devices().as_dict()
+    except MeasurementSkipped as why:
+        pair = {"skipped": str(why)}
     step("two devices")
     data = {
         "schema": SCHEMA,
@@ -380,9 +270,7 @@ def run_bench(
         "machine": describe_devices().as_dict(),
         "settings": settings,
         "results": results,
-        "two_devices": {
-            k: (v.as_dict() if hasattr(v, "as_dict") else v) for k, v in pair.items()
-        },
+        "two_devices": pair,
     }
     return check_results(data)
 
@@ -582,7 +470,7 @@ def _figures(data: dict[str, Any]) -> dict[str, Any]:
 def _where(data: dict[str, Any], device: str) -> str:
     """The device's name and the device, e.g. ``NVIDIA H100 (cuda:0)``, ``CPU (x86_64)``."""  # noqa: E501
     names = {d["device"]: d["name"] for d in data["machine"]["devices"]}
-    name = names.get(device, device)
+    name = str(names.get(device, device))
     if name.lower().startswith(device.lower()):  # "CPU (x86_64)" names its device
         return name
     return f"{name} ({device})"
@@ -623,7 +511,32 @@ def _plain_numbers(axis: Any) -> None:
     axis.set_minor_formatter(Plain(labelOnlyBase=False))
 
 
-def plot_matmul(ax: Any, series: dict[str, list[dict[str, Any]]]) -> None:
+Rows = Sequence[dict[str, Any]] | Sequence[MatmulRow] | Sequence[CopyRow]
+
+
+def _plain(rows: Iterable[Any]) -> list[dict[str, Any]]:
+    """Rows as plain data: a result's ``as_dict()``, or a recorded JSON row as is."""
+    return [row.as_dict() if hasattr(row, "as_dict") else row for row in rows]
+
+
+def _log_axes(
+    ax: Any, at: Iterable[float], *, xlabel: str, ylabel: str, unit: str = ""
+) -> None:
+    """Log axes with ticks at the sizes measured (``at``); a log ``y`` in plain numbers.
+
+    Without ``unit`` both axes are logarithmic (a time or a rate over sizes);
+    with one (``" MiB"``), only ``x`` is, and ``y`` starts at 0.
+    """
+    ax.set(xscale="log", xlabel=xlabel, ylabel=ylabel)
+    _ticks_at(ax.xaxis, at, unit)
+    if unit:
+        ax.set_ylim(bottom=0)
+    else:
+        ax.set_yscale("log")
+        _plain_numbers(ax.yaxis)
+
+
+def plot_matmul(ax: Any, series: Mapping[str, Rows]) -> None:
     """Draw :func:`~dlcomp.matmul_throughput` rows on a matplotlib ``ax``: GFLOP/s by size.
 
     One line per series (the first solid, the others dashed, dotted...), on
@@ -631,31 +544,33 @@ def plot_matmul(ax: Any, series: dict[str, list[dict[str, Any]]]) -> None:
 
     Args:
         ax: a matplotlib Axes.
-        series: legend label -> the ``matmul`` rows of a bench run.
+        series: legend label -> the rows of :func:`~dlcomp.matmul_throughput`
+            (:class:`~dlcomp.MatmulRow`), or the ``matmul`` rows of a
+            recorded bench run (their ``as_dict()``).
 
     Examples:
         >>> from matplotlib.figure import Figure
+        >>> from dlcomp import matmul_throughput
         >>> ax = Figure().add_subplot()
-        >>> rows = [{"size": 64, "gflops": 10.0}, {"size": 128, "gflops": 30.0}]
+        >>> rows = matmul_throughput([64, 128], min_time=0.01)
         >>> plot_matmul(ax, {"cpu": rows})
         >>> [line.get_label() for line in ax.get_lines()]
         ['cpu']
         >>> [tick.get_text() for tick in ax.get_xticklabels()]  # the sizes measured
         ['64', '128']
     """  # noqa: E501
-    for i, (name, rows) in enumerate(series.items()):
+    plain = {name: _plain(rows) for name, rows in series.items()}
+    for i, (name, rows) in enumerate(plain.items()):
         rows = sorted(rows, key=lambda r: r["size"])
         ax.plot([r["size"] for r in rows], [r["gflops"] for r in rows],
                 color=f"C{i % 10}", linestyle=_STYLES[i % 4],
                 marker=_MARKERS[i % 4], label=name)  # fmt: skip
-    ax.set(
-        xscale="log",
-        yscale="log",
+    _log_axes(
+        ax,
+        (r["size"] for rows in plain.values() for r in rows),
         xlabel="matrix size n (n x n @ n x n)",
         ylabel="GFLOP/s (median)",
     )
-    _ticks_at(ax.xaxis, (r["size"] for rows in series.values() for r in rows))
-    _plain_numbers(ax.yaxis)
     ax.legend(fontsize="small")
 
 
@@ -665,7 +580,7 @@ def _copy_kind(row: dict[str, Any]) -> str:
     return f"{row['direction']}, {row['memory']}{nb}"
 
 
-def plot_copy(ax: Any, series: dict[str, list[dict[str, Any]]]) -> None:
+def plot_copy(ax: Any, series: Mapping[str, Rows]) -> None:
     """Draw :func:`~dlcomp.copy_bandwidth` rows on a matplotlib ``ax``: GB/s by size.
 
     One line per series and kind of copy (direction, pageable or pinned host
@@ -679,7 +594,9 @@ def plot_copy(ax: Any, series: dict[str, list[dict[str, Any]]]) -> None:
 
     Args:
         ax: a matplotlib Axes.
-        series: legend label -> the ``copy`` rows of a bench run.
+        series: legend label -> the rows of :func:`~dlcomp.copy_bandwidth`
+            (:class:`~dlcomp.CopyRow`), or the ``copy`` rows of a recorded
+            bench run (their ``as_dict()``).
 
     Examples:
         >>> from matplotlib.figure import Figure
@@ -700,7 +617,8 @@ def plot_copy(ax: Any, series: dict[str, list[dict[str, Any]]]) -> None:
     pairs: list[tuple[str, str]] = []  # (direction, memory), in order of first use
     one = len(series) == 1
     handles: list[Any] = []  # the legend: a heading per series, then its lines
-    for i, (name, rows) in enumerate(series.items()):
+    plain = {name: _plain(rows) for name, rows in series.items()}
+    for i, (name, rows) in enumerate(plain.items()):
         if not one:
             handles.append(Line2D([], [], linestyle="none", label=name))
         for kind in dict.fromkeys(_copy_kind(r) for r in rows):
@@ -718,10 +636,12 @@ def plot_copy(ax: Any, series: dict[str, list[dict[str, Any]]]) -> None:
                 label=kind if one else f"{name}: {kind}",
             )  # fmt: skip
             handles.append((line, kind))
-    ax.set(xscale="log", xlabel="tensor size", ylabel="GB/s (median)")
-    ax.set_ylim(bottom=0)
-    _ticks_at(
-        ax.xaxis, (r["size_mib"] for rows in series.values() for r in rows), " MiB"
+    _log_axes(
+        ax,
+        (r["size_mib"] for rows in plain.values() for r in rows),
+        xlabel="tensor size",
+        ylabel="GB/s (median)",
+        unit=" MiB",
     )
     legend = ax.legend(
         [h[0] if isinstance(h, tuple) else h for h in handles],
@@ -742,9 +662,9 @@ _LOGGING_KINDS = {
 
 def plot_logging(
     ax: Any,
-    bars: dict[str, dict[str, dict[str, Any]]],
+    bars: Mapping[str, LoggingCost | dict[str, dict[str, Any]]],
     *,
-    steps: int | dict[str, int],
+    steps: int | Mapping[str, int],
 ) -> None:
     """Draw :func:`~dlcomp.logging_cost` results on a matplotlib ``ax``: two bars per group.
 
@@ -756,27 +676,28 @@ def plot_logging(
 
     Args:
         ax: a matplotlib Axes.
-        bars: group label (a device, a recorded run) -> ``{"item": ...,
-            "on_device": ...}``, each a :class:`~dlcomp.Measurement` as a dict.
+        bars: group label (a device, a recorded run) -> the result of
+            :func:`~dlcomp.logging_cost` (a :class:`~dlcomp.LoggingCost`), or
+            the ``logging`` entry of a recorded bench run (its ``as_dict()``).
         steps: the logged steps per timed run: one number for every group,
             or one per group label.
 
     Examples:
         >>> from matplotlib.figure import Figure
         >>> ax = Figure().add_subplot()
-        >>> result = logging_cost(steps=10, n=8, repeats=3)
-        >>> plot_logging(ax, {"cpu": {k: m.as_dict() for k, m in result.items()}}, steps=10)
+        >>> from dlcomp import logging_cost
+        >>> plot_logging(ax, {"cpu": logging_cost(steps=10, n=8, repeats=3)}, steps=10)
         >>> [t.get_text() for t in ax.get_legend().get_texts()]
         ['.item() every step', 'kept on the device, copied once at the end']
     """  # noqa: E501
     # per group and kind: (median, q1, q3) in seconds per logged step
     per_step = {
         name: {
-            kind: [group[kind][q] / (steps[name] if isinstance(steps, dict) else steps)
+            kind: [group[kind][q] / (steps if isinstance(steps, int) else steps[name])
                    for q in ("median", "q1", "q3")]
             for kind in _LOGGING_KINDS
         }
-        for name, group in bars.items()
+        for name, group in ((name, _plain([bar])[0]) for name, bar in bars.items())
     }  # fmt: skip
     top = max((v[2] for g in per_step.values() for v in g.values()), default=1.0)
     unit, scale = _time_unit(top)
@@ -805,7 +726,9 @@ def _time_unit(seconds: float) -> tuple[str, float]:
     return ("ms", 1e3) if seconds >= 1e-3 else ("µs", 1e6)
 
 
-def plot_sync(ax: Any, series: dict[str, list[dict[str, Any]]]) -> str:
+def plot_sync(
+    ax: Any, series: Mapping[str, Sequence[dict[str, Any]] | Sequence[SyncCost]]
+) -> str:
     """Draw :func:`sync_cost` rows on a matplotlib ``ax``; title it; return the title.
 
     One colour per series: a solid line for the synchronized medians, a
@@ -817,20 +740,22 @@ def plot_sync(ax: Any, series: dict[str, list[dict[str, Any]]]) -> str:
 
     Args:
         ax: a matplotlib Axes.
-        series: legend label -> the ``sync`` rows of a bench run
-            (``SyncCost.as_dict()`` of each size).
+        series: legend label -> the results of :func:`~dlcomp.sync_cost`
+            (:class:`~dlcomp.SyncCost`, one per size), or the ``sync`` rows
+            of a recorded bench run (their ``as_dict()``).
 
     Examples:
         >>> import matplotlib
         >>> matplotlib.use("Agg")
         >>> import matplotlib.pyplot as plt
-        >>> rows = [c.as_dict() for c in sync_cost([32, 64], min_time=0.01)]
+        >>> from dlcomp import sync_cost
         >>> fig, ax = plt.subplots()
-        >>> plot_sync(ax, {"cpu": rows}) == ax.get_title()
+        >>> plot_sync(ax, {"cpu": sync_cost([32, 64], min_time=0.01)}) == ax.get_title()
         True
         >>> plt.close(fig)
     """
-    for i, (name, rows) in enumerate(series.items()):
+    plain = {name: _plain(rows) for name, rows in series.items()}
+    for i, (name, rows) in enumerate(plain.items()):
         sizes = [row["size"] for row in rows]
         for key, style, kind in (
             ("synchronized", "-", "synchronized"),
@@ -842,15 +767,13 @@ def plot_sync(ax: Any, series: dict[str, list[dict[str, Any]]]) -> str:
             ax.errorbar(sizes, medians, yerr=[low, high], color=f"C{i}",
                         linestyle=style, marker="o", capsize=3,
                         label=f"{name}: {kind}")  # fmt: skip
-    ax.set(
-        xscale="log",
-        yscale="log",
+    _log_axes(
+        ax,
+        (row["size"] for rows in plain.values() for row in rows),
         xlabel="matrix size n (n x n @ n x n)",
         ylabel="seconds per product (median)",
     )
-    _ticks_at(ax.xaxis, (row["size"] for rows in series.values() for row in rows))
-    _plain_numbers(ax.yaxis)
-    title = _sync_title(series)
+    title = _sync_title(plain)
     ax.set_title(title)
     ax.legend(fontsize="x-small")
     return title

@@ -15,10 +15,17 @@ from matplotlib.figure import Figure
 
 import dlcomp.__main__
 import dlcomp.bench
-from dlcomp import Measurement, num_gpus, try_gpu
+from dlcomp import (
+    CopyRow,
+    LoggingCost,
+    MatmulRow,
+    Measurement,
+    SyncCost,
+    num_gpus,
+    try_gpu,
+)
 from dlcomp.bench import (
     NOISY,
-    SyncCost,
     _figures,
     check_results,
     plot_copy,
@@ -259,6 +266,59 @@ def test_plot_results_writes_the_four_pngs(tmp_path):
     ]
     for path in paths:
         assert path.read_bytes().startswith(b"\x89PNG")
+
+
+# --- the gallery draws results, bench their JSON: the same figures ------------
+
+
+def drawn(ax):
+    """What an Axes shows: each line's label and points, each bar's height."""
+    lines = [(line.get_label(), line.get_xydata().tolist()) for line in ax.get_lines()]
+    bars = [patch.get_height() for patch in ax.patches]
+    return lines, bars, [t.get_text() for t in ax.get_xticklabels()]
+
+
+def test_the_plots_draw_results_as_they_draw_their_json():
+    m = Measurement("m", "cpu", (1e-3, 2e-3, 4e-3))
+    matmul = [MatmulRow(64, m), MatmulRow(128, m)]
+    copy = [CopyRow(1, "host->device", "pinned", False, m),
+            CopyRow(4, "host->device", "pinned", False, m)]  # fmt: skip
+    logs = LoggingCost(m, Measurement("n", "cpu", (1e-3,)))
+    for plot, results, kwargs in (
+        (plot_matmul, {"here": matmul}, {}),
+        (plot_copy, {"here": copy}, {}),
+        (plot_logging, {"here": logs}, {"steps": 10}),
+    ):
+        from_results, from_json = Figure().add_subplot(), Figure().add_subplot()
+        plot(from_results, results, **kwargs)
+        as_json = {
+            name: r.as_dict() if hasattr(r, "as_dict") else [x.as_dict() for x in r]
+            for name, r in results.items()
+        }
+        plot(from_json, json.loads(json.dumps(as_json)), **kwargs)
+        assert drawn(from_results) == drawn(from_json), plot.__name__
+
+
+def test_the_bench_timer_check_alternates_ours_and_timer(monkeypatch):
+    import torch
+    from torch.utils.benchmark import Timer
+
+    calls = []
+    real_benchmark, real_autorange = dlcomp.bench.benchmark, Timer.blocked_autorange
+
+    def ours(*args, **kwargs):
+        calls.append("ours")
+        return real_benchmark(*args, **kwargs)
+
+    def theirs(self, *args, **kwargs):
+        calls.append("timer")
+        return real_autorange(self, *args, **kwargs)
+
+    monkeypatch.setattr(dlcomp.bench, "benchmark", ours)
+    monkeypatch.setattr(Timer, "blocked_autorange", theirs)
+    result = dlcomp.bench._timer_check(torch.device("cpu"), 32, min_time=0.01, rounds=3)
+    assert calls == ["ours", "timer"] * 3
+    assert result["ratio"] == result["dlcomp_median"] / result["torch_benchmark_median"]
 
 
 # --- the printed summary ------------------------------------------------------

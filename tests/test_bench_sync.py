@@ -1,99 +1,14 @@
-"""The bench's sync measurement: each call timed before and after synchronizing."""
+"""The bench's sync figure and summary line; and the site's timing scripts run alone.
 
-import json
+sync_cost itself (each call timed before and after synchronizing) is tested
+in test_measurements.py.
+"""
 
 import pytest
 import torch
 
-from dlcomp import Measurement, num_gpus, try_gpu
-from dlcomp.bench import SyncCost, _sync_title, plot_sync, summary, sync_cost
-
-
-class FakeDevice:
-    """A fake asynchronous device: a call queues work, a sync waits for it.
-
-    Each call returns after ``launch`` seconds and leaves ``work`` seconds
-    queued; ``sync`` advances the clock past the queued work.
-    """
-
-    def __init__(self, launch, work):
-        self.now = 0.0
-        self.queued = 0.0
-        self.launch, self.work = launch, work
-        self.events = []
-
-    def clock(self):
-        self.events.append("clock")
-        return self.now
-
-    def sync(self):
-        self.events.append("sync")
-        self.now += self.queued
-        self.queued = 0.0
-
-    def call(self):
-        self.events.append("call")
-        self.now += self.launch
-        self.queued += self.work
-
-
-def fake_sync_cost(device, **kwargs):
-    """sync_cost on ``device`` (a FakeDevice), its products counted as calls."""
-
-    class Tensor:
-        def __matmul__(self, other):
-            device.call()
-
-    real_rand = torch.rand
-    torch.rand = lambda *args, **kw: Tensor()
-    try:
-        return sync_cost([8], "cpu", clock=device.clock, sync=device.sync, **kwargs)
-    finally:
-        torch.rand = real_rand
-
-
-def test_without_sync_the_clock_measures_the_launch():
-    device = FakeDevice(launch=1.0, work=9.0)
-    (cost,) = fake_sync_cost(device, warmup=1, min_runs=3, min_time=0)
-    assert cost.unsynchronized.times == (1.0, 1.0, 1.0)  # queued, not done
-    assert cost.synchronized.times == (10.0, 10.0, 10.0)  # launch + work
-    assert cost.ratio == 10.0
-
-
-def test_every_timed_call_starts_from_an_idle_device():
-    device = FakeDevice(launch=1.0, work=9.0)
-    fake_sync_cost(device, warmup=2, min_runs=2, min_time=0)
-    # warm-up calls; then per run: wait, start, call, read, wait, read
-    run = ["sync", "clock", "call", "clock", "sync", "clock"]
-    assert device.events == ["call", "call", *run, *run]
-
-
-def test_a_synchronous_device_gives_the_same_times_both_ways():
-    device = FakeDevice(launch=5.0, work=0.0)  # the CPU: the call does the work
-    (cost,) = fake_sync_cost(device, min_runs=4, min_time=0)
-    assert cost.synchronized.times == cost.unsynchronized.times == (5.0,) * 4
-    assert cost.ratio == 1.0
-
-
-def test_runs_until_min_time_and_max_runs():
-    device = FakeDevice(launch=1.0, work=1.0)
-    (cost,) = fake_sync_cost(device, min_runs=1, min_time=10.0)
-    assert cost.synchronized.runs == 5  # 5 runs of 2 s reach 10 s
-    device = FakeDevice(launch=1.0, work=1.0)
-    (cost,) = fake_sync_cost(device, min_runs=50, min_time=0, max_runs=6)
-    assert cost.synchronized.runs == 6
-
-
-def test_on_this_machine_the_rows_are_json_with_their_runs():
-    costs = sync_cost([16, 32], "cpu", min_time=0.005)
-    rows = json.loads(json.dumps([c.as_dict() for c in costs]))
-    assert [row["size"] for row in rows] == [16, 32]
-    for row, cost in zip(rows, costs, strict=True):
-        assert len(row["synchronized"]["times"]) == cost.synchronized.runs >= 7
-        assert row["ratio"] == cost.ratio
-        # the synchronized reading is taken after the other, from the same start
-        pairs = zip(cost.synchronized.times, cost.unsynchronized.times, strict=True)
-        assert all(s >= u for s, u in pairs)
+from dlcomp import Measurement, SyncCost, num_gpus, sync_cost, try_gpu
+from dlcomp.bench import _sync_title, plot_sync, summary
 
 
 def rows(*ratios, unsync=1e-3):
@@ -136,6 +51,14 @@ def test_plot_and_summary_show_the_rows(tmp_path):
     fig, ax = plt.subplots()
     assert plot_sync(ax, {"cpu": rows(1.0, 1.0)}) == ax.get_title()
     assert len(ax.get_legend().get_texts()) == 2  # synchronized, not synchronized
+    plt.close(fig)
+    # the results themselves draw the same figure as their JSON rows
+    costs = sync_cost([16, 32], "cpu", min_time=0.005)
+    fig, (from_results, from_json) = plt.subplots(1, 2)
+    plot_sync(from_results, {"cpu": costs})
+    plot_sync(from_json, {"cpu": [cost.as_dict() for cost in costs]})
+    for one, two in zip(from_results.get_lines(), from_json.get_lines(), strict=True):
+        assert one.get_xydata().tolist() == two.get_xydata().tolist()
     plt.close(fig)
     data = {
         "date": "2026-01-01T00:00:00+00:00",

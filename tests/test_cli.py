@@ -88,6 +88,18 @@ def test_bench_writes_json_plots_and_a_summary(bench_run):
     assert "7/7" in result.stderr  # the progress bar reached the end
 
 
+def test_bench_records_why_it_skipped_the_two_device_measurement(bench_run):
+    out, result = bench_run
+    (path,) = out.glob("bench-cpu-*.json")
+    two = json.loads(path.read_text())["two_devices"]
+    if len(try_all_gpus()) >= 2 and try_all_gpus()[0].type != "cpu":
+        assert set(two) == {"sequential", "concurrent", "speedup"}
+    else:  # MeasurementSkipped, caught: the reason, in the JSON and the summary
+        assert two == {"skipped": two["skipped"]}
+        assert two["skipped"].startswith("needs two accelerators, this machine has ")
+        assert f"two devices:    {two['skipped']}" in result.stdout
+
+
 def test_recorded_results_load_and_bad_files_are_skipped(bench_run, tmp_path, capsys):
     out, _ = bench_run
     (tmp_path / "good.json").write_text(next(out.glob("*.json")).read_text())

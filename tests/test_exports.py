@@ -20,6 +20,7 @@ TOPIC_MODULES = [
     "dlcomp.distributed",
     "dlcomp.devices",
     "dlcomp.timing",
+    "dlcomp.measurements",
 ]
 
 # Result types are documented through the function that returns them, as
@@ -29,6 +30,14 @@ TOPIC_MODULES = [
 RESULT_TYPES = {
     "dlcomp.devices": ["DeviceInfo", "DeviceReport"],  # describe_devices
     "dlcomp.parameters": ["NormHistory", "ParameterRow", "ParameterTable"],
+    # matmul_throughput, copy_bandwidth, logging_cost, sync_cost, two_devices
+    "dlcomp.measurements": [
+        "CopyRow",
+        "LoggingCost",
+        "MatmulRow",
+        "SyncCost",
+        "TwoDevices",
+    ],
 }
 
 

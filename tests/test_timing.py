@@ -1,26 +1,20 @@
-"""Tests of dlcomp.timing: the timer on a fake clock; the measurements, here."""
+"""Tests of dlcomp.timing: the timer and the comparisons that interleave (fake clocks).
 
-import math
+The chapter's measurements built on it are tested in test_measurements.py.
+"""
 
 import pytest
 import torch
 
-import dlcomp.timing
 from dlcomp import (
     Measurement,
+    alternate,
     benchmark,
-    copy_bandwidth,
-    cpu,
-    gpu,
-    logging_cost,
-    matmul_throughput,
+    interleaved,
     num_gpus,
-    small_op_overhead,
     synchronize,
     try_gpu,
-    two_devices,
 )
-from dlcomp.timing import _interleaved, _logging_runs, _two_device_runs
 
 
 class FakeClock:
@@ -130,56 +124,6 @@ def test_synchronize_on_cpu_and_meta_is_a_no_op():
     synchronize()
 
 
-# --- the measurements, small, on this machine ---------------------------------
-
-
-def test_matmul_throughput_rows():
-    rows = matmul_throughput([8, 16], min_time=0.005)
-    assert [r["size"] for r in rows] == [8, 16]
-    for r in rows:
-        assert r["gflops"] == pytest.approx(
-            2 * r["size"] ** 3 / r["measurement"]["median"] / 1e9
-        )
-
-
-def test_small_op_overhead_is_a_measurement():
-    m = small_op_overhead(min_time=0.005)
-    assert m.label == "1-element add"
-    assert m.runs >= 7
-
-
-def test_copy_bandwidth_on_cpu_measures_a_copy_into_a_preallocated_buffer():
-    rows = copy_bandwidth([0.5], "cpu", min_time=0.005)
-    assert [(r["direction"], r["memory"], r["non_blocking"]) for r in rows] == [
-        ("host->host", "pageable", False)
-    ]
-    assert rows[0]["gbps"] > 0
-    assert rows[0]["measurement"]["label"].startswith("copy_")
-
-
-def test_logging_cost_times_both_ways():
-    result = logging_cost(steps=20, n=16, repeats=2)
-    assert list(result) == ["item", "on_device"]
-    assert [m.label for m in result.values()] == ["log item", "log on_device"]
-    assert all(m.runs == 2 and m.number == 1 for m in result.values())
-
-
-def test_logging_cost_logs_the_same_normal_nonzero_values_both_ways():
-    # A chain X = X @ A with A = rand / 100 underflowed to 0.0 after ~67 steps
-    # (through denormals): the exercise logs independent products instead.
-    with_item, on_device = _logging_runs("cpu", steps=1000, n=100)
-    logged, kept = torch.tensor(with_item()), torch.tensor(on_device())
-    assert logged.shape == kept.shape == (1000,)
-    assert torch.equal(logged, kept)  # the same values, not merely close
-    # ... and the right ones: the norm of the product of the seeded matrices
-    generator = torch.Generator().manual_seed(0)
-    A = torch.rand(100, 100, generator=generator)
-    B = torch.rand(100, 100, generator=generator)
-    assert torch.equal(logged, torch.linalg.norm(A @ B).expand(1000))
-    tiny = torch.finfo(torch.float32).tiny  # the smallest normal float32
-    assert all(math.isfinite(v) and v >= tiny for v in logged.tolist())
-
-
 def test_interleaved_alternates_the_blocks():
     events = []
     now = [0.0]
@@ -191,7 +135,7 @@ def test_interleaved_alternates_the_blocks():
 
         return fn
 
-    timed = _interleaved(
+    timed = interleaved(
         {"A": make("A", 1.0), "B": make("B", 2.0)},
         clock=lambda: now[0],
         sync=lambda: None,
@@ -206,10 +150,40 @@ def test_interleaved_alternates_the_blocks():
     assert timed["B"].times == (2.0, 2.0, 2.0)
 
 
-def test_two_devices_explains_when_it_cannot_run():
-    if num_gpus() >= 2:
-        pytest.skip("this machine has two accelerators: the real run is tested below")
-    assert "needs two accelerators" in two_devices()["skipped"]
+def test_interleaved_keeps_going_until_every_statement_has_min_time():
+    now = [0.0]
+
+    def make(seconds):
+        def fn():
+            now[0] += seconds
+
+        return fn
+
+    timed = interleaved(
+        {"A": make(1.0), "B": make(1.0)},
+        clock=lambda: now[0], sync=lambda: None,
+        warmup=1, min_runs=1, min_time=4.0, min_block=0.5,
+    )  # fmt: skip
+    # calibration block + rounds until 2 x 4 s have been timed: 4 blocks each
+    assert [m.runs for m in timed.values()] == [4, 4]
+
+
+def test_alternate_takes_the_measurements_in_turns():
+    calls = []
+
+    def measure(name, seconds):
+        def run():
+            calls.append(name)
+            return seconds
+
+        return run
+
+    timed = alternate({"ours": measure("ours", 2.0), "theirs": measure("theirs", 1.0)},
+                      rounds=3, device="cuda:0")  # fmt: skip
+    assert calls == ["ours", "theirs"] * 3
+    assert [m.label for m in timed.values()] == ["ours", "theirs"]
+    assert timed["ours"].times == (2.0, 2.0, 2.0)
+    assert (timed["theirs"].median, timed["theirs"].device) == (1.0, "cuda:0")
 
 
 def check_waits_for_the_device(monkeypatch, device, *, real):
@@ -244,61 +218,3 @@ def test_synchronized_timing_of_an_accelerator(monkeypatch):
 def test_synchronized_timing_of_a_simulated_accelerator(monkeypatch):
     """The CPU twin: timing "on cuda:0" asks torch.accelerator to wait for it."""
     check_waits_for_the_device(monkeypatch, torch.device("cuda", 0), real=False)
-
-
-def check_two_devices(d0, d1, *, n, steps, repeats):
-    """What two_devices promises, on the devices it ran on (no claim about speed)."""
-    result = two_devices(n=n, steps=steps, repeats=repeats)
-    assert list(result) == ["sequential", "concurrent", "speedup"]
-    seq, con = result["sequential"], result["concurrent"]
-    assert (seq.label, con.label) == ("one after the other", "both at once")
-    for m in (seq, con):
-        assert m.device == str(d0)
-        assert (m.runs, m.number) == (repeats, 1)
-        assert m.median > 0
-        assert m.iqr >= 0
-    assert result["speedup"] == seq.median / con.median
-    # both ways compute, on each device, what that device computes alone
-    (X0, X1), sequential, concurrent, _ = _two_device_runs(d0, d1, n=n, steps=steps)
-    alone = (X0 @ X0, X1 @ X1)
-    for way in (sequential, concurrent):
-        Y0, Y1 = way()
-        assert (Y0.device, Y1.device) == (X0.device, X1.device)
-        assert torch.equal(Y0, alone[0])
-        assert torch.equal(Y1, alone[1])
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(num_gpus() < 2, reason="needs two accelerators")
-def test_two_devices_concurrently():
-    check_two_devices(gpu(0), gpu(1), n=1024, steps=10, repeats=2)
-
-
-def test_two_devices_concurrently_on_a_simulated_two_device_machine(monkeypatch):
-    """The CPU twin: two 'accelerators' that are both the CPU."""
-    monkeypatch.setattr(dlcomp.timing, "num_gpus", lambda: 2)
-    monkeypatch.setattr(dlcomp.timing, "gpu", lambda i: cpu())
-    check_two_devices(cpu(), cpu(), n=32, steps=3, repeats=2)
-
-
-def test_the_bench_timer_check_alternates_ours_and_timer(monkeypatch):
-    from torch.utils.benchmark import Timer
-
-    from dlcomp import bench
-
-    calls = []
-    real_benchmark, real_autorange = bench.benchmark, Timer.blocked_autorange
-
-    def ours(*args, **kwargs):
-        calls.append("ours")
-        return real_benchmark(*args, **kwargs)
-
-    def theirs(self, *args, **kwargs):
-        calls.append("timer")
-        return real_autorange(self, *args, **kwargs)
-
-    monkeypatch.setattr(bench, "benchmark", ours)
-    monkeypatch.setattr(Timer, "blocked_autorange", theirs)
-    result = bench._timer_check(torch.device("cpu"), 32, min_time=0.01, rounds=3)
-    assert calls == ["ours", "timer"] * 3
-    assert result["ratio"] == result["dlcomp_median"] / result["torch_benchmark_median"]
