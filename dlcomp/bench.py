@@ -729,7 +729,7 @@ def _time_unit(seconds: float) -> tuple[str, float]:
 def plot_sync(
     ax: Any, series: Mapping[str, Sequence[dict[str, Any]] | Sequence[SyncCost]]
 ) -> str:
-    """Draw :func:`sync_cost` rows on a matplotlib ``ax``; title it; return the title.
+    """Draw :func:`~dlcomp.sync_cost` results on ``ax``: title it, return the title.
 
     One colour per series: a solid line for the synchronized medians, a
     dashed one for the unsynchronized medians, each with its interquartile

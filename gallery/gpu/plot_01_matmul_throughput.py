@@ -25,10 +25,9 @@ sizes = [32, 64, 128, 256, 512, 1024, 2048, 3072]
 measured = {str(d): matmul_throughput(sizes, d, min_time=0.1) for d in try_all_gpus()}
 for device, rows in measured.items():
     for row in rows:
-        m = row["measurement"]
-        spread = m["q3"] - m["q1"]
-        print(f"{device:6} n={row['size']:4}: {row['gflops']:8.1f} GFLOP/s "
-              f"(median of {m['runs']} runs, IQR {spread:.2e} s)")  # fmt: skip
+        m = row.measurement
+        print(f"{device:6} n={row.size:4}: {row.gflops:8.1f} GFLOP/s "
+              f"(median of {m.runs} runs, IQR {m.iqr:.2e} s)")  # fmt: skip
 
 # %%
 # What the numbers show
@@ -41,13 +40,13 @@ for device, rows in measured.items():
 
 def finding(device, rows):
     """One sentence on how GFLOP/s change with size, from ``rows`` alone."""
-    gflops = [r["gflops"] for r in rows]
+    gflops = [r.gflops for r in rows]
     peak = max(gflops)
     # the first size from which every size is near the peak (none: len(rows))
     high = [i for i in range(len(rows)) if min(gflops[i:]) >= 0.85 * peak]
     first = high[0] if high else len(rows)
     if gflops[0] < 0.5 * peak and first <= len(rows) - 2:
-        n = rows[first]["size"]
+        n = rows[first].size
         return f"{device}: throughput levels off from n={n} (within 15% of its highest)"
     if gflops[-1] == peak and first == len(rows) - 1:
         return f"{device}: the highest throughput is at the largest size measured"
@@ -56,7 +55,7 @@ def finding(device, rows):
 
 findings = [finding(device, rows) for device, rows in measured.items()]
 for device, rows in measured.items():
-    print(f"{device}: highest {max(r['gflops'] for r in rows):.1f} GFLOP/s")
+    print(f"{device}: highest {max(r.gflops for r in rows):.1f} GFLOP/s")
 print("\n".join(findings))
 
 # %%
@@ -93,7 +92,7 @@ for data in recorded:
 fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
 plot_matmul(ax, series)
 for i, (device, rows) in enumerate(measured.items()):
-    peak = max(r["gflops"] for r in rows)
+    peak = max(r.gflops for r in rows)
     where = f"highest on this machine ({device})"
     ax.axhline(peak, color=f"C{i}", linestyle=":", linewidth=1,
                label=f"{where}: {peak:.0f} GFLOP/s")  # fmt: skip

@@ -24,8 +24,8 @@ from dlcomp import copy_bandwidth, try_gpu
 device = try_gpu()
 rows = copy_bandwidth([1, 4, 16, 64], device, min_time=0.05)
 for r in rows:
-    print(f"{r['direction']:12} {r['memory']:8} non_blocking={r['non_blocking']!s:5} "
-          f"{r['size_mib']:4} MiB: {r['gbps']:6.1f} GB/s")  # fmt: skip
+    print(f"{r.direction:12} {r.memory:8} non_blocking={r.non_blocking!s:5} "
+          f"{r.size_mib:4} MiB: {r.gbps:6.1f} GB/s")  # fmt: skip
 
 # %%
 # Recorded runs from other machines
@@ -59,12 +59,8 @@ plot_copy(ax, series)
 
 # The title states a finding only if every configuration measured here shows
 # it, comparing its smallest copy with its largest.
-def key(r):
-    return (r["direction"], r["memory"], r["non_blocking"])
-
-
-smallest = {key(r): r["gbps"] for r in reversed(rows)}  # first row of each
-largest = {key(r): r["gbps"] for r in rows}  # last row of each
+smallest = {r.kind: r.gbps for r in reversed(rows)}  # first row of each
+largest = {r.kind: r.gbps for r in rows}  # last row of each
 if all(largest[k] > smallest[k] for k in largest):
     title = f"{device}: the largest copies move the most bytes per second"
 elif all(largest[k] < smallest[k] for k in largest):

@@ -21,9 +21,9 @@ from dlcomp import logging_cost, try_gpu
 
 device = try_gpu()
 result = logging_cost(device, steps=1000, n=100, repeats=5)
-for measurement in result.values():
-    print(measurement)
-ratio = result["item"].median / result["on_device"].median
+print(result.item)
+print(result.on_device)
+ratio = result.ratio  # the median with .item() over the median on the device
 print(f".item() every step / log on the device: {ratio:.2f}x")
 
 # %%
@@ -48,7 +48,7 @@ import matplotlib.pyplot as plt
 from dlcomp.bench import plot_logging
 
 here = f"this machine\n{device}, torch {torch.__version__}"
-bars = {here: {name: m.as_dict() for name, m in result.items()}}
+bars = {here: result}
 steps = {here: 1000}
 for data in recorded:
     for dev, entry in data["results"].items():
@@ -72,5 +72,5 @@ plt.show()
 # See also
 # --------
 # - The chapter page: :doc:`/gpu` (exercise 3).
-# - API: :func:`dlcomp.logging_cost`, :class:`dlcomp.Measurement`,
+# - API: :func:`dlcomp.logging_cost`, :class:`dlcomp.LoggingCost`,
 #   :func:`dlcomp.bench.plot_logging`.

@@ -5,7 +5,7 @@ Timing without synchronizing: what the clock measures
 The classic mistake: ``start = time.perf_counter(); Y = A @ B;
 time.perf_counter() - start``. On a GPU the product is only *queued* when
 the call returns, so the clock measures the launch, not the work.
-:func:`dlcomp.bench.sync_cost` times every call twice from the same start:
+:func:`dlcomp.sync_cost` times every call twice from the same start:
 as soon as it returns, and after synchronizing the device. You will see the
 two medians per matrix size for the machine that ran the script (on a CPU,
 where a call returns when its work is done, the two should agree), beside
@@ -20,8 +20,7 @@ plotted numbers show.
 # where the gap between launch and work grows with the size.
 import torch
 
-from dlcomp import try_gpu
-from dlcomp.bench import sync_cost
+from dlcomp import sync_cost, try_gpu
 
 device = try_gpu()
 sizes = [256, 1024, 4096] if device.type != "cpu" else [256, 512, 1024]
@@ -57,7 +56,7 @@ import matplotlib.pyplot as plt
 from dlcomp.bench import plot_sync
 
 here = f"this machine ({device}, torch {torch.__version__})"
-series = {here: [cost.as_dict() for cost in costs]}
+series = {here: costs}
 for data in recorded:
     for dev, entry in data["results"].items():
         series[label(data, dev)] = entry["sync"]
@@ -70,6 +69,6 @@ plt.show()
 # See also
 # --------
 # - The chapter page: :doc:`/gpu` (timing code on an accelerator).
-# - API: :func:`dlcomp.bench.sync_cost`, :func:`dlcomp.benchmark`,
+# - API: :func:`dlcomp.sync_cost`, :func:`dlcomp.benchmark`,
 #   :func:`dlcomp.synchronize`; ``python -m dlcomp bench`` records this
 #   measurement for every device it measures.
