@@ -536,17 +536,22 @@ def _log_axes(
         _plain_numbers(ax.yaxis)
 
 
-def plot_matmul(ax: Any, series: Mapping[str, Rows]) -> None:
+def plot_matmul(
+    ax: Any, series: Mapping[str, Rows], *, highest: Iterable[str] = ()
+) -> None:
     """Draw :func:`~dlcomp.matmul_throughput` rows on a matplotlib ``ax``: GFLOP/s by size.
 
     One line per series (the first solid, the others dashed, dotted...), on
-    log axes with ticks at the sizes measured. The caller sets the title.
+    log axes with ticks at the sizes measured; for each series named in
+    ``highest``, a dotted line in its colour at the highest throughput it
+    measured. The caller sets the title.
 
     Args:
         ax: a matplotlib Axes.
         series: legend label -> the rows of :func:`~dlcomp.matmul_throughput`
             (:class:`~dlcomp.MatmulRow`), or the ``matmul`` rows of a
             recorded bench run (their ``as_dict()``).
+        highest: labels of ``series`` whose highest throughput to mark.
 
     Examples:
         >>> from matplotlib.figure import Figure
@@ -558,13 +563,21 @@ def plot_matmul(ax: Any, series: Mapping[str, Rows]) -> None:
         ['cpu']
         >>> [tick.get_text() for tick in ax.get_xticklabels()]  # the sizes measured
         ['64', '128']
+        >>> plot_matmul(ax := Figure().add_subplot(), {"cpu": rows}, highest=["cpu"])
+        >>> [line.get_label().split(":")[0] for line in ax.get_lines()]
+        ['cpu', 'highest, cpu']
     """  # noqa: E501
     plain = {name: _plain(rows) for name, rows in series.items()}
+    marked = set(highest)
     for i, (name, rows) in enumerate(plain.items()):
         rows = sorted(rows, key=lambda r: r["size"])
         ax.plot([r["size"] for r in rows], [r["gflops"] for r in rows],
                 color=f"C{i % 10}", linestyle=_STYLES[i % 4],
                 marker=_MARKERS[i % 4], label=name)  # fmt: skip
+        if name in marked and rows:
+            peak = max(r["gflops"] for r in rows)
+            ax.axhline(peak, color=f"C{i % 10}", linestyle=":", linewidth=1,
+                       label=f"highest, {name}: {peak:.0f} GFLOP/s")  # fmt: skip
     _log_axes(
         ax,
         (r["size"] for rows in plain.values() for r in rows),

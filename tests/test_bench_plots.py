@@ -206,6 +206,18 @@ def test_matmul_lines_follow_the_sizes_in_order():
     assert line.get_xdata().tolist() == [64, 256]
 
 
+def test_matmul_marks_the_highest_throughput_of_the_series_asked_for():
+    ax = Figure().add_subplot()
+    here = [{"size": 64, "gflops": 1.0}, {"size": 256, "gflops": 3.0}]
+    there = [{"size": 64, "gflops": 5.0}]
+    plot_matmul(ax, {"here": here, "there": there}, highest=["here"])
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert list(lines) == ["here", "highest, here: 3 GFLOP/s", "there"]
+    here_line, peak = lines["here"], lines["highest, here: 3 GFLOP/s"]
+    assert list(peak.get_ydata()) == [3.0, 3.0]
+    assert (peak.get_color(), peak.get_linestyle()) == (here_line.get_color(), ":")
+
+
 # --- logging.png --------------------------------------------------------------
 
 

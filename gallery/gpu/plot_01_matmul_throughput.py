@@ -85,19 +85,14 @@ from dlcomp.bench import plot_matmul
 
 series = {f"this machine: {device}, torch {torch.__version__}": rows
           for device, rows in measured.items()}  # fmt: skip
+here = list(series)
 for data in recorded:
     for device, entry in data["results"].items():
         series[f"recorded: {label(data, device)}"] = entry["matmul"]
 
 fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
-plot_matmul(ax, series)
-for i, (device, rows) in enumerate(measured.items()):
-    peak = max(r.gflops for r in rows)
-    where = f"highest on this machine ({device})"
-    ax.axhline(peak, color=f"C{i}", linestyle=":", linewidth=1,
-               label=f"{where}: {peak:.0f} GFLOP/s")  # fmt: skip
+plot_matmul(ax, series, highest=here)
 ax.set_title("\n".join(findings))
-ax.legend(fontsize="small")
 plt.show()
 
 # %%
