@@ -26,6 +26,7 @@ from dlcomp import (
     num_gpus,
     small_op_overhead,
     sync_cost,
+    try_gpu,
     two_devices,
 )
 from dlcomp.measurements import _logging_runs, _two_device_runs
@@ -248,3 +249,14 @@ def test_on_this_machine_the_rows_are_json_with_their_runs():
         # the synchronized reading is taken after the other, from the same start
         pairs = zip(cost.synchronized.times, cost.unsynchronized.times, strict=True)
         assert all(s >= u for s, u in pairs)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(
+    num_gpus() == 0,
+    reason="no accelerator here; the fake-device twins above ran instead",
+)
+def test_on_an_accelerator_the_unsynchronized_clock_stops_early():
+    (cost,) = sync_cost([4096], try_gpu(), min_time=0.05)
+    # a 4096 x 4096 product takes far longer than its launch
+    assert cost.unsynchronized.median * 2 < cost.synchronized.median
