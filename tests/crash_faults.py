@@ -2,7 +2,9 @@
 
 The crash tests' forkserver imports this module by name (``tests/`` is put
 on ``sys.path`` for it), so that its functions can be the targets of child
-processes.
+processes. They wrap the public worker, :func:`dlcomp.train_worker.train`,
+with what only the tests need: an event set when training starts, a write
+stalled inside ``fsync``, a file size limit.
 """
 
 import os
@@ -11,7 +13,17 @@ import time
 
 from torch import nn
 
-from dlcomp import _worker, save_checkpoint
+from dlcomp import save_checkpoint
+from dlcomp.train_worker import train
+
+
+def train_signalling_start(directory, steps, save_every, seed, ready, background=False):
+    """Set ``ready`` (an event, if given), then run (or resume) the training."""
+    if ready is not None:
+        ready.set()
+    train(
+        directory, steps=steps, save_every=save_every, seed=seed, background=background
+    )
 
 
 def train_stalling_in_fsync(directory, steps, save_every, seed, stall_on, stalled):
@@ -29,7 +41,7 @@ def train_stalling_in_fsync(directory, steps, save_every, seed, stall_on, stalle
         real_fsync(fd)
 
     os.fsync = fsync
-    _worker.train(directory, steps, save_every, seed)
+    train(directory, steps=steps, save_every=save_every, seed=seed)
 
 
 def write_past_file_size_limit(path, limit, results):

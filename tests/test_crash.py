@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from dlcomp import CheckpointManager, _worker, load_checkpoint, read_checkpoint
+from dlcomp import CheckpointManager, load_checkpoint, read_checkpoint
+from dlcomp.models import mlp
 
 pytestmark = pytest.mark.skipif(
     sys.platform == "win32", reason="SIGKILL and forkserver are POSIX-only"
@@ -43,7 +44,7 @@ def ctx(stderr_log):
     import crash_faults  # noqa: F401
 
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["dlcomp._worker", "crash_faults"])
+    context.set_forkserver_preload(["dlcomp.train_worker", "crash_faults"])
     # The children inherit the forkserver's stderr, not this process's: start
     # the forkserver writing to a file, which failure messages quote.
     saved = os.dup(2)
@@ -82,9 +83,11 @@ def assert_bitwise_equal(a, b):
     assert losses_a == losses_b
 
 
-def run_child(ctx, folder, ready=None, target=None, **kwargs):
+def run_child(ctx, folder, ready=None, **kwargs):
+    import crash_faults
+
     process = ctx.Process(
-        target=target or _worker.train,
+        target=crash_faults.train_signalling_start,
         args=(str(folder), STEPS, SAVE_EVERY, SEED, ready),
         kwargs=kwargs,
     )
@@ -135,9 +138,7 @@ def test_training_killed_at_random_instants_resumes_bitwise(
             kills += 1
             kills_mid_write += bool(temporaries(folder))
             # After every kill the directory must restore (or be empty).
-            model = torch.nn.Sequential(
-                torch.nn.Linear(20, 64), torch.nn.ReLU(), torch.nn.Linear(64, 1)
-            )
+            model = mlp(20, 64, 1)  # the model of resumable_training
             if (latest := CheckpointManager(folder).latest()) is not None:
                 load_checkpoint(latest, model)
         assert_bitwise_equal(final_state(folder), expected)
@@ -175,9 +176,7 @@ def test_a_kill_inside_a_checkpoint_write(ctx, reference, tmp_path, stderr_log):
     assert len(temporaries(tmp_path)) == 1  # the torn write, never renamed
     manager = CheckpointManager(tmp_path)
     assert [step for step, _ in manager.checkpoints()] == [3, 6]  # complete ones only
-    model = torch.nn.Sequential(
-        torch.nn.Linear(20, 64), torch.nn.ReLU(), torch.nn.Linear(64, 1)
-    )
+    model = mlp(20, 64, 1)  # the model of resumable_training
     assert manager.restore(model).step == 6
 
     process = run_child(ctx, tmp_path)  # resume to the end

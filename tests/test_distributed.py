@@ -1,7 +1,7 @@
 """Distributed checkpoints: FSDP2 and DDP on 2 CPU processes (gloo), resharding, kills.
 
 The multi-process tests launch ``torchrun --standalone`` with ``python -m
-dlcomp._dist_worker``, or with a short script (bounded by timeouts); a failure
+dlcomp.distributed_worker``, or with a short script (bounded by timeouts); a failure
 shows the end of their stderr. The page's own ``train.py`` (its ``%%writefile``
 cell) is checked to compute bitwise what the worker does. The module prints how
 long its tests took.
@@ -25,7 +25,7 @@ from torch import nn
 
 import dlcomp
 from dlcomp import CheckpointError, DistributedCheckpointManager, consolidate
-from dlcomp._dist_worker import build, full_state
+from dlcomp.distributed_worker import build, full_state
 
 pytestmark = pytest.mark.skipif(
     not dist.is_available() or sys.platform == "win32",
@@ -77,7 +77,7 @@ def torchrun(*args, nproc=2):
 def worker(directory, *args, nproc=2, torchrun_args=(), timeout=180):
     """Run the training worker on ``nproc`` processes (1: no torchrun)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    module = ["-m", "dlcomp._dist_worker", str(directory), *map(str, args)]
+    module = ["-m", "dlcomp.distributed_worker", str(directory), *map(str, args)]
     if nproc == 1:
         command = [sys.executable, *module]
     else:
@@ -132,17 +132,15 @@ def test_two_process_checkpoint_loads_into_one_and_two_processes(tmp_path, wrap)
     assert (restored.step, restored.world_size) == (6, 2)
     assert_same_state(full_state(model, optimizer), reference)
 
-    # 2 -> 2: the same wrapping in two new processes
-    worker(ckpt, "--wrap", wrap, "--load-only", "--state-out", tmp_path / "loaded.pt")
+    # 2 -> 2: the same wrapping in two new processes (trained to step 6: restored only)
+    worker(ckpt, "--wrap", wrap, "--steps", 6, "--state-out", tmp_path / "loaded.pt")
     assert_same_state(load(tmp_path / "loaded.pt"), reference)
 
     # one file of full weights, for a plain model
     from safetensors.torch import load_file
 
     single = consolidate(latest, tmp_path / "weights.safetensors")
-    plain = nn.Sequential(
-        nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 1)
-    )
+    plain, _ = build("none")
     plain.load_state_dict(load_file(single))
     assert all(
         torch.equal(v, reference["model"][k]) for k, v in plain.state_dict().items()
@@ -202,7 +200,7 @@ def test_one_process_checkpoint_loads_into_two_fsdp_processes(tmp_path):
         nproc=1,
     )
     assert DistributedCheckpointManager(ckpt).restore(build("none", 0)[0]).step == 4
-    worker(ckpt, "--wrap", "fsdp", "--load-only", "--state-out", tmp_path / "loaded.pt")
+    worker(ckpt, "--wrap", "fsdp", "--steps", 4, "--state-out", tmp_path / "loaded.pt")
     assert_same_state(load(tmp_path / "loaded.pt"), load(tmp_path / "ref.pt"))
     TIMES["1->2 fsdp"] = time.perf_counter() - start
 
@@ -220,7 +218,7 @@ def test_fsdp_job_killed_at_random_instants_resumes_bitwise(tmp_path, capsys):
     job = subprocess.Popen(
         [sys.executable, "-m", "torch.distributed.run", "--standalone",
          "--nproc_per_node=2", "--max-restarts=5",
-         "-m", "dlcomp._dist_worker", str(tmp_path / "ckpt"),
+         "-m", "dlcomp.distributed_worker", str(tmp_path / "ckpt"),
          "--steps", str(steps), "--save-every", str(every), "--pid-dir", str(pids),
          "--state-out", str(tmp_path / "final.pt")],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

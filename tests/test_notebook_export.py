@@ -308,7 +308,7 @@ def test_gallery_notebooks_rest_roles_become_links():
                 "- API: :class:`dlcomp.CheckpointManager`, "
                 ":func:`dlcomp.read_checkpoint`,\n"
                 "  :meth:`~dlcomp.CheckpointManager.wait`.\n"
-                "- ``python -m dlcomp._worker DIR`` and `sphx_glr_gpu` and "
+                "- ``python -m dlcomp.train_worker DIR`` and `sphx_glr_gpu` and "
                 "`GPU examples <sphx_glr_gpu>`, not `unknown_label`.\n"
                 "- :func:`torch.save`",
             ),
@@ -325,7 +325,7 @@ def test_gallery_notebooks_rest_roles_become_links():
         "[`dlcomp.read_checkpoint()`]"
         "(https://site.example/api.html#dlcomp.read_checkpoint),\n"
         "  [`wait()`](https://site.example/api.html#dlcomp.CheckpointManager.wait).\n"
-        "- ``python -m dlcomp._worker DIR`` and "
+        "- ``python -m dlcomp.train_worker DIR`` and "
         "[GPUs](https://site.example/sphx_glr_gpu.html) and "
         "[GPU examples](https://site.example/sphx_glr_gpu.html), "
         "not `unknown_label`.\n"

@@ -13,12 +13,13 @@ the weights and the loss curve of a run that was never interrupted.
 # %%
 # A training process we can kill
 # ------------------------------
-# ``python -m dlcomp._worker DIR`` runs :func:`dlcomp.resumable_training`:
-# 200 steps of SGD with momentum, a checkpoint every 10 steps, resuming from
-# ``DIR`` if it holds one. Its data and batches come from a seed, so every
-# run computes the same numbers. ``--pause-at`` makes it stop and wait after
-# a given step, so that this page kills it at the same step every time it is
-# built; in real life the crash comes whenever it likes.
+# ``python -m dlcomp.train_worker DIR`` (:mod:`dlcomp.train_worker`) runs
+# :func:`dlcomp.resumable_training`: 200 steps of SGD with momentum, a
+# checkpoint every 10 steps, resuming from ``DIR`` if it holds one. Its data
+# and batches come from a seed, so every run computes the same numbers.
+# ``--pause-at`` makes it stop and wait after a given step, so that this page
+# kills it at the same step every time it is built; in real life the crash
+# comes whenever it likes.
 import subprocess
 import sys
 import tempfile
@@ -34,7 +35,7 @@ workdir = Path(temporary.name)
 
 
 def start(folder, *options):
-    command = [sys.executable, "-m", "dlcomp._worker", str(folder), "--steps",
+    command = [sys.executable, "-m", "dlcomp.train_worker", str(folder), "--steps",
                str(STEPS), "--save-every", str(EVERY), *options]  # fmt: skip
     return subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
 
@@ -126,4 +127,4 @@ temporary.cleanup()
 # - The chapter page: :doc:`/read-write` (why it works: atomic writes, safe
 #   loading).
 # - API: :class:`dlcomp.CheckpointManager`, :func:`dlcomp.resumable_training`,
-#   :func:`dlcomp.read_checkpoint`.
+#   :func:`dlcomp.read_checkpoint`, :mod:`dlcomp.train_worker`.

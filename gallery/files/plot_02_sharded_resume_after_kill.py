@@ -14,15 +14,16 @@ the loss curve of a job that was never interrupted.
 # %%
 # The job
 # -------
-# ``python -m dlcomp._dist_worker`` trains an MLP with Adam, wrapped in
-# ``fully_shard``, on batches drawn from a seed and split between the ranks,
-# and checkpoints every 4 steps. It is the training loop of ``train.py`` on
-# the chapter page :doc:`/distributed-checkpoints` (bitwise the same numbers:
-# a test checks it), with two options for this demonstration:
-# ``--pause-at 23`` makes rank 1 stop after step 23 on the first attempt, so
-# that this page kills it at the same step at every build (a real crash comes
-# whenever it likes), and ``--pid-dir`` tells this page the workers' process
-# ids. The processes talk over gloo on this machine: no GPU needed.
+# ``python -m dlcomp.distributed_worker`` (:mod:`dlcomp.distributed_worker`)
+# trains an MLP with Adam, wrapped in ``fully_shard``, on batches drawn from
+# a seed and split between the ranks, and checkpoints every 4 steps. It is
+# the training loop of ``train.py`` on the chapter page
+# :doc:`/distributed-checkpoints` (bitwise the same numbers: a test checks
+# it), with two options for this demonstration: ``--pause-at 23`` makes rank
+# 1 stop after step 23 on the first attempt, so that this page kills it at
+# the same step at every build (a real crash comes whenever it likes), and
+# ``--pid-dir`` tells this page the workers' process ids. The processes talk
+# over gloo on this machine: no GPU needed.
 import json
 import os
 import signal
@@ -42,8 +43,9 @@ def torchrun(folder, *options, restarts=0):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                "--nproc_per_node=2", f"--max-restarts={restarts}",
                f"--log-dir={folder / 'logs'}",  # not a new folder in /tmp per run
-               "-m", "dlcomp._dist_worker", str(folder / "ckpt"), "--wrap", "fsdp",
-               "--steps", str(STEPS), "--save-every", "4", *options]  # fmt: skip
+               "-m", "dlcomp.distributed_worker", str(folder / "ckpt"),
+               "--wrap", "fsdp", "--steps", str(STEPS), "--save-every", "4",
+               *options]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     quiet = subprocess.DEVNULL  # torchrun's own log
     return subprocess.Popen(command, env=env, text=True, stdout=subprocess.PIPE,
@@ -94,7 +96,7 @@ print("reference job finished, exit code", run.returncode)
 # processes that wrote it, and the extras of its manifest (the loss of every
 # step).
 from dlcomp import DistributedCheckpointManager
-from dlcomp._dist_worker import build
+from dlcomp.distributed_worker import build
 
 
 def final(folder):
@@ -150,4 +152,5 @@ temporary.cleanup()
 # See also
 # --------
 # - The chapter page: :doc:`/distributed-checkpoints`.
-# - API: :class:`dlcomp.DistributedCheckpointManager`, :func:`dlcomp.consolidate`.
+# - API: :class:`dlcomp.DistributedCheckpointManager`, :func:`dlcomp.consolidate`,
+#   :mod:`dlcomp.distributed_worker`.

@@ -1,0 +1,239 @@
+"""A multi-process training job to kill and restart: section 5.5+'s sharded run.
+
+``torchrun --nproc_per_node=2 -m dlcomp.distributed_worker DIR`` trains the
+model of :func:`build` (an MLP, wrapped in FSDP2 by default) with Adam on
+every process of the job, on batches that depend only on the seed and the
+step, split between the ranks (:func:`batch`). It checkpoints into ``DIR``
+with :class:`dlcomp.DistributedCheckpointManager` and, started again, resumes
+from the newest checkpoint that loads: under ``torchrun --max-restarts``, a
+job whose worker is killed resumes by itself. Started alone
+(``python -m dlcomp.distributed_worker DIR``) it trains in one process,
+wrapping nothing. Torch computes on one thread per process, so every run
+computes bitwise the same numbers. With ``--wrap fsdp`` and seed 0 it
+computes bitwise what ``train.py`` on the page :doc:`/distributed-checkpoints`
+does; the gallery script
+:ref:`sphx_glr_auto_examples_files_plot_02_sharded_resume_after_kill.py`
+kills one of its workers and lets ``torchrun`` restart the job.
+
+It prints JSON lines: rank 0 ``{"event": "start", "resumed_from": STEP}``
+once it has restored, and rank 1 ``{"event": "paused", "step": S}`` where
+``--pause-at`` makes it wait.
+
+Options: ``--wrap {fsdp,ddp,none}``, ``--steps N``, ``--save-every K``,
+``--seed S``; ``--state-out FILE`` (rank 0 writes the final full state there,
+see :func:`full_state`); ``--pid-dir DIR`` (each worker writes its process id
+to ``DIR/rank<r>``); ``--pause-at S`` (rank 1 waits after step ``S`` on the
+job's first attempt, to be killed at a known step).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from dlcomp.distributed import (
+    DistributedCheckpointManager,
+    destroy_process_group,
+    init_process_group,
+)
+from dlcomp.models import mlp
+
+__all__ = ["batch", "build", "full_state", "main"]
+
+WRAPS = ("fsdp", "ddp", "none")
+
+
+def build(wrap: str = "none", seed: int = 0) -> tuple[nn.Module, torch.optim.Optimizer]:
+    """The job's model, wrapped as asked, and its Adam optimizer.
+
+    The model is ``mlp(16, 64, 64, 1, seed=seed)`` (:func:`dlcomp.models.mlp`),
+    the same on every rank before it is wrapped.
+
+    Args:
+        wrap: ``"fsdp"`` (FSDP2: every ``nn.Linear`` sharded on its own, then
+            the whole model), ``"ddp"`` (``DistributedDataParallel``) or
+            ``"none"``. ``"fsdp"`` and ``"ddp"`` need a process group.
+        seed: the seed of the initial parameters.
+
+    Returns:
+        The model and ``torch.optim.Adam(model.parameters(), lr=0.01)``.
+
+    Examples:
+        Unwrapped, in one process, a model to restore a checkpoint of the
+        job into:
+
+        >>> model, optimizer = build("none", seed=0)
+        >>> model[0], type(optimizer).__name__
+        (Linear(in_features=16, out_features=64, bias=True), 'Adam')
+    """
+    if wrap not in WRAPS:
+        raise ValueError(f"build: wrap must be one of {WRAPS}, got {wrap!r}")
+    if wrap != "none" and not dist.is_initialized():
+        raise RuntimeError(
+            f"build: wrap={wrap!r} needs a process group; call "
+            "dlcomp.init_process_group() first, or use wrap='none'"
+        )
+    model: nn.Module = mlp(16, 64, 64, 1, seed=seed)
+    if wrap == "fsdp":
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
+
+        mesh = init_device_mesh("cpu", (dist.get_world_size(),))
+        for layer in model.children():
+            if isinstance(layer, nn.Linear):
+                fully_shard(layer, mesh=mesh)
+        fully_shard(model, mesh=mesh)
+    elif wrap == "ddp":
+        model = nn.parallel.DistributedDataParallel(model)
+    return model, torch.optim.Adam(model.parameters(), lr=0.01)
+
+
+def batch(seed: int, step: int) -> tuple[Tensor, Tensor]:
+    """This rank's share of the 64 examples of ``step``: inputs and targets.
+
+    The global batch depends only on ``(seed, step)``; each of the ``world``
+    ranks takes its ``64 // world`` consecutive examples (all of them without
+    a process group). The target is ``sin`` of the sum of the first 4 inputs.
+
+    Examples:
+        >>> X, y = batch(seed=0, step=3)  # no process group: the whole batch
+        >>> X.shape, y.shape
+        (torch.Size([64, 16]), torch.Size([64, 1]))
+        >>> torch.equal(X, batch(seed=0, step=3)[0])
+        True
+    """
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    X = torch.randn(64, 16, generator=generator)  # (64, 16)
+    y = X[:, :4].sum(dim=1, keepdim=True).sin()  # (64, 1)
+    world, rank = (
+        (dist.get_world_size(), dist.get_rank()) if dist.is_initialized() else (1, 0)
+    )
+    share = X.shape[0] // world
+    return X[rank * share : (rank + 1) * share], y[rank * share : (rank + 1) * share]
+
+
+def full_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """Model and optimizer state, whole (not sharded) and on the CPU.
+
+    With a process group, every rank must call it (it gathers the shards).
+
+    Returns:
+        ``{"model": model_state_dict, "optim": optimizer_state_dict}``, as
+        ``torch.distributed.checkpoint.state_dict.get_state_dict`` gives them
+        with ``full_state_dict=True``.
+
+    Examples:
+        >>> model, optimizer = build("none", seed=0)
+        >>> state = full_state(model, optimizer)
+        >>> sorted(state), torch.equal(state["model"]["0.weight"], model[0].weight)
+        (['model', 'optim'], True)
+    """
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    model_state, optim_state = get_state_dict(model, optimizer, options=options)
+    return {"model": model_state, "optim": optim_state}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Train the job (resuming if a checkpoint loads): the worker's command line.
+
+    Joins the process group ``torchrun`` set up (none when started alone),
+    restores the newest checkpoint in ``DIR`` that loads, trains to step
+    ``--steps``, checkpointing every ``--save-every`` steps and at the end
+    (the extras hold the mean loss over the ranks of every step), then
+    leaves the group.
+
+    Args:
+        argv: the command-line arguments (default: ``sys.argv[1:]``):
+            ``DIR [--wrap W] [--steps N] [--save-every K] [--seed S]
+            [--state-out FILE] [--pid-dir DIR] [--pause-at S]``.
+
+    Examples:
+        Alone, in one process: 4 steps, then 2 more from its checkpoint.
+
+        >>> import tempfile
+        >>> folder = tempfile.mkdtemp()
+        >>> main([folder, "--steps", "4", "--save-every", "2"])
+        {"event": "start", "resumed_from": 0}
+        >>> main([folder, "--steps", "6", "--save-every", "2"])
+        {"event": "start", "resumed_from": 4}
+        >>> [step for step, _ in DistributedCheckpointManager(folder).checkpoints()]
+        [4, 6]
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m dlcomp.distributed_worker",
+        description="Train a small MLP on every process of a torchrun job, with "
+        "checkpoints in DIR; resume from the newest one that loads.",
+    )
+    parser.add_argument("directory", metavar="DIR")
+    parser.add_argument("--wrap", choices=WRAPS, default="fsdp")
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--save-every", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--state-out", help="where rank 0 writes the final full state")
+    parser.add_argument("--pid-dir", help="write each worker's pid to PID_DIR/rank<r>")
+    parser.add_argument(
+        "--pause-at", type=int, help="rank 1 waits after this step, first attempt only"
+    )
+    args = parser.parse_args(argv)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _run(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(args: argparse.Namespace) -> None:
+    distributed = init_process_group("gloo")  # survives torchrun's restarts
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    if args.pid_dir:
+        Path(args.pid_dir, f"rank{rank}").write_text(str(os.getpid()))
+
+    model, optimizer = build(args.wrap if distributed else "none", args.seed)
+    manager = DistributedCheckpointManager(args.directory, keep=2)
+    restored = manager.restore(model, optimizer)  # None if there is none yet
+    start = restored.step if restored else 0
+    losses = list(restored.extra["losses"]) if restored else []
+    if rank == 0:
+        print(json.dumps({"event": "start", "resumed_from": start}), flush=True)
+
+    attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+    for step in range(start, args.steps):
+        X, y = batch(args.seed, step)
+        loss = nn.functional.mse_loss(model(X), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        mean = loss.detach().clone()
+        if distributed:
+            dist.all_reduce(mean)  # the sum over the ranks
+            mean /= world
+        losses.append(mean.item())
+        done = step + 1
+        if done % args.save_every == 0 or done == args.steps:
+            manager.save(done, model, optimizer, losses=losses)
+        if done == args.pause_at and rank == 1 and attempt == 0:
+            print(json.dumps({"event": "paused", "step": done}), flush=True)
+            time.sleep(3600)
+
+    if args.state_out:
+        state = full_state(model, optimizer)  # a collective: every rank takes part
+        if rank == 0:
+            torch.save({**state, "losses": losses}, args.state_out)
+    destroy_process_group()  # a barrier, then a teardown safe at exit
+
+
+if __name__ == "__main__":
+    main()
