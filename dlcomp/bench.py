@@ -511,7 +511,7 @@ def _plain_numbers(axis: Any) -> None:
     axis.set_minor_formatter(Plain(labelOnlyBase=False))
 
 
-Rows = Sequence[dict[str, Any]] | Sequence[MatmulRow] | Sequence[CopyRow]
+_Rows = Sequence[dict[str, Any]] | Sequence[MatmulRow] | Sequence[CopyRow]
 
 
 def _plain(rows: Iterable[Any]) -> list[dict[str, Any]]:
@@ -537,7 +537,7 @@ def _log_axes(
 
 
 def plot_matmul(
-    ax: Any, series: Mapping[str, Rows], *, highest: Iterable[str] = ()
+    ax: Any, series: Mapping[str, _Rows], *, highest: Iterable[str] = ()
 ) -> None:
     """Draw :func:`~dlcomp.matmul_throughput` rows on a matplotlib ``ax``: GFLOP/s by size.
 
@@ -593,7 +593,7 @@ def _copy_kind(row: dict[str, Any]) -> str:
     return f"{row['direction']}, {row['memory']}{nb}"
 
 
-def plot_copy(ax: Any, series: Mapping[str, Rows]) -> None:
+def plot_copy(ax: Any, series: Mapping[str, _Rows]) -> None:
     """Draw :func:`~dlcomp.copy_bandwidth` rows on a matplotlib ``ax``: GB/s by size.
 
     One line per series and kind of copy (direction, pageable or pinned host
