@@ -57,6 +57,7 @@ from dlcomp._checkpoint import (
 from dlcomp._checks import check_int
 from dlcomp._identity import view_key
 from dlcomp._torchfile import check_torch_file
+from dlcomp.models import mlp
 
 __all__ = [
     "Checkpoint",
@@ -1362,9 +1363,7 @@ def resumable_training(
     true_w = torch.randn(20, 1, generator=generator)
     y = X @ true_w + 0.1 * torch.randn(512, 1, generator=generator)
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Linear(64, 1))
+    model = mlp(20, 64, 1, seed=seed)  # leaves the global random state alone
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
     manager = CheckpointManager(directory, keep=keep, background=background)
