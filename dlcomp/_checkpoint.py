@@ -96,15 +96,9 @@ CheckpointError.__module__ = "dlcomp"  # what readers import and see in tracebac
 class CheckpointInfo:
     """What a load restored: the step, the extras, where from.
 
-    Returned by :func:`~dlcomp.load_checkpoint` and by the ``restore`` methods
-    of :class:`~dlcomp.CheckpointManager` and
-    :class:`~dlcomp.DistributedCheckpointManager`.
-
-    Examples:
-        >>> from pathlib import Path
-        >>> info = CheckpointInfo(Path("step-000000010.pt"), 10, {"loss": 0.5})
-        >>> info.step, info.extra["loss"], info.world_size
-        (10, 0.5, 1)
+    Returned by :func:`load_checkpoint` and by the ``restore`` methods of
+    :class:`~dlcomp.CheckpointManager` and
+    :class:`~dlcomp.DistributedCheckpointManager` (see their examples).
     """
 
     path: Path

@@ -325,17 +325,7 @@ def _damaged(path: Path, error: BaseException) -> CheckpointError:
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """What a checkpoint file holds, read and checked by :func:`read_checkpoint`.
-
-    Examples:
-        >>> import tempfile, pathlib
-        >>> path = pathlib.Path(tempfile.mkdtemp()) / "ckpt.pt"
-        >>> net = nn.Linear(4, 2)
-        >>> _ = save_checkpoint(path, net, torch.optim.SGD(net.parameters()), step=3)
-        >>> checkpoint = read_checkpoint(path)
-        >>> checkpoint.step, sorted(checkpoint.model), checkpoint.optimizer_class
-        (3, ['bias', 'weight'], 'torch.optim.sgd.SGD')
-    """
+    """What a checkpoint file holds, read and checked by :func:`read_checkpoint`."""
 
     path: Path
     """The file."""
@@ -396,9 +386,14 @@ def read_checkpoint(
     Examples:
         >>> import tempfile, pathlib
         >>> path = pathlib.Path(tempfile.mkdtemp()) / "ckpt.pt"
-        >>> _ = save_checkpoint(path, nn.Linear(4, 2), step=7, note="warm-up done")
-        >>> read_checkpoint(path).extra
-        {'note': 'warm-up done'}
+        >>> net = nn.Linear(4, 2)
+        >>> sgd = torch.optim.SGD(net.parameters())
+        >>> _ = save_checkpoint(path, net, sgd, step=7, note="warm-up done")
+        >>> checkpoint = read_checkpoint(path)  # a Checkpoint; nothing is loaded
+        >>> checkpoint.step, checkpoint.extra, sorted(checkpoint.model)
+        (7, {'note': 'warm-up done'}, ['bias', 'weight'])
+        >>> checkpoint.optimizer_class
+        'torch.optim.sgd.SGD'
     """
     path = Path(path)
     data = _safe_load(path, map_location)
@@ -751,7 +746,10 @@ def load_checkpoint(
     Examples:
         >>> import tempfile, pathlib
         >>> path = pathlib.Path(tempfile.mkdtemp()) / "ckpt.pt"
-        >>> _ = save_checkpoint(path, nn.Linear(4, 2), step=3)
+        >>> _ = save_checkpoint(path, nn.Linear(4, 2), step=3, loss=0.25)
+        >>> info = load_checkpoint(path, nn.Linear(4, 2))  # a CheckpointInfo
+        >>> info.step, info.extra, info.path.name
+        (3, {'loss': 0.25}, 'ckpt.pt')
         >>> load_checkpoint(path, nn.Linear(4, 3))
         Traceback (most recent call last):
         ...
@@ -1014,13 +1012,7 @@ class CheckpointManager(StepCheckpoints):
 
 @dataclass(frozen=True)
 class MatchReport:
-    """What :func:`load_matching` loaded, and what it left.
-
-    Examples:
-        >>> report = load_matching(nn.Linear(2, 2), nn.Linear(2, 2).state_dict())
-        >>> report.loaded, report.left_in_model
-        (['weight', 'bias'], [])
-    """
+    """What :func:`load_matching` loaded, and what it left."""
 
     loaded: list[str]
     """Names copied from the state dict into the model."""
@@ -1290,12 +1282,7 @@ def load_safetensors(
 
 @dataclass
 class TrainingRun:
-    """What :func:`resumable_training` did.
-
-    Examples:
-        >>> TrainingRun(model=nn.Linear(1, 1)).resumed_from is None
-        True
-    """
+    """What :func:`resumable_training` did."""
 
     model: nn.Module
     """The trained model."""
