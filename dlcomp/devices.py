@@ -17,7 +17,6 @@ through :mod:`torch.accelerator`, and count a device only when it is
 
 from __future__ import annotations
 
-import operator
 import platform
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from dlcomp._checks import check_int
 from dlcomp._table import html_table, text_table
 
 __all__ = [
@@ -91,20 +91,23 @@ def cpu() -> torch.device:
 
 
 def _index(helper: str, i: int) -> int:
-    """``i`` as an ``int`` device index, or the error that says why it is not one."""
-    if isinstance(i, bool) or not hasattr(type(i), "__index__"):
+    """``i`` as an ``int`` device index, or the error that says why it is not one.
+
+    The library's rule for integers (``check_int``), with a hint for the two
+    usual slips: a device name where an index goes, and a negative index.
+    """
+    try:
+        return check_int(i, "i", minimum=0, who=helper)
+    except TypeError as error:
         name = i if isinstance(i, str) else "cuda"
         raise TypeError(
-            f"{helper} takes an int index, got {type(i).__name__} {i!r}; "
-            f"for a device by name use torch.device({name!r})"
-        )
-    index = operator.index(i)
-    if index < 0:
+            f"{error}; for a device by name use torch.device({name!r})"
+        ) from None
+    except ValueError as error:
         raise ValueError(
-            f"{helper} takes a device index >= 0, got {index}: devices are "
-            f"numbered from 0 (for the last one use {helper}(num_gpus() - 1))"
-        )
-    return index
+            f"{error}: devices are numbered from 0 (for the last one use "
+            f"{helper}(num_gpus() - 1))"
+        ) from None
 
 
 def gpu(i: int = 0) -> torch.device:
@@ -133,7 +136,7 @@ def gpu(i: int = 0) -> torch.device:
         >>> gpu("cuda")
         Traceback (most recent call last):
         ...
-        TypeError: gpu takes an int index, got str 'cuda'; for a device by name use torch.device('cuda')
+        TypeError: gpu: i must be an int >= 0, got str 'cuda'; for a device by name use torch.device('cuda')
     """  # noqa: E501
     i = _index("gpu", i)
     accelerator = current_accelerator()
@@ -171,7 +174,7 @@ def try_gpu(i: int = 0) -> torch.device:
         >>> try_gpu(-1)
         Traceback (most recent call last):
         ...
-        ValueError: try_gpu takes a device index >= 0, got -1: devices are numbered from 0 (for the last one use try_gpu(num_gpus() - 1))
+        ValueError: try_gpu: i must be an int >= 0, got -1: devices are numbered from 0 (for the last one use try_gpu(num_gpus() - 1))
     """  # noqa: E501
     i = _index("try_gpu", i)
     return gpu(i) if i < num_gpus() else cpu()

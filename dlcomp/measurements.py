@@ -28,8 +28,15 @@ from typing import Any
 
 import torch
 
+from dlcomp._checks import check_int
 from dlcomp.devices import gpu, num_gpus
-from dlcomp.timing import Measurement, benchmark, interleaved, synchronize
+from dlcomp.timing import (
+    Measurement,
+    _check_counts,
+    benchmark,
+    interleaved,
+    synchronize,
+)
 
 __all__ = [
     "CopyRow",
@@ -317,6 +324,9 @@ def logging_cost(
         >>> print(f".item() every step / log on the device: {result.ratio:.2f}x")  # doctest: +ELLIPSIS
         .item() every step / log on the device: ...x
     """  # noqa: E501
+    steps = check_int(steps, "steps", minimum=1, who="logging_cost")
+    n = check_int(n, "n", minimum=1, who="logging_cost")
+    repeats = check_int(repeats, "repeats", minimum=1, who="logging_cost")
     with_item, on_device = _logging_runs(device, steps=steps, n=n)
     timed = interleaved(
         {"log item": with_item, "log on_device": on_device},
@@ -436,6 +446,9 @@ def sync_cost(
         >>> costs[0].ratio == costs[0].as_dict()["ratio"]
         True
     """
+    warmup, min_runs, max_runs = _check_counts(
+        "sync_cost", warmup=warmup, min_runs=min_runs, max_runs=max_runs
+    )
     device = torch.device(device)
     wait = sync if sync is not None else (lambda: synchronize(device))
     results = []
@@ -520,6 +533,9 @@ def two_devices(*, n: int = 2048, steps: int = 20, repeats: int = 3) -> TwoDevic
         ...     print("skipped:", why)  # doctest: +ELLIPSIS
         s...
     """
+    n = check_int(n, "n", minimum=1, who="two_devices")
+    steps = check_int(steps, "steps", minimum=1, who="two_devices")
+    repeats = check_int(repeats, "repeats", minimum=1, who="two_devices")
     if num_gpus() < 2:
         raise MeasurementSkipped(
             f"needs two accelerators, this machine has {num_gpus()}: "

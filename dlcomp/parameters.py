@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import UninitializedParameter
 
+from dlcomp._checks import check_int
 from dlcomp._identity import storage_key, view_key
 from dlcomp._table import html_table, text_table
 
@@ -480,8 +481,7 @@ def track_norms(
         >>> len(history.loss), history.loss[-1] < history.loss[0]
         (5, True)
     """
-    if steps < 1:
-        raise ValueError(f"steps must be at least 1, got {steps}")
+    steps = check_int(steps, "steps", minimum=1, who="track_norms")
     loss_fn = loss_fn or nn.functional.mse_loss
     named = list(net.named_parameters())  # tied parameters once
     if not named:

@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 
+from dlcomp._checks import check_int
 from dlcomp.devices import cpu
 
 __all__ = [
@@ -142,6 +143,17 @@ def _fmt(seconds: float) -> str:
     return f"{seconds / 1e-9:.3g} ns"
 
 
+def _check_counts(
+    who: str, *, warmup: int, min_runs: int, max_runs: int
+) -> tuple[int, int, int]:
+    """The block counts of a timing call, checked by the library's integer rule."""
+    return (
+        check_int(warmup, "warmup", minimum=0, who=who),
+        check_int(min_runs, "min_runs", minimum=1, who=who),
+        check_int(max_runs, "max_runs", minimum=1, who=who),
+    )
+
+
 def benchmark(
     fn: Callable[[], Any],
     *,
@@ -186,6 +198,9 @@ def benchmark(
         >>> print(m)  # doctest: +ELLIPSIS
         64x64 matmul on cpu: median ... (IQR ..., ... runs x ...)
     """  # noqa: E501
+    warmup, min_runs, max_runs = _check_counts(
+        "benchmark", warmup=warmup, min_runs=min_runs, max_runs=max_runs
+    )
     device = torch.device(device) if device is not None else cpu()
     sync = sync if sync is not None else (lambda: synchronize(device))
     for _ in range(max(warmup, 1)):
@@ -279,6 +294,9 @@ def interleaved(
         >>> small.runs == large.runs
         True
     """
+    warmup, min_runs, max_runs = _check_counts(
+        "interleaved", warmup=warmup, min_runs=min_runs, max_runs=max_runs
+    )
     device = torch.device(device) if device is not None else cpu()
     wait = sync if sync is not None else (lambda: synchronize(device))
     for fn in fns.values():
@@ -337,6 +355,7 @@ def alternate(
         >>> [(m.label, m.runs) for m in timed.values()]
         [('min_time 0.01', 3), ('min_time 0.02', 3)]
     """
+    rounds = check_int(rounds, "rounds", minimum=1, who="alternate")
     seconds: dict[str, list[float]] = {label: [] for label in measures}
     for _ in range(rounds):
         for label, measure in measures.items():

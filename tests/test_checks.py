@@ -6,21 +6,31 @@ argument, what came (type and value) and what is allowed. NumPy integers are
 accepted.
 """
 
+import contextlib
 import re
 
 import numpy as np
 import pytest
+import torch
 from torch import nn
 
 from dlcomp import (
     CheckpointManager,
     DistributedCheckpointManager,
     LazyMyLinear,
+    MeasurementSkipped,
     MyLinear,
     TensorReduction,
+    alternate,
+    benchmark,
+    interleaved,
+    logging_cost,
     resumable_training,
     save_checkpoint,
     stack_blocks,
+    sync_cost,
+    track_norms,
+    two_devices,
 )
 from dlcomp._checks import check_int
 
@@ -86,7 +96,58 @@ def _calls(tmp_path):
             "resumable_training: keep",
             1,
         ),
+        "track_norms steps": (
+            lambda v: track_norms(nn.Linear(2, 1), X, y, steps=v),
+            "track_norms: steps",
+            1,
+        ),
+        **{
+            f"{who} {count}": (
+                lambda v, call=call, count=count: call(**{count: v}),
+                f"{who}: {count}",
+                0 if count == "warmup" else 1,
+            )
+            for who, call in (
+                ("benchmark", lambda **k: benchmark(lambda: None, min_time=0, **k)),
+                ("interleaved", lambda **k: interleaved({"a": int}, min_time=0, **k)),
+                ("sync_cost", lambda **k: sync_cost([2], min_time=0, **k)),
+            )
+            for count in ("warmup", "min_runs", "max_runs")
+        },
+        "alternate rounds": (
+            lambda v: alternate({"a": lambda: 1.0}, rounds=v),
+            "alternate: rounds",
+            1,
+        ),
+        **{
+            f"logging_cost {name}": (
+                lambda v, name=name: logging_cost(
+                    **{"steps": 2, "n": 2, "repeats": 1, name: v}
+                ),
+                f"logging_cost: {name}",
+                1,
+            )
+            for name in ("steps", "n", "repeats")
+        },
+        **{
+            f"two_devices {name}": (
+                lambda v, name=name: _two_devices_or_skip(**{name: v}),
+                f"two_devices: {name}",
+                1,
+            )
+            for name in ("n", "steps", "repeats")
+        },
     }
+
+
+X, y = torch.rand(3, 2), torch.rand(3, 1)
+SMALL_LOG = {"steps": 2, "n": 2, "repeats": 1}
+
+
+def _two_devices_or_skip(**arguments):
+    """two_devices checks its arguments first; with one device it then skips."""
+    with contextlib.suppress(MeasurementSkipped):
+        two_devices(**{"n": 2, "steps": 1, "repeats": 1, **arguments})
 
 
 LABELS = list(_calls(None))

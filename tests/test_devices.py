@@ -70,7 +70,7 @@ def test_an_index_must_be_an_int(helper, index, got, by_name):
     with pytest.raises(TypeError) as info:
         helper(index)
     assert str(info.value) == (
-        f"{helper.__name__} takes an int index, got {got}; "
+        f"{helper.__name__}: i must be an int >= 0, got {got}; "
         f"for a device by name use {by_name}"
     )
 
@@ -78,7 +78,8 @@ def test_an_index_must_be_an_int(helper, index, got, by_name):
 @pytest.mark.parametrize("helper", [gpu, try_gpu])
 def test_a_negative_index_is_a_wrong_value(helper):
     """Not "no such device, use the CPU": PyTorch has no negative device index."""
-    with pytest.raises(ValueError, match=r"index >= 0, got -1.*num_gpus\(\) - 1"):
+    message = r"i must be an int >= 0, got -1: devices are numbered .*num_gpus\(\) - 1"
+    with pytest.raises(ValueError, match=message):
         helper(-1)
 
 

@@ -275,7 +275,11 @@ def test_track_norms_records_every_step():
 
 
 def test_track_norms_bad_arguments():
-    with pytest.raises(ValueError, match="at least 1, got 0"):
-        track_norms(tied_mlp(), torch.rand(2, 4), torch.rand(2, 1), steps=0)
+    X, y = torch.rand(2, 4), torch.rand(2, 1)
+    wrong = r"track_norms: steps must be an int >= 1, got 0$"
+    with pytest.raises(ValueError, match=wrong):
+        track_norms(tied_mlp(), X, y, steps=0)
+    with pytest.raises(TypeError, match=r"steps must be an int >= 1, got float 2\.5"):
+        track_norms(tied_mlp(), X, y, steps=2.5)
     with pytest.raises(ValueError, match="no parameters"):
         track_norms(nn.ReLU(), torch.rand(2, 4), torch.rand(2, 4))
