@@ -99,10 +99,12 @@ def _index(helper: str, i: int) -> int:
     try:
         return check_int(i, "i", minimum=0, who=helper)
     except TypeError as error:
-        name = i if isinstance(i, str) else "cuda"
-        raise TypeError(
-            f"{error}; for a device by name use torch.device({name!r})"
-        ) from None
+        if isinstance(i, str) and i.isdigit():
+            hint = f"for device {int(i)} use {helper}({int(i)})"
+        else:
+            name = i if isinstance(i, str) else "cuda"
+            hint = f"for a device by name use torch.device({name!r})"
+        raise TypeError(f"{error}; {hint}") from None
     except ValueError as error:
         raise ValueError(
             f"{error}: devices are numbered from 0 (for the last one use "

@@ -28,11 +28,12 @@ from typing import Any
 
 import torch
 
-from dlcomp._checks import check_int
+from dlcomp._checks import check_int, check_sizes
 from dlcomp.devices import gpu, num_gpus
 from dlcomp.timing import (
     Measurement,
     _check_counts,
+    _check_seconds,
     benchmark,
     interleaved,
     synchronize,
@@ -123,7 +124,7 @@ def matmul_throughput(
     """  # noqa: E501
     device = torch.device(device)
     rows = []
-    for n in sizes:
+    for n in check_sizes(sizes, "sizes", who="matmul_throughput"):
         A = torch.rand(n, n, device=device, dtype=dtype)
         B = torch.rand(n, n, device=device, dtype=dtype)
 
@@ -230,10 +231,16 @@ def copy_bandwidth(
         >>> [row.kind for row in rows], rows[0].gbps > 0
         (['host->host, pageable'], True)
     """  # noqa: E501
+    sizes = check_sizes(sizes_mib, "sizes_mib", who="copy_bandwidth", real=True)
     device = torch.device(device)
     rows = []
-    for size in sizes_mib:
+    for i, size in enumerate(sizes):
         n = int(size * 2**20 / 4)
+        if n < 1:
+            raise ValueError(
+                f"copy_bandwidth: sizes_mib[{i}] is {size} MiB, less than one "
+                "float32 (4 bytes): nothing to copy"
+            )
         if device.type == "cpu":
             source, destination = torch.rand(n), torch.empty(n)
             m = benchmark(
@@ -449,10 +456,11 @@ def sync_cost(
     warmup, min_runs, max_runs = _check_counts(
         "sync_cost", warmup=warmup, min_runs=min_runs, max_runs=max_runs
     )
+    (min_time,) = _check_seconds("sync_cost", min_time=min_time)
     device = torch.device(device)
     wait = sync if sync is not None else (lambda: synchronize(device))
     results = []
-    for n in sizes:
+    for n in check_sizes(sizes, "sizes", who="sync_cost"):
         A = torch.rand(n, n, device=device)
         B = torch.rand(n, n, device=device)
         for _ in range(max(warmup, 1)):

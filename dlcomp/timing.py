@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from dlcomp._checks import check_int
+from dlcomp._checks import check_callables, check_float, check_int
 from dlcomp.devices import cpu
 
 __all__ = [
@@ -147,11 +147,19 @@ def _check_counts(
     who: str, *, warmup: int, min_runs: int, max_runs: int
 ) -> tuple[int, int, int]:
     """The block counts of a timing call, checked by the library's integer rule."""
-    return (
-        check_int(warmup, "warmup", minimum=0, who=who),
-        check_int(min_runs, "min_runs", minimum=1, who=who),
-        check_int(max_runs, "max_runs", minimum=1, who=who),
-    )
+    warmup = check_int(warmup, "warmup", minimum=0, who=who)
+    min_runs = check_int(min_runs, "min_runs", minimum=1, who=who)
+    max_runs = check_int(max_runs, "max_runs", minimum=1, who=who)
+    if max_runs < min_runs:
+        raise ValueError(
+            f"{who}: max_runs must be >= min_runs ({min_runs}), got {max_runs}"
+        )
+    return warmup, min_runs, max_runs
+
+
+def _check_seconds(who: str, **seconds: float) -> tuple[float, ...]:
+    """Durations in seconds (min_time, min_block): finite numbers >= 0."""
+    return tuple(check_float(v, k, minimum=0, who=who) for k, v in seconds.items())
 
 
 def benchmark(
@@ -198,8 +206,13 @@ def benchmark(
         >>> print(m)  # doctest: +ELLIPSIS
         64x64 matmul on cpu: median ... (IQR ..., ... runs x ...)
     """  # noqa: E501
+    if not callable(fn):
+        raise TypeError(f"benchmark: fn must be callable, got {type(fn).__name__}")
     warmup, min_runs, max_runs = _check_counts(
         "benchmark", warmup=warmup, min_runs=min_runs, max_runs=max_runs
+    )
+    min_time, min_block = _check_seconds(
+        "benchmark", min_time=min_time, min_block=min_block
     )
     device = torch.device(device) if device is not None else cpu()
     sync = sync if sync is not None else (lambda: synchronize(device))
@@ -294,8 +307,12 @@ def interleaved(
         >>> small.runs == large.runs
         True
     """
+    check_callables(fns, "fns", who="interleaved")
     warmup, min_runs, max_runs = _check_counts(
         "interleaved", warmup=warmup, min_runs=min_runs, max_runs=max_runs
+    )
+    min_time, min_block = _check_seconds(
+        "interleaved", min_time=min_time, min_block=min_block
     )
     device = torch.device(device) if device is not None else cpu()
     wait = sync if sync is not None else (lambda: synchronize(device))
@@ -355,6 +372,7 @@ def alternate(
         >>> [(m.label, m.runs) for m in timed.values()]
         [('min_time 0.01', 3), ('min_time 0.02', 3)]
     """
+    check_callables(measures, "measures", who="alternate")
     rounds = check_int(rounds, "rounds", minimum=1, who="alternate")
     seconds: dict[str, list[float]] = {label: [] for label in measures}
     for _ in range(rounds):

@@ -7,6 +7,7 @@ accepted.
 """
 
 import contextlib
+import json
 import re
 
 import numpy as np
@@ -23,8 +24,11 @@ from dlcomp import (
     TensorReduction,
     alternate,
     benchmark,
+    copy_bandwidth,
+    gpu,
     interleaved,
     logging_cost,
+    matmul_throughput,
     resumable_training,
     save_checkpoint,
     stack_blocks,
@@ -32,7 +36,7 @@ from dlcomp import (
     track_norms,
     two_devices,
 )
-from dlcomp._checks import check_int
+from dlcomp._checks import check_float, check_int
 
 
 def _calls(tmp_path):
@@ -103,7 +107,10 @@ def _calls(tmp_path):
         ),
         **{
             f"{who} {count}": (
-                lambda v, call=call, count=count: call(**{count: v}),
+                # max_runs alone must not fall below the default min_runs
+                lambda v, call=call, count=count: call(
+                    **{count: v}, **({"min_runs": 1} if count == "max_runs" else {})
+                ),
                 f"{who}: {count}",
                 0 if count == "warmup" else 1,
             )
@@ -205,3 +212,122 @@ def test_check_int_itself():
         check_int(False, "n", minimum=1, who="f")
     with pytest.raises(ValueError, match=r"^f: n must be an int >= 1, got 0$"):
         check_int(0, "n", minimum=1, who="f")
+
+
+# -- real numbers, sizes and the timing comparisons' mappings ------------------
+
+
+def test_check_float_itself():
+    assert check_float(np.float32(0.5), "t") == 0.5
+    assert type(check_float(2, "t")) is float
+    for bad in (True, "0.1", None, torch.tensor(0.5)):
+        with pytest.raises(TypeError, match="t must be a finite number"):
+            check_float(bad, "t")
+    for bad in (float("nan"), float("inf"), -1.0):
+        with pytest.raises(ValueError, match="must be a finite number >= 0"):
+            check_float(bad, "t", minimum=0)
+    with pytest.raises(
+        ValueError, match=r"^s: t must be a finite number > 0, got 0.0$"
+    ):
+        check_float(0, "t", above=0, who="s")
+
+
+def test_check_int_refuses_tensors_with_dimensions():
+    assert check_int(torch.tensor(3), "n") == 3  # a 0-d tensor is a number
+    with pytest.raises(TypeError, match="n must be an int"):
+        check_int(torch.tensor([[2]]), "n")
+
+
+TIMERS = {
+    "benchmark": lambda **k: benchmark(lambda: None, **k),
+    "interleaved": lambda **k: interleaved({"a": int}, **k),
+    "sync_cost": lambda **k: sync_cost([2], **k),
+}
+
+
+@pytest.mark.parametrize("who", TIMERS)
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        (float("nan"), ValueError),
+        (-1, ValueError),
+        (None, TypeError),
+        ("0.1", TypeError),
+        (True, TypeError),
+    ],
+)
+def test_min_time_is_a_finite_number_of_seconds(who, value, error):
+    with pytest.raises(error, match=f"^{who}: min_time must be a finite number >= 0"):
+        TIMERS[who](min_time=value)
+
+
+@pytest.mark.parametrize("who", TIMERS)
+def test_max_runs_below_min_runs_is_refused(who):
+    message = f"^{who}: max_runs must be >= min_runs \\(5\\), got 2$"
+    with pytest.raises(ValueError, match=message):
+        TIMERS[who](min_time=0, min_runs=5, max_runs=2)
+
+
+def test_min_block_must_be_finite():
+    with pytest.raises(ValueError, match="benchmark: min_block must be a finite"):
+        benchmark(lambda: None, min_block=float("inf"))
+    with pytest.raises(TypeError, match="benchmark: fn must be callable, got int"):
+        benchmark(3)
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda: interleaved({}), ValueError, "interleaved: fns is empty"),
+        (lambda: interleaved([int]), TypeError, "fns must be a mapping .* got list"),
+        (lambda: interleaved({"a": 3}), TypeError, r"fns\['a'\] must be callable"),
+        (lambda: alternate({}), ValueError, "alternate: measures is empty"),
+        (lambda: alternate([]), TypeError, "measures must be a mapping .* got list"),
+    ],
+)
+def test_comparisons_take_a_non_empty_mapping_of_callables(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
+
+
+MIB_MESSAGE = r"sizes_mib\[0\] must be a finite"
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda: matmul_throughput([0]), ValueError, r"sizes\[0\] must be an int >= 1"),
+        (lambda: matmul_throughput([True]), TypeError, r"sizes\[0\] must be an int"),
+        (lambda: matmul_throughput([]), ValueError, "sizes is empty"),
+        (lambda: matmul_throughput("8"), TypeError, "sequence of sizes, got str"),
+        (lambda: sync_cost([2.5]), TypeError, r"sync_cost: sizes\[0\] must be an int"),
+        (
+            lambda: copy_bandwidth([float("nan")], "cpu"),
+            ValueError,
+            r"copy_bandwidth: sizes_mib\[0\] must be a finite number > 0",
+        ),
+        (
+            lambda: copy_bandwidth([0], "cpu"),
+            ValueError,
+            r"sizes_mib\[0\] must be a finite",
+        ),
+        (
+            lambda: copy_bandwidth(["1"], "cpu"),
+            TypeError,
+            r"sizes_mib\[0\] must be a finite",
+        ),
+    ],
+)
+def test_measurement_sizes_are_checked(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
+
+
+def test_numpy_sizes_are_recorded_as_plain_numbers():
+    (row,) = matmul_throughput([np.int64(8)], min_time=0)
+    assert json.loads(json.dumps(row.as_dict()))["size"] == 8
+
+
+def test_a_digit_string_index_is_pointed_to_the_int():
+    with pytest.raises(TypeError, match=r"for device 0 use gpu\(0\)$"):
+        gpu("0")

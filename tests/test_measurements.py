@@ -235,7 +235,8 @@ def test_runs_until_min_time_and_max_runs():
     (cost,) = fake_sync_cost(device, min_runs=1, min_time=10.0)
     assert cost.synchronized.runs == 5  # 5 runs of 2 s reach 10 s
     device = FakeDevice(launch=1.0, work=1.0)
-    (cost,) = fake_sync_cost(device, min_runs=50, min_time=0, max_runs=6)
+    # 100 s would take 50 runs: max_runs stops it first
+    (cost,) = fake_sync_cost(device, min_runs=1, min_time=100.0, max_runs=6)
     assert cost.synchronized.runs == 6
 
 
