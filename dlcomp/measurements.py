@@ -21,6 +21,7 @@ JSON:
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -69,6 +70,13 @@ class MeasurementSkipped(RuntimeError):
     """
 
 
+def _per(amount: float, seconds: float) -> float:
+    """``amount / seconds``: inf (not an error) when a clock too coarse saw 0 s."""
+    if seconds > 0:
+        return amount / seconds
+    return math.inf if amount > 0 else math.nan
+
+
 @dataclass(frozen=True)
 class MatmulRow:
     """One size of :func:`matmul_throughput`: the timing of ``n x n @ n x n``.
@@ -84,7 +92,7 @@ class MatmulRow:
     @property
     def gflops(self) -> float:
         """``2 n^3`` floating point operations over the median time, in GFLOP/s."""
-        return 2 * self.size**3 / self.measurement.median / 1e9
+        return _per(2 * self.size**3, self.measurement.median) / 1e9
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data for JSON: ``size``, ``gflops`` and the measurement."""
@@ -180,7 +188,7 @@ class CopyRow:
     @property
     def gbps(self) -> float:
         """Bytes copied over the median time, in GB/s."""
-        return self.size_mib * 2**20 / self.measurement.median / 1e9
+        return _per(self.size_mib * 2**20, self.measurement.median) / 1e9
 
     @property
     def kind(self) -> str:
@@ -290,7 +298,7 @@ class LoggingCost:
     @property
     def ratio(self) -> float:
         """Median with ``.item()`` over median on the device."""
-        return self.item.median / self.on_device.median
+        return _per(self.item.median, self.on_device.median)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data for JSON: ``{"item": ..., "on_device": ...}``, measurements."""
@@ -401,7 +409,7 @@ class SyncCost:
     @property
     def ratio(self) -> float:
         """Median synchronized time over median unsynchronized time."""
-        return self.synchronized.median / self.unsynchronized.median
+        return _per(self.synchronized.median, self.unsynchronized.median)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data for JSON: both measurements, with their runs, and the ratio."""
@@ -505,7 +513,7 @@ class TwoDevices:
     @property
     def speedup(self) -> float:
         """The sequential median over the concurrent median."""
-        return self.sequential.median / self.concurrent.median
+        return _per(self.sequential.median, self.concurrent.median)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data for JSON: both measurements and the speedup."""

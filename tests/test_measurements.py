@@ -261,3 +261,13 @@ def test_on_an_accelerator_the_unsynchronized_clock_stops_early():
     (cost,) = sync_cost([4096], try_gpu(), min_time=0.05)
     # a 4096 x 4096 product takes far longer than its launch
     assert cost.unsynchronized.median * 2 < cost.synchronized.median
+
+
+def test_a_clock_that_sees_no_time_gives_inf_or_nan_not_an_error():
+    # A clock too coarse to see a block (here: one that never moves).
+    (cost,) = sync_cost([4], clock=lambda: 0.0, min_time=0, min_runs=1, max_runs=3)
+    assert math.isnan(cost.ratio)  # 0 s / 0 s
+    row = cost.as_dict()
+    assert math.isnan(row["ratio"])
+    m = Measurement("x", "cpu", (0.0, 0.0))
+    assert MatmulRow(8, m).gflops == math.inf
