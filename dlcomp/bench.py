@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 
+from dlcomp._checks import check_int
 from dlcomp.devices import (
     cpu,
     current_accelerator,
@@ -568,7 +569,13 @@ def plot_matmul(
         ['cpu', 'highest, cpu']
     """  # noqa: E501
     plain = {name: _plain(rows) for name, rows in series.items()}
-    marked = set(highest)
+    # one label is a label, not its letters
+    marked = {highest} if isinstance(highest, str) else set(highest)
+    if unknown := sorted(marked - set(series)):
+        raise ValueError(
+            f"plot_matmul: highest names {unknown}, which are not in series "
+            f"(labels: {sorted(series)})"
+        )
     for i, (name, rows) in enumerate(plain.items()):
         rows = sorted(rows, key=lambda r: r["size"])
         ax.plot([r["size"] for r in rows], [r["gflops"] for r in rows],
@@ -703,11 +710,23 @@ def plot_logging(
         >>> [t.get_text() for t in ax.get_legend().get_texts()]
         ['.item() every step', 'kept on the device, copied once at the end']
     """  # noqa: E501
+    # the logged steps per timed run, for each group: ints >= 1
+    if isinstance(steps, Mapping):
+        if missing := sorted(set(bars) - set(steps)):
+            raise ValueError(f"plot_logging: steps has no entry for {missing}")
+        counts = {
+            name: check_int(
+                steps[name], f"steps[{name!r}]", minimum=1, who="plot_logging"
+            )
+            for name in bars
+        }
+    else:
+        count = check_int(steps, "steps", minimum=1, who="plot_logging")
+        counts = dict.fromkeys(bars, count)
     # per group and kind: (median, q1, q3) in seconds per logged step
     per_step = {
         name: {
-            kind: [group[kind][q] / (steps if isinstance(steps, int) else steps[name])
-                   for q in ("median", "q1", "q3")]
+            kind: [group[kind][q] / counts[name] for q in ("median", "q1", "q3")]
             for kind in _LOGGING_KINDS
         }
         for name, group in ((name, _plain([bar])[0]) for name, bar in bars.items())
@@ -767,7 +786,12 @@ def plot_sync(
         True
         >>> plt.close(fig)
     """
-    plain = {name: _plain(rows) for name, rows in series.items()}
+    # by size, whatever order they were measured in: lines left to right, and
+    # the title reads each series' largest size last
+    plain = {
+        name: sorted(_plain(rows), key=lambda row: row["size"])
+        for name, rows in series.items()
+    }
     for i, (name, rows) in enumerate(plain.items()):
         sizes = [row["size"] for row in rows]
         for key, style, kind in (

@@ -21,6 +21,7 @@ from dlcomp import (
     MatmulRow,
     Measurement,
     SyncCost,
+    logging_cost,
     num_gpus,
     try_gpu,
 )
@@ -218,6 +219,18 @@ def test_matmul_marks_the_highest_throughput_of_the_series_asked_for():
     assert (peak.get_color(), peak.get_linestyle()) == (here_line.get_color(), ":")
 
 
+def test_matmul_highest_takes_one_label_or_labels_it_has():
+    here = [{"size": 64, "gflops": 1.0}, {"size": 256, "gflops": 3.0}]
+    ax = Figure().add_subplot()
+    plot_matmul(ax, {"here": here}, highest="here")  # a label, not its letters
+    assert [line.get_label() for line in ax.get_lines()] == [
+        "here",
+        "highest, here: 3 GFLOP/s",
+    ]
+    with pytest.raises(ValueError, match=r"highest names \['there'\], which are not"):
+        plot_matmul(Figure().add_subplot(), {"here": here}, highest=["there"])
+
+
 # --- logging.png --------------------------------------------------------------
 
 
@@ -256,6 +269,20 @@ def test_logging_error_bars_span_the_quartiles():
     # q1 and q3 of 2 s for 10 steps, in ms per step
     assert (low, high) == pytest.approx((150, 250))
     assert ax.get_ylabel().startswith("ms per logged step")
+
+
+@pytest.mark.parametrize(
+    ("steps", "error", "message"),
+    [
+        (0, ValueError, "plot_logging: steps must be an int >= 1, got 0"),
+        (2.5, TypeError, "plot_logging: steps must be an int >= 1, got float"),
+        ({"other": 10}, ValueError, r"steps has no entry for \['cpu'\]"),
+    ],
+)
+def test_logging_steps_are_checked(steps, error, message):
+    bars = {"cpu": logging_cost(steps=2, n=2, repeats=1)}
+    with pytest.raises(error, match=message):
+        plot_logging(Figure().add_subplot(), bars, steps=steps)
 
 
 def test_logging_runs_of_different_lengths_compare_per_step():

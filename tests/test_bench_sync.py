@@ -141,3 +141,16 @@ def test_a_timing_script_runs_alone(tmp_path, held, script, waits):
         assert not worker.is_alive()
     gallery.run_timing_alone(conf, script, "after")
     assert not gallery._held  # released
+
+
+def test_the_title_reads_the_largest_size_whatever_order_it_was_measured_in():
+    from matplotlib.figure import Figure
+
+    measured = rows(1000.0, 1.0)  # n=256 stopped 1000x early, n=512 agreed
+    ax = Figure().add_subplot()
+    largest_first = list(reversed(measured))
+    assert plot_sync(ax, {"gpu": largest_first}) == plot_sync(
+        Figure().add_subplot(), {"gpu": measured}
+    )
+    line = ax.get_lines()[0]
+    assert list(line.get_xdata()) == [256, 512]  # left to right
