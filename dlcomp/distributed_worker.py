@@ -32,14 +32,15 @@ import argparse
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from dlcomp._checks import check_int
 from dlcomp.distributed import (
     DistributedCheckpointManager,
     destroy_process_group,
@@ -50,6 +51,8 @@ from dlcomp.models import mlp
 __all__ = ["batch", "build", "full_state", "main"]
 
 WRAPS = ("fsdp", "ddp", "none")
+
+_T = TypeVar("_T")
 
 
 def build(wrap: str = "none", seed: int = 0) -> tuple[nn.Module, torch.optim.Optimizer]:
@@ -62,7 +65,8 @@ def build(wrap: str = "none", seed: int = 0) -> tuple[nn.Module, torch.optim.Opt
         wrap: ``"fsdp"`` (FSDP2: every ``nn.Linear`` sharded on its own, then
             the whole model), ``"ddp"`` (``DistributedDataParallel``) or
             ``"none"``. ``"fsdp"`` and ``"ddp"`` need a process group.
-        seed: the seed of the initial parameters.
+        seed: the seed of the initial parameters, an int with
+            ``0 <= seed < 2**63``.
 
     Returns:
         The model and ``torch.optim.Adam(model.parameters(), lr=0.01)``.
@@ -82,6 +86,7 @@ def build(wrap: str = "none", seed: int = 0) -> tuple[nn.Module, torch.optim.Opt
             f"build: wrap={wrap!r} needs a process group; call "
             "dlcomp.init_process_group() first, or use wrap='none'"
         )
+    seed = _check_seed(seed, "seed", who="build", below=2**63)
     model: nn.Module = mlp(16, 64, 64, 1, seed=seed)
     if wrap == "fsdp":
         from torch.distributed.device_mesh import init_device_mesh
@@ -104,6 +109,15 @@ def batch(seed: int, step: int) -> tuple[Tensor, Tensor]:
     ranks takes its ``64 // world`` consecutive examples (all of them without
     a process group). The target is ``sin`` of the sum of the first 4 inputs.
 
+    The examples are drawn from ``torch.Generator().manual_seed(seed * 2**20 +
+    step)``. The CPU generator uses only the low 32 bits of its seed, so
+    ``seed < 2**12`` and ``step < 2**20`` keep every pair ``(seed, step)``
+    on a generator seed of its own (seed 0 draws from ``manual_seed(step)``).
+
+    Args:
+        seed: the seed of the data, an int with ``0 <= seed < 2**12``.
+        step: the training step, an int with ``0 <= step < 2**20``.
+
     Examples:
         >>> X, y = batch(seed=0, step=3)  # no process group: the whole batch
         >>> X.shape, y.shape
@@ -111,7 +125,11 @@ def batch(seed: int, step: int) -> tuple[Tensor, Tensor]:
         >>> torch.equal(X, batch(seed=0, step=3)[0])
         True
     """
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    seed = _check_seed(seed, "seed", who="batch", below=2**12)
+    step = check_int(step, "step", minimum=0, who="batch")
+    if step >= 2**20:
+        raise ValueError(f"batch: step must be an int < 2**20, got {step}")
+    generator = torch.Generator().manual_seed(seed * 2**20 + step)
     X = torch.randn(64, 16, generator=generator)  # (64, 16)
     y = X[:, :4].sum(dim=1, keepdim=True).sin()  # (64, 1)
     world, rank = (
@@ -125,6 +143,8 @@ def full_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, 
     """Model and optimizer state, whole (not sharded) and on the CPU.
 
     With a process group, every rank must call it (it gathers the shards).
+    ``optimizer`` must be the model's: every parameter it updates is one of
+    ``model.parameters()`` (build it after wrapping the model).
 
     Returns:
         ``{"model": model_state_dict, "optim": optimizer_state_dict}``, as
@@ -139,6 +159,24 @@ def full_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, 
     """
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
 
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"full_state: model must be an nn.Module, got {type(model).__name__}"
+        )
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(
+            "full_state: optimizer must be a torch.optim.Optimizer, got "
+            f"{type(optimizer).__name__}"
+        )
+    own = {id(p) for p in model.parameters()}
+    held = [p for group in optimizer.param_groups for p in group["params"]]
+    foreign = sum(id(p) not in own for p in held)
+    if foreign:
+        raise ValueError(
+            f"full_state: the optimizer is not the model's: {foreign} of the "
+            f"{len(held)} parameters it updates are not parameters of the model; "
+            "build the optimizer from model.parameters() after wrapping the model"
+        )
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     model_state, optim_state = get_state_dict(model, optimizer, options=options)
     return {"model": model_state, "optim": optim_state}
@@ -151,7 +189,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     restores the newest checkpoint in ``DIR`` that loads, trains to step
     ``--steps``, checkpointing every ``--save-every`` steps and at the end
     (the extras hold the mean loss over the ranks of every step), then
-    leaves the group.
+    leaves the group. A bad argument (``--save-every 0``, a file as ``DIR``,
+    a ``--pid-dir`` that does not exist) is a usage error (exit status 2)
+    that names the option, before the job starts.
 
     Args:
         argv: the command-line arguments (default: ``sys.argv[1:]``):
@@ -175,15 +215,25 @@ def main(argv: Sequence[str] | None = None) -> None:
         description="Train a small MLP on every process of a torchrun job, with "
         "checkpoints in DIR; resume from the newest one that loads.",
     )
-    parser.add_argument("directory", metavar="DIR")
+    parser.add_argument("directory", metavar="DIR", type=_option(_check_folder, "DIR"))
     parser.add_argument("--wrap", choices=WRAPS, default="fsdp")
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--save-every", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--state-out", help="where rank 0 writes the final full state")
-    parser.add_argument("--pid-dir", help="write each worker's pid to PID_DIR/rank<r>")
+    parser.add_argument("--steps", type=_steps_option, default=30)
+    parser.add_argument("--save-every", type=_int_option("--save-every", 1), default=3)
+    parser.add_argument("--seed", type=_option(_seed_option, "--seed"), default=0)
     parser.add_argument(
-        "--pause-at", type=int, help="rank 1 waits after this step, first attempt only"
+        "--state-out",
+        type=_option(_check_file_out, "--state-out"),
+        help="where rank 0 writes the final full state (in a folder that exists)",
+    )
+    parser.add_argument(
+        "--pid-dir",
+        type=_option(_check_pid_dir, "--pid-dir"),
+        help="write each worker's pid to PID_DIR/rank<r> (a folder that exists)",
+    )
+    parser.add_argument(
+        "--pause-at",
+        type=_int_option("--pause-at", 1),
+        help="rank 1 waits after this step, first attempt only",
     )
     args = parser.parse_args(argv)
 
@@ -233,6 +283,85 @@ def _run(args: argparse.Namespace) -> None:
         if rank == 0:
             torch.save({**state, "losses": losses}, args.state_out)
     destroy_process_group()  # a barrier, then a teardown safe at exit
+
+
+def _check_seed(seed: object, name: str, *, who: str | None, below: int) -> int:
+    """``seed`` as an int with ``0 <= seed < below``."""
+    seed = check_int(seed, name, minimum=0, who=who)
+    if seed >= below:
+        prefix = who + ": " if who else ""
+        limit = f"2**{below.bit_length() - 1}"
+        raise ValueError(f"{prefix}{name} must be an int < {limit}, got {seed}")
+    return seed
+
+
+def _check_folder(text: str, name: str) -> str:
+    """The job's folder: not empty, not a file (created if missing)."""
+    expected = f"{name} must be a folder (created if missing)"
+    if not text:
+        raise ValueError(f"{expected}, got an empty path; give e.g. 'runs/ckpt'")
+    if os.path.exists(text) and not os.path.isdir(text):
+        raise ValueError(f"{expected}, got {text!r}, which is a file")
+    return text
+
+
+def _check_file_out(text: str, name: str) -> str:
+    """A file to write at the end: its folder must exist now, it must not be one."""
+    folder = os.path.dirname(text) or "."
+    if not text or os.path.isdir(text):
+        raise ValueError(f"{name} must be a file name, got {text!r}, which is a folder")
+    if not os.path.isdir(folder):
+        raise ValueError(
+            f"{name} must be a file in a folder that exists, got {text!r}: "
+            f"create {folder!r} first"
+        )
+    return text
+
+
+def _check_pid_dir(text: str, name: str) -> str:
+    if not text or not os.path.isdir(text):
+        raise ValueError(f"{name} must be a folder that exists, got {text!r}")
+    return text
+
+
+def _option(check: Callable[[str, str], _T], name: str) -> Callable[[str], _T]:
+    """An argparse ``type``: ``check(text, name)``, a usage error if it refuses."""
+
+    def parse(text: str) -> _T:
+        try:
+            return check(text, name)
+        except (TypeError, ValueError) as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return parse
+
+
+def _number(text: str) -> object:
+    """``text`` as an int if it is one, else as it came (for the check to refuse)."""
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+def _int_option(name: str, minimum: int) -> Callable[[str], int]:
+    """An argparse ``type``: an int ``>= minimum`` (:func:`check_int`'s rule)."""
+    return _option(lambda text, n: check_int(_number(text), n, minimum=minimum), name)
+
+
+def _steps(text: str, name: str) -> int:
+    steps = check_int(_number(text), name, minimum=1)
+    if steps > 2**20:
+        raise ValueError(f"{name} must be an int <= 2**20 (see batch()), got {steps}")
+    return steps
+
+
+_steps_option = _option(_steps, "--steps")
+
+
+def _seed_option(text: str, name: str) -> int:
+    """``--seed``: a seed :func:`batch` takes (``0 <= seed < 2**12``)."""
+    return _check_seed(_number(text), name, who=None, below=2**12)
 
 
 if __name__ == "__main__":

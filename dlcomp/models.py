@@ -28,10 +28,11 @@ def mlp(*sizes: int, seed: int | None = None) -> nn.Sequential:
     Args:
         *sizes: the number of features of the input, of each hidden layer and
             of the output (at least two numbers, each at least 1).
-        seed: if given, the parameters are drawn from ``torch.manual_seed(seed)``
-            without changing the global random state: the same seed gives
-            bitwise the same model, and the same values as
-            ``torch.manual_seed(seed)`` followed by ``mlp(*sizes)``.
+        seed: if given (an int with ``0 <= seed < 2**63``), the parameters
+            are drawn from ``torch.manual_seed(seed)`` without changing the
+            global random state: the same seed gives bitwise the same model,
+            and the same values as ``torch.manual_seed(seed)`` followed by
+            ``mlp(*sizes)``.
 
     Shape:
         - Input: :math:`(*, \text{sizes}[0])`.
@@ -64,6 +65,8 @@ def mlp(*sizes: int, seed: int | None = None) -> nn.Sequential:
     if seed is None:
         return _build(checked)
     seed = check_int(seed, "seed", minimum=0, who="mlp")
+    if seed >= 2**63:
+        raise ValueError(f"mlp: seed must be an int < 2**63, got {seed}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return _build(checked)

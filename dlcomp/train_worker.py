@@ -23,7 +23,8 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import torch
 
@@ -31,6 +32,8 @@ from dlcomp._checks import check_int
 from dlcomp.serialization import TrainingRun, resumable_training
 
 __all__ = ["main", "train"]
+
+_T = TypeVar("_T")
 
 
 def train(
@@ -49,10 +52,11 @@ def train(
     every run computes bitwise the same numbers.
 
     Args:
-        directory: where the checkpoints are kept (created if missing).
+        directory: the folder where the checkpoints are kept (created if
+            missing); not an empty path, not a file.
         steps: total number of training steps.
         save_every: checkpoint after every this many steps (and at the end).
-        seed: the seed of the model and of the data.
+        seed: the seed of the model and of the data, ``0 <= seed < 2**63``.
         pause_at: if given, print ``paused at S`` after step ``S`` and wait
             there (an hour), to be killed at a known step.
         background: checkpoint from a background thread
@@ -71,6 +75,8 @@ def train(
         >>> more.resumed_from, len(more.losses), more.losses[:6] == run.losses
         (6, 9, True)
     """
+    directory = _check_folder(directory, "directory", who="train")
+    seed = _check_seed(seed, "seed", who="train")
     if pause_at is not None:
         pause_at = check_int(pause_at, "pause_at", minimum=1, who="train")
 
@@ -97,8 +103,10 @@ def train(
 def main(argv: Sequence[str] | None = None) -> None:
     """Train (or resume) the run in DIR: ``python -m dlcomp.train_worker DIR``.
 
-    Prints ``ready`` once it has parsed its arguments, then trains with
-    :func:`train`.
+    Prints ``ready`` once it has parsed and checked its arguments, then
+    trains with :func:`train`. A bad argument (``--steps -1``, a file as
+    ``DIR``) is a usage error (exit status 2) that names the option, before
+    ``ready``.
 
     Args:
         argv: the command-line arguments (default: ``sys.argv[1:]``):
@@ -118,11 +126,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         prog="python -m dlcomp.train_worker",
         description="Train (or resume) a small model, checkpointing to DIR.",
     )
-    parser.add_argument("directory", metavar="DIR")
-    parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--save-every", type=int, default=5)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--pause-at", type=int, default=None, metavar="S")
+    parser.add_argument("directory", metavar="DIR", type=_option(_check_folder, "DIR"))
+    parser.add_argument("--steps", type=_int_option("--steps", 1), default=60)
+    parser.add_argument("--save-every", type=_int_option("--save-every", 1), default=5)
+    parser.add_argument("--seed", type=_option(_seed_option, "--seed"), default=0)
+    parser.add_argument(
+        "--pause-at", type=_int_option("--pause-at", 1), default=None, metavar="S"
+    )
     parser.add_argument("--background", action="store_true")
     args = parser.parse_args(argv)
     print("ready", flush=True)
@@ -134,6 +144,60 @@ def main(argv: Sequence[str] | None = None) -> None:
         pause_at=args.pause_at,
         background=args.background,
     )
+
+
+def _check_folder(path: object, name: str, who: str | None = None) -> str:
+    """``path`` as a string if it can be a folder: not empty, not a file."""
+    prefix = who + ": " if who else ""
+    expected = f"{prefix}{name} must be a folder (created if missing)"
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{expected}, got {type(path).__name__} {path!r}")
+    text = os.fspath(path)
+    if not isinstance(text, str):
+        raise TypeError(f"{expected}, got a bytes path {text!r}; give a str")
+    if not text:
+        raise ValueError(f"{expected}, got an empty path; give e.g. 'runs/ckpt'")
+    if os.path.exists(text) and not os.path.isdir(text):
+        raise ValueError(f"{expected}, got {text!r}, which is a file")
+    return text
+
+
+def _check_seed(seed: object, name: str, who: str | None = None) -> int:
+    """``seed`` as an int with ``0 <= seed < 2**63``, the seeds torch takes."""
+    seed = check_int(seed, name, minimum=0, who=who)
+    if seed >= 2**63:
+        prefix = who + ": " if who else ""
+        raise ValueError(f"{prefix}{name} must be an int < 2**63, got {seed}")
+    return seed
+
+
+def _option(check: Callable[[str, str], _T], name: str) -> Callable[[str], _T]:
+    """An argparse ``type``: ``check(text, name)``, a usage error if it refuses."""
+
+    def parse(text: str) -> _T:
+        try:
+            return check(text, name)
+        except (TypeError, ValueError) as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return parse
+
+
+def _number(text: str) -> object:
+    """``text`` as an int if it is one, else as it came (for the check to refuse)."""
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+def _int_option(name: str, minimum: int) -> Callable[[str], int]:
+    """An argparse ``type``: an int ``>= minimum`` (:func:`check_int`'s rule)."""
+    return _option(lambda text, n: check_int(_number(text), n, minimum=minimum), name)
+
+
+def _seed_option(text: str, name: str) -> int:
+    return _check_seed(_number(text), name)
 
 
 if __name__ == "__main__":
