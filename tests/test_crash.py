@@ -11,6 +11,7 @@ import multiprocessing.forkserver
 import os
 import random
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -210,3 +211,16 @@ def test_a_write_past_the_file_size_limit(ctx, tmp_path, stderr_log):
     assert path.read_bytes() == old
     assert temporaries(tmp_path) == []
     assert load_checkpoint(path, torch.nn.Linear(2, 2)).step == 1
+
+
+def test_a_bad_option_is_a_usage_error_before_ready(tmp_path):
+    """``python -m dlcomp.train_worker DIR --steps -1``: exit 2, no ``ready``."""
+    command = [sys.executable, "-m", "dlcomp.train_worker", str(tmp_path / "run"),
+               "--steps", "-1"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, f"stderr ends:\n{result.stderr[-3000:]}"
+    assert "argument --steps: --steps must be an int >= 1, got -1" in result.stderr, (
+        f"stderr ends:\n{result.stderr[-3000:]}"
+    )
+    assert result.stdout == ""
+    assert not (tmp_path / "run").exists()

@@ -388,3 +388,24 @@ def test_extra_must_be_json(tmp_path):
 def test_consolidate_refuses_an_incomplete_directory(tmp_path):
     with pytest.raises(CheckpointError, match="not a complete DCP checkpoint"):
         consolidate(tmp_path, tmp_path / "w.pt")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--save-every", "0"], "--save-every: --save-every must be an int >= 1"),
+        (["--pid-dir", "missing"], "--pid-dir: --pid-dir must be a folder that"),
+        (["--state-out", "missing/s.pt"], "argument --state-out: --state-out must be"),
+    ],
+)
+def test_a_bad_option_stops_the_worker_before_it_starts(tmp_path, args, message):
+    """A usage error (exit status 2) from ``python -m``, before any process group."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "dlcomp.distributed_worker", "ckpt", *args]
+    result = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2, f"stderr ends:\n{result.stderr[-3000:]}"
+    assert message in result.stderr, f"stderr ends:\n{result.stderr[-3000:]}"
+    assert result.stdout == ""
+    assert list(tmp_path.iterdir()) == []  # no checkpoint folder, no pid file
