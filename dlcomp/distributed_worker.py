@@ -32,15 +32,16 @@ import argparse
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
 from dlcomp._checks import check_int
+from dlcomp._cli import int_option, number, option
 from dlcomp.distributed import (
     DistributedCheckpointManager,
     destroy_process_group,
@@ -51,8 +52,6 @@ from dlcomp.models import mlp
 __all__ = ["batch", "build", "full_state", "main"]
 
 WRAPS = ("fsdp", "ddp", "none")
-
-_T = TypeVar("_T")
 
 
 def build(wrap: str = "none", seed: int = 0) -> tuple[nn.Module, torch.optim.Optimizer]:
@@ -215,24 +214,24 @@ def main(argv: Sequence[str] | None = None) -> None:
         description="Train a small MLP on every process of a torchrun job, with "
         "checkpoints in DIR; resume from the newest one that loads.",
     )
-    parser.add_argument("directory", metavar="DIR", type=_option(_check_folder, "DIR"))
+    parser.add_argument("directory", metavar="DIR", type=option(_check_folder, "DIR"))
     parser.add_argument("--wrap", choices=WRAPS, default="fsdp")
     parser.add_argument("--steps", type=_steps_option, default=30)
-    parser.add_argument("--save-every", type=_int_option("--save-every", 1), default=3)
-    parser.add_argument("--seed", type=_option(_seed_option, "--seed"), default=0)
+    parser.add_argument("--save-every", type=int_option("--save-every", 1), default=3)
+    parser.add_argument("--seed", type=option(_seed_option, "--seed"), default=0)
     parser.add_argument(
         "--state-out",
-        type=_option(_check_file_out, "--state-out"),
+        type=option(_check_file_out, "--state-out"),
         help="where rank 0 writes the final full state (in a folder that exists)",
     )
     parser.add_argument(
         "--pid-dir",
-        type=_option(_check_pid_dir, "--pid-dir"),
+        type=option(_check_pid_dir, "--pid-dir"),
         help="write each worker's pid to PID_DIR/rank<r> (a folder that exists)",
     )
     parser.add_argument(
         "--pause-at",
-        type=_int_option("--pause-at", 1),
+        type=int_option("--pause-at", 1),
         help="rank 1 waits after this step, first attempt only",
     )
     args = parser.parse_args(argv)
@@ -324,44 +323,19 @@ def _check_pid_dir(text: str, name: str) -> str:
     return text
 
 
-def _option(check: Callable[[str, str], _T], name: str) -> Callable[[str], _T]:
-    """An argparse ``type``: ``check(text, name)``, a usage error if it refuses."""
-
-    def parse(text: str) -> _T:
-        try:
-            return check(text, name)
-        except (TypeError, ValueError) as error:
-            raise argparse.ArgumentTypeError(str(error)) from None
-
-    return parse
-
-
-def _number(text: str) -> object:
-    """``text`` as an int if it is one, else as it came (for the check to refuse)."""
-    try:
-        return int(text)
-    except ValueError:
-        return text
-
-
-def _int_option(name: str, minimum: int) -> Callable[[str], int]:
-    """An argparse ``type``: an int ``>= minimum`` (:func:`check_int`'s rule)."""
-    return _option(lambda text, n: check_int(_number(text), n, minimum=minimum), name)
-
-
 def _steps(text: str, name: str) -> int:
-    steps = check_int(_number(text), name, minimum=1)
+    steps = check_int(number(text), name, minimum=1)
     if steps > 2**20:
         raise ValueError(f"{name} must be an int <= 2**20 (see batch()), got {steps}")
     return steps
 
 
-_steps_option = _option(_steps, "--steps")
+_steps_option = option(_steps, "--steps")
 
 
 def _seed_option(text: str, name: str) -> int:
     """``--seed``: a seed :func:`batch` takes (``0 <= seed < 2**12``)."""
-    return _check_seed(_number(text), name, who=None, below=2**12)
+    return _check_seed(number(text), name, who=None, below=2**12)
 
 
 if __name__ == "__main__":

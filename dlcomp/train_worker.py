@@ -23,17 +23,15 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from collections.abc import Callable, Sequence
-from typing import TypeVar
+from collections.abc import Sequence
 
 import torch
 
 from dlcomp._checks import check_int
+from dlcomp._cli import int_option, number, option
 from dlcomp.serialization import TrainingRun, resumable_training
 
 __all__ = ["main", "train"]
-
-_T = TypeVar("_T")
 
 
 def train(
@@ -126,12 +124,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         prog="python -m dlcomp.train_worker",
         description="Train (or resume) a small model, checkpointing to DIR.",
     )
-    parser.add_argument("directory", metavar="DIR", type=_option(_check_folder, "DIR"))
-    parser.add_argument("--steps", type=_int_option("--steps", 1), default=60)
-    parser.add_argument("--save-every", type=_int_option("--save-every", 1), default=5)
-    parser.add_argument("--seed", type=_option(_seed_option, "--seed"), default=0)
+    parser.add_argument("directory", metavar="DIR", type=option(_check_folder, "DIR"))
+    parser.add_argument("--steps", type=int_option("--steps", 1), default=60)
+    parser.add_argument("--save-every", type=int_option("--save-every", 1), default=5)
+    parser.add_argument("--seed", type=option(_seed_option, "--seed"), default=0)
     parser.add_argument(
-        "--pause-at", type=_int_option("--pause-at", 1), default=None, metavar="S"
+        "--pause-at", type=int_option("--pause-at", 1), default=None, metavar="S"
     )
     parser.add_argument("--background", action="store_true")
     args = parser.parse_args(argv)
@@ -171,33 +169,8 @@ def _check_seed(seed: object, name: str, who: str | None = None) -> int:
     return seed
 
 
-def _option(check: Callable[[str, str], _T], name: str) -> Callable[[str], _T]:
-    """An argparse ``type``: ``check(text, name)``, a usage error if it refuses."""
-
-    def parse(text: str) -> _T:
-        try:
-            return check(text, name)
-        except (TypeError, ValueError) as error:
-            raise argparse.ArgumentTypeError(str(error)) from None
-
-    return parse
-
-
-def _number(text: str) -> object:
-    """``text`` as an int if it is one, else as it came (for the check to refuse)."""
-    try:
-        return int(text)
-    except ValueError:
-        return text
-
-
-def _int_option(name: str, minimum: int) -> Callable[[str], int]:
-    """An argparse ``type``: an int ``>= minimum`` (:func:`check_int`'s rule)."""
-    return _option(lambda text, n: check_int(_number(text), n, minimum=minimum), name)
-
-
 def _seed_option(text: str, name: str) -> int:
-    return _check_seed(_number(text), name)
+    return _check_seed(number(text), name)
 
 
 if __name__ == "__main__":
