@@ -1292,8 +1292,14 @@ class TrainingRun:
     """The step of the checkpoint this process started from, if any."""
 
 
+# torch's CPU generator keeps the low 32 bits of its seed: seed * 2**20 + step
+# gives every (seed, step) its own seed with 12 bits of seed, 20 of step (as
+# dlcomp.distributed_worker.batch does), and is step itself for seed 0.
+SEED_LIMIT, STEP_LIMIT = 2**12, 2**20
+
+
 def _batch(seed: int, step: int, X: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    generator = torch.Generator().manual_seed(seed * STEP_LIMIT + step)
     index = torch.randint(0, X.shape[0], (32,), generator=generator)
     return X[index], y[index]
 
@@ -1320,7 +1326,8 @@ def resumable_training(
         directory: where :class:`CheckpointManager` keeps the checkpoints.
         steps: total number of training steps.
         save_every: checkpoint after every this many steps (and at the end).
-        seed: the seed of the model and of the data.
+        seed: the seed of the model and of the data, ``0 <= seed < 2**12``
+            (with ``steps <= 2**20``, every step's batch has its own seed).
         keep: how many checkpoints to keep.
         on_step: called with the number of finished steps after each step
             (e.g. to report progress).
@@ -1344,6 +1351,10 @@ def resumable_training(
     steps = check_int(steps, "steps", minimum=0, who=who)
     save_every = check_int(save_every, "save_every", minimum=1, who=who)
     seed = check_int(seed, "seed", minimum=0, who=who)
+    if seed >= SEED_LIMIT:
+        raise ValueError(f"{who}: seed must be an int < 2**12, got {seed}")
+    if steps > STEP_LIMIT:
+        raise ValueError(f"{who}: steps must be an int <= 2**20, got {steps}")
     keep = check_int(keep, "keep", minimum=1, who=who)
     generator = torch.Generator().manual_seed(seed)
     X = torch.randn(512, 20, generator=generator)
@@ -1355,6 +1366,18 @@ def resumable_training(
 
     manager = CheckpointManager(directory, keep=keep, background=background)
     restored = manager.restore(model, optimizer)
+    if restored and restored.extra.get("seed", seed) != seed:
+        raise ValueError(
+            f"{who}: the checkpoints in {directory} were written with seed "
+            f"{restored.extra['seed']}, not {seed}: resume with "
+            f"seed={restored.extra['seed']}, or train in another folder"
+        )
+    if restored and restored.step > steps:
+        raise ValueError(
+            f"{who}: the checkpoint in {directory} is at step {restored.step}, "
+            f"past steps={steps}: ask for steps >= {restored.step}, or train in "
+            "another folder"
+        )
     start = restored.step if restored else 0
     losses = list(restored.extra["losses"]) if restored else []
     resumed_from = start if restored else None
@@ -1369,7 +1392,7 @@ def resumable_training(
         losses.append(loss.item())
         done = step + 1
         if done % save_every == 0 or done == steps:
-            manager.save(done, model, optimizer, losses=losses)
+            manager.save(done, model, optimizer, losses=losses, seed=seed)
         if on_step is not None:
             on_step(done)
     manager.wait()

@@ -54,7 +54,8 @@ def train(
             missing); not an empty path, not a file.
         steps: total number of training steps.
         save_every: checkpoint after every this many steps (and at the end).
-        seed: the seed of the model and of the data, ``0 <= seed < 2**63``.
+        seed: the seed of the model and of the data, ``0 <= seed < 2**12``
+            (see :func:`dlcomp.resumable_training`).
         pause_at: if given, print ``paused at S`` after step ``S`` and wait
             there (an hour), to be killed at a known step.
         background: checkpoint from a background thread
@@ -125,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         description="Train (or resume) a small model, checkpointing to DIR.",
     )
     parser.add_argument("directory", metavar="DIR", type=option(_check_folder, "DIR"))
-    parser.add_argument("--steps", type=int_option("--steps", 1), default=60)
+    parser.add_argument("--steps", type=option(_check_steps, "--steps"), default=60)
     parser.add_argument("--save-every", type=int_option("--save-every", 1), default=5)
     parser.add_argument("--seed", type=option(_seed_option, "--seed"), default=0)
     parser.add_argument(
@@ -161,12 +162,19 @@ def _check_folder(path: object, name: str, who: str | None = None) -> str:
 
 
 def _check_seed(seed: object, name: str, who: str | None = None) -> int:
-    """``seed`` as an int with ``0 <= seed < 2**63``, the seeds torch takes."""
+    """``seed`` as an int with ``0 <= seed < 2**12``, as resumable_training takes."""
     seed = check_int(seed, name, minimum=0, who=who)
-    if seed >= 2**63:
+    if seed >= 2**12:
         prefix = who + ": " if who else ""
-        raise ValueError(f"{prefix}{name} must be an int < 2**63, got {seed}")
+        raise ValueError(f"{prefix}{name} must be an int < 2**12, got {seed}")
     return seed
+
+
+def _check_steps(text: str, name: str) -> int:
+    steps = check_int(number(text), name, minimum=1)
+    if steps > 2**20:
+        raise ValueError(f"{name} must be an int <= 2**20, got {steps}")
+    return steps
 
 
 def _seed_option(text: str, name: str) -> int:

@@ -1013,3 +1013,41 @@ def test_an_optimizer_of_a_lazy_model_is_refused_with_advice(tmp_path):
     lazy = nn.Sequential(nn.LazyLinear(4))
     with pytest.raises(ValueError, match="sample batch, build the optimizer"):
         load_checkpoint(path, lazy, torch.optim.SGD(lazy.parameters()))
+
+
+# --- resuming is the same run, or an error -------------------------------------
+
+
+def test_resuming_with_another_seed_is_refused(tmp_path):
+    resumable_training(tmp_path, steps=4, save_every=2, seed=0)
+    message = (
+        r"^resumable_training: the checkpoints in .* were written with seed 0, "
+        r"not 5: resume with seed=0, or train in another folder$"
+    )
+    with pytest.raises(ValueError, match=message):
+        resumable_training(tmp_path, steps=6, save_every=2, seed=5)
+    # the folder is as it was: the right seed resumes it
+    run = resumable_training(tmp_path, steps=6, save_every=2, seed=0)
+    assert run.resumed_from == 4
+
+
+def test_a_checkpoint_past_the_steps_asked_for_is_refused(tmp_path):
+    resumable_training(tmp_path, steps=4, save_every=2)
+    message = r"^resumable_training: .* is at step 4, past steps=2:"
+    with pytest.raises(ValueError, match=message):
+        resumable_training(tmp_path, steps=2, save_every=2)
+
+
+def test_each_seed_and_step_draw_their_own_batch(tmp_path):
+    """Two (seed, step) pairs never share a batch; the seeds torch keeps bound it."""
+    import dlcomp.serialization as serialization
+
+    X, y = torch.arange(512.0).reshape(512, 1), torch.zeros(512, 1)
+    # with seed * 1_000_003 + step these collided: (0, 1_000_003) and (1, 0)
+    first = serialization._batch(0, 1_000_003, X, y)[0]
+    second = serialization._batch(1, 0, X, y)[0]
+    assert not torch.equal(first, second)
+    with pytest.raises(ValueError, match=r"seed must be an int < 2\*\*12, got 4096"):
+        resumable_training(tmp_path, steps=1, seed=2**12)
+    with pytest.raises(ValueError, match=r"steps must be an int <= 2\*\*20"):
+        resumable_training(tmp_path, steps=2**20 + 1)

@@ -47,7 +47,7 @@ def test_a_bad_number_is_a_usage_error_naming_the_option(
 
 @pytest.mark.parametrize("module", [train_worker, distributed_worker])
 def test_seeds_torch_cannot_take_are_a_usage_error(module, tmp_path, capsys):
-    limit = 63 if module is train_worker else 12  # batch() takes seeds < 2**12
+    limit = 12  # both draw batches from seed * 2**20 + step (32-bit seeds)
     argv = [str(tmp_path / "run"), "--seed", str(2**limit)]
     out = usage_error(module.main, argv, capsys)
     assert f"--seed must be an int < 2**{limit}, got {2**limit}" in out.err
@@ -98,8 +98,17 @@ def test_seeds_from_2_to_the_63_are_refused_clearly(seed, tmp_path):
         mlp(2, 2, seed=seed)
     with pytest.raises(ValueError, match=r"build: seed must be an int < 2\*\*63"):
         build(seed=seed)
-    with pytest.raises(ValueError, match=r"train: seed must be an int < 2\*\*63"):
+    with pytest.raises(ValueError, match=r"train: seed must be an int < 2\*\*12"):
         train(tmp_path, steps=1, seed=seed)
+
+
+def test_train_takes_the_seeds_resumable_training_takes(tmp_path):
+    # the batches draw from seed * 2**20 + step in a 32-bit generator seed
+    with pytest.raises(
+        ValueError, match=r"^train: seed must be an int < 2\*\*12, got 4096$"
+    ):
+        train(tmp_path, steps=1, seed=2**12)
+    assert train(tmp_path, steps=1, seed=2**12 - 1).resumed_from is None
 
 
 def test_largest_seed_is_taken():
