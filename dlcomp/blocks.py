@@ -365,6 +365,16 @@ def stack_blocks(factory: Callable[[], nn.Module], n: int) -> nn.Sequential:
         >>> len(list(net.parameters()))  # 3 blocks x (weight, bias), none shared
         6
     """
+    if isinstance(factory, nn.Module) or not callable(factory):
+        got = (
+            f"a {type(factory).__name__} instance"
+            if isinstance(factory, nn.Module)
+            else type(factory).__name__
+        )
+        raise TypeError(
+            "stack_blocks: factory must be a callable that returns a new block, "
+            f"got {got}; pass a factory such as lambda: nn.Linear(...)"
+        )
     n = check_int(n, "n", minimum=1, who="stack_blocks")
     blocks: list[nn.Module] = []
     owner: dict[int, tuple[int, str]] = {}  # id of a module or parameter -> (i, name)

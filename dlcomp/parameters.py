@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import UninitializedParameter
 
-from dlcomp._checks import check_int
+from dlcomp._checks import check_float, check_int
 from dlcomp._identity import storage_key, view_key
 from dlcomp._table import html_table, text_table
 
@@ -481,7 +481,15 @@ def track_norms(
         >>> len(history.loss), history.loss[-1] < history.loss[0]
         (5, True)
     """
-    steps = check_int(steps, "steps", minimum=1, who="track_norms")
+    who = "track_norms"
+    if not isinstance(net, nn.Module):
+        raise TypeError(f"{who}: net must be an nn.Module, got {type(net).__name__}")
+    for name, value in (("X", X), ("y", y)):
+        if not isinstance(value, Tensor):
+            kind = type(value).__name__
+            raise TypeError(f"{who}: {name} must be a torch.Tensor, got {kind}")
+    steps = check_int(steps, "steps", minimum=1, who=who)
+    lr = check_float(lr, "lr", above=0, who=who)
     loss_fn = loss_fn or nn.functional.mse_loss
     named = list(net.named_parameters())  # tied parameters once
     if not named:
@@ -494,6 +502,9 @@ def track_norms(
     for _ in range(steps):
         optimizer.zero_grad()
         loss = loss_fn(net(X), y)
+        if not isinstance(loss, Tensor):
+            kind = type(loss).__name__
+            raise TypeError(f"{who}: loss_fn must return a tensor, got {kind}")
         loss.backward()
         history.loss.append(loss.item())
         for name, param in named:

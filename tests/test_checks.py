@@ -331,3 +331,38 @@ def test_numpy_sizes_are_recorded_as_plain_numbers():
 def test_a_digit_string_index_is_pointed_to_the_int():
     with pytest.raises(TypeError, match=r"for device 0 use gpu\(0\)$"):
         gpu("0")
+
+
+# -- what stack_blocks and track_norms are given --------------------------------
+
+
+def test_stack_blocks_wants_a_factory_not_a_block():
+    message = (
+        r"^stack_blocks: factory must be a callable that returns a new block, got "
+        r"a Linear instance; pass a factory such as lambda: nn\.Linear\(\.\.\.\)$"
+    )
+    with pytest.raises(TypeError, match=message):
+        stack_blocks(nn.Linear(4, 4), 2)
+    with pytest.raises(TypeError, match="got NoneType"):
+        stack_blocks(None, 2)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"net": None}, "track_norms: net must be an nn.Module, got NoneType"),
+        ({"X": [[1.0, 2.0]]}, "track_norms: X must be a torch.Tensor, got list"),
+        ({"y": 1.0}, "track_norms: y must be a torch.Tensor, got float"),
+        ({"lr": "0.1"}, "track_norms: lr must be a finite number > 0, got str"),
+        ({"lr": float("nan")}, "track_norms: lr must be a finite number > 0, got nan"),
+        (
+            {"loss_fn": lambda out, y: 0.5},
+            "track_norms: loss_fn must return a tensor, got float",
+        ),
+    ],
+)
+def test_track_norms_checks_what_it_trains(arguments, message):
+    given = {"net": nn.Linear(2, 1), "X": X, "y": y, "steps": 1, **arguments}
+    error = ValueError if "nan" in message else TypeError
+    with pytest.raises(error, match=f"^{re.escape(message)}"):
+        track_norms(**given)
