@@ -13,7 +13,7 @@ from typing import TypeVar
 
 from dlcomp._checks import check_int
 
-__all__ = ["int_option", "number", "option"]
+__all__ = ["int_option", "number", "option", "steps_option"]
 
 _T = TypeVar("_T")
 
@@ -41,3 +41,18 @@ def number(text: str) -> object:
 def int_option(name: str, minimum: int) -> Callable[[str], int]:
     """An argparse ``type``: an int ``>= minimum`` (:func:`check_int`'s rule)."""
     return option(lambda text, n: check_int(number(text), n, minimum=minimum), name)
+
+
+# Both workers draw the batch of a step from seed * 2**20 + step.
+MAX_STEPS = 2**20
+
+
+def _steps(text: str, name: str) -> int:
+    steps = check_int(number(text), name, minimum=1)
+    if steps > MAX_STEPS:
+        raise ValueError(f"{name} must be an int <= 2**20, got {steps}")
+    return steps
+
+
+steps_option = option(_steps, "--steps")
+"""The workers' ``--steps``: an int from 1 to 2**20."""

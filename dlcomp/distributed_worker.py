@@ -41,7 +41,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from dlcomp._checks import check_int
-from dlcomp._cli import int_option, number, option
+from dlcomp._cli import int_option, number, option, steps_option
 from dlcomp.distributed import (
     DistributedCheckpointManager,
     destroy_process_group,
@@ -216,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("directory", metavar="DIR", type=option(_check_folder, "DIR"))
     parser.add_argument("--wrap", choices=WRAPS, default="fsdp")
-    parser.add_argument("--steps", type=_steps_option, default=30)
+    parser.add_argument("--steps", type=steps_option, default=30)
     parser.add_argument("--save-every", type=int_option("--save-every", 1), default=3)
     parser.add_argument("--seed", type=option(_seed_option, "--seed"), default=0)
     parser.add_argument(
@@ -321,16 +321,6 @@ def _check_pid_dir(text: str, name: str) -> str:
     if not text or not os.path.isdir(text):
         raise ValueError(f"{name} must be a folder that exists, got {text!r}")
     return text
-
-
-def _steps(text: str, name: str) -> int:
-    steps = check_int(number(text), name, minimum=1)
-    if steps > 2**20:
-        raise ValueError(f"{name} must be an int <= 2**20 (see batch()), got {steps}")
-    return steps
-
-
-_steps_option = option(_steps, "--steps")
 
 
 def _seed_option(text: str, name: str) -> int:

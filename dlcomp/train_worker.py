@@ -28,7 +28,7 @@ from collections.abc import Sequence
 import torch
 
 from dlcomp._checks import check_int
-from dlcomp._cli import int_option, number, option
+from dlcomp._cli import int_option, number, option, steps_option
 from dlcomp.serialization import TrainingRun, resumable_training
 
 __all__ = ["main", "train"]
@@ -126,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         description="Train (or resume) a small model, checkpointing to DIR.",
     )
     parser.add_argument("directory", metavar="DIR", type=option(_check_folder, "DIR"))
-    parser.add_argument("--steps", type=option(_check_steps, "--steps"), default=60)
+    parser.add_argument("--steps", type=steps_option, default=60)
     parser.add_argument("--save-every", type=int_option("--save-every", 1), default=5)
     parser.add_argument("--seed", type=option(_seed_option, "--seed"), default=0)
     parser.add_argument(
@@ -168,13 +168,6 @@ def _check_seed(seed: object, name: str, who: str | None = None) -> int:
         prefix = who + ": " if who else ""
         raise ValueError(f"{prefix}{name} must be an int < 2**12, got {seed}")
     return seed
-
-
-def _check_steps(text: str, name: str) -> int:
-    steps = check_int(number(text), name, minimum=1)
-    if steps > 2**20:
-        raise ValueError(f"{name} must be an int <= 2**20, got {steps}")
-    return steps
 
 
 def _seed_option(text: str, name: str) -> int:
