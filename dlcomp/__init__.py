@@ -13,10 +13,21 @@ it belongs to:
   5.6 GPUs (and :mod:`dlcomp.bench`, which runs the measurements for
   ``python -m dlcomp bench``, stores and plots them).
 
+:mod:`dlcomp.auditing` turns those sections' pitfalls into a check of a
+reader's own model (:func:`dlcomp.audit`).
+
 :mod:`dlcomp.pitfalls` keeps the seed notes' mistakes, so the docs and tests
 can show them failing; it is not re-exported.
 """
 
+from dlcomp.auditing import (
+    AuditCost,
+    AuditError,
+    AuditReport,
+    Finding,
+    audit,
+    audit_cost,
+)
 from dlcomp.blocks import (
     MLP,
     FixedHiddenMLP,
@@ -111,6 +122,9 @@ from dlcomp.timing import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AuditCost",
+    "AuditError",
+    "AuditReport",
     "CenteredLayer",
     "Checkpoint",
     "CheckpointError",
@@ -120,6 +134,7 @@ __all__ = [
     "DeviceInfo",
     "DeviceReport",
     "DistributedCheckpointManager",
+    "Finding",
     "FixedHiddenMLP",
     "HalfFourier",
     "LayerShapes",
@@ -143,6 +158,8 @@ __all__ = [
     "TrainingRun",
     "TwoDevices",
     "alternate",
+    "audit",
+    "audit_cost",
     "benchmark",
     "block1",
     "block2",

@@ -1,4 +1,4 @@
-"""``python -m dlcomp``: ``info`` (devices, versions) and ``bench`` (measurements)."""
+"""``python -m dlcomp``: ``info``, ``bench`` (measurements) and ``audit`` (a model)."""
 
 from __future__ import annotations
 
@@ -49,6 +49,80 @@ def _no_matplotlib() -> str | None:
     return None
 
 
+def _shape(text: str) -> tuple[int, ...]:
+    """``--input-shape 2,20`` as ``(2, 20)``: positive ints, comma-separated."""
+    try:
+        shape = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        shape = ()
+    if not shape or min(shape) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected sizes >= 1 separated by commas, such as 2,20; got {text!r}"
+        )
+    return shape
+
+
+def _factory(spec: str) -> object:
+    """The callable ``MODULE:CALLABLE`` names (the current folder is importable)."""
+    import importlib
+
+    module_name, colon, attr = spec.partition(":")
+    if not colon or not module_name or not attr:
+        raise ValueError(
+            f"expected MODULE:CALLABLE, such as mymodels:build; got {spec!r}"
+        )
+    if "" not in sys.path and "." not in sys.path:
+        sys.path.insert(0, "")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ValueError(f"cannot import {module_name!r}: {error}") from None
+    target: object = module
+    for part in attr.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise ValueError(f"{module_name!r} has no {attr!r}") from None
+    if not callable(target):
+        raise ValueError(f"{spec} is a {type(target).__name__}, not a callable")
+    return target
+
+
+def _audit(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    import torch
+
+    from dlcomp.auditing import audit
+
+    try:
+        factory = _factory(args.target)
+    except ValueError as error:
+        parser.error(f"argument MODULE:CALLABLE: {error}")
+    try:
+        model = factory()  # type: ignore[operator]
+    except Exception as error:  # the reader's code: show all of it
+        import traceback
+
+        traceback.print_exc()
+        parser.error(
+            f"argument MODULE:CALLABLE: {args.target}() raised "
+            f"{type(error).__name__} (traceback above)"
+        )
+    if not isinstance(model, torch.nn.Module):
+        parser.error(
+            f"argument MODULE:CALLABLE: {args.target}() returned a "
+            f"{type(model).__name__}, not an nn.Module"
+        )
+    example = None
+    if args.input_shape is not None:
+        devices = {t.device for t in (*model.parameters(), *model.buffers())}
+        device = devices.pop() if len(devices) == 1 else torch.device("cpu")
+        generator = torch.Generator().manual_seed(0)
+        example = torch.rand(args.input_shape, generator=generator).to(device)
+    report = audit(model, example)
+    print(json.dumps(report.as_dict(), indent=1) if args.json else report)
+    return 0 if report.ok else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     parser = argparse.ArgumentParser(prog="python -m dlcomp", description=__doc__)
@@ -67,7 +141,23 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument(
         "--out", type=Path, default=Path("bench-results"), help="output folder"
     )
+    check = commands.add_parser(
+        "audit",
+        help="check a model for the chapter's pitfalls; exit 1 if it has errors",
+        description="Build a model by calling MODULE:CALLABLE (imported from the "
+        "current folder or the installed packages), audit it with dlcomp.audit, "
+        "print the report, and exit with 1 if it found an error.",
+    )
+    check.add_argument("target", metavar="MODULE:CALLABLE", help="e.g. mymodels:build")
+    check.add_argument(
+        "--input-shape", type=_shape, metavar="2,20",
+        help="also run one forward and backward pass on a random input of this shape",
+    )  # fmt: skip
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
+
+    if args.command == "audit":
+        return _audit(args, check)
 
     from dlcomp.devices import describe_devices
 

@@ -1,6 +1,7 @@
 """Small tables that print as aligned text and render as HTML in notebooks (private).
 
-Used by :class:`dlcomp.ParameterTable` and :class:`dlcomp.DeviceReport`.
+Used by :class:`dlcomp.ParameterTable`, :class:`dlcomp.DeviceReport` and
+:class:`dlcomp.AuditReport`.
 """
 
 from __future__ import annotations
@@ -32,12 +33,24 @@ def text_table(
 
 
 def html_table(
-    header: Sequence[str], rows: Sequence[Sequence[str]], caption: str
+    header: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    caption: str,
+    markup: frozenset[int] = frozenset(),
 ) -> str:
-    """The same table as HTML (styled by the docs' ``dlcomp-table`` class)."""
+    """The same table as HTML (styled by the docs' ``dlcomp-table`` class).
+
+    Cells are escaped, except in the columns listed in ``markup``, which hold
+    HTML the caller built (and escaped) itself, such as a link.
+    """
     head = "".join(f"<th>{html.escape(c)}</th>" for c in header)
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+        "<tr>"
+        + "".join(
+            f"<td>{c if i in markup else html.escape(c)}</td>"
+            for i, c in enumerate(row)
+        )
+        + "</tr>"
         for row in rows
     )
     return (

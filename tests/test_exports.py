@@ -13,6 +13,7 @@ import dlcomp
 
 # The modules whose public names dlcomp re-exports (one per chapter section).
 TOPIC_MODULES = [
+    "dlcomp.auditing",
     "dlcomp.blocks",
     "dlcomp.parameters",
     "dlcomp.lazy",
@@ -29,6 +30,7 @@ TOPIC_MODULES = [
 # result in use, and have no example of their own. Only these names may go
 # without one; test_an_exempt_name_is_a_result_type checks each of them.
 RESULT_TYPES = {
+    "dlcomp.auditing": ["AuditCost", "AuditReport", "Finding"],  # audit, audit_cost
     "dlcomp.devices": ["DeviceInfo", "DeviceReport"],  # describe_devices
     "dlcomp.parameters": ["NormHistory", "ParameterRow", "ParameterTable"],
     # read_checkpoint, load_checkpoint, load_matching, resumable_training
@@ -87,7 +89,9 @@ def test_every_public_module_is_checked_and_has_an_api_page():
     }
     assert public == set(TOPIC_MODULES) | set(OWN_PATH_MODULES)
     api = Path(__file__).parents[1] / "docs" / "api"
-    pages = " ".join(page.read_text("utf-8") for page in api.glob("*.rst"))
+    pages = " ".join(
+        page.read_text("utf-8") for page in [*api.glob("*.rst"), *api.glob("*.md")]
+    )
     assert [m for m in sorted(public) if m not in pages] == []
 
 

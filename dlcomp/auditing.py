@@ -1,0 +1,890 @@
+"""The chapter's pitfalls as a check a reader runs on a model: :func:`dlcomp.audit`.
+
+Every mistake the chapter's pages show failing is one a reader writes again
+in their own code: layers kept in a Python list, a constant kept as a plain
+tensor, ``self._modules[block] = block``, a ``forward`` that computes with
+``.data``, an optimizer that does not hold the model's parameters. One call
+finds each of them, says what goes wrong and how to fix it, and links to the
+section of the site that explains it.
+
+Each rule has an id, a severity and a page:
+
+========================  ========  ===================================================
+rule                      severity  finds
+========================  ========  ===================================================
+``hidden-module``         error     modules or parameters in a plain list, tuple, dict
+                                    or set (or warning, when they hold no state)
+``tensor-attribute``      warning   tensors kept as plain attributes, not buffers
+``non-string-key``        error     ``_modules``/``_parameters``/``_buffers`` keys
+                                    that are not strings
+``no-gradient``           error     parameters that get no gradient (with an input)
+``non-finite-gradient``   error     NaN or infinite gradients (with an input)
+``dry-run-failed``        error     the forward or backward pass raised (with an input)
+``not-copyable``          note      the model cannot be copied, so no pass was run
+``uninitialized``         warning   lazy parameters or buffers not materialized
+``optimizer-missing``     error     parameters the optimizer does not update
+``optimizer-foreign``     error     optimizer tensors that are not the model's
+``mixed-devices``         warning   parameters and buffers on several devices
+``mixed-dtypes``          warning   floating parameters and buffers of several dtypes
+``tied-parameters``       note      one parameter reachable under several names
+========================  ========  ===================================================
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import html
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+from torch.nn.parameter import is_lazy
+
+from dlcomp._checks import check_int
+from dlcomp._table import html_table
+from dlcomp.timing import Measurement, _check_seconds, benchmark, interleaved
+
+__all__ = ["AuditCost", "AuditError", "AuditReport", "Finding", "audit", "audit_cost"]
+
+Severity = Literal["error", "warning", "note"]
+
+#: Where the site is published; each finding links to a section under it.
+SITE_URL = "https://dlcomp.github.io/dlcomp/"
+
+
+@dataclass(frozen=True)
+class _Rule:
+    severity: Severity
+    page: str  # the page and anchor of the section that explains it
+
+
+RULES: Mapping[str, _Rule] = {
+    "hidden-module": _Rule("error", "blocks.html#pitfall-plain-list"),
+    "tensor-attribute": _Rule("warning", "blocks.html#pitfall-plain-tensor"),
+    "non-string-key": _Rule("error", "blocks.html#pitfall-module-key"),
+    "no-gradient": _Rule("error", "custom-layers.html#pitfall-data-forward"),
+    "non-finite-gradient": _Rule("error", "api/auditing.html#rule-non-finite-gradient"),
+    "dry-run-failed": _Rule("error", "api/auditing.html#rule-dry-run-failed"),
+    "not-copyable": _Rule("note", "api/auditing.html#rule-not-copyable"),
+    "uninitialized": _Rule("warning", "deferred-init.html#pitfall-init-before-dry-run"),
+    "optimizer-missing": _Rule("error", "blocks.html#pitfall-plain-list"),
+    "optimizer-foreign": _Rule(
+        "error", "deferred-init.html#pitfall-optimizer-before-dry-run"
+    ),
+    "mixed-devices": _Rule("warning", "gpu.html#networks-on-a-device"),
+    "mixed-dtypes": _Rule("warning", "api/auditing.html#rule-mixed-dtypes"),
+    "tied-parameters": _Rule("note", "parameters.html#sharing-parameters"),
+}
+"""Every rule: its severity and the section of the site that explains it."""
+
+_ORDER = {"error": 0, "warning": 1, "note": 2}
+# What every nn.Module keeps in its __dict__ (and a lazy one adds): not the
+# reader's attributes.
+_BASE = frozenset(vars(nn.Module()))
+_INTERNALS = _BASE | {"_initialize_hook", "_load_hook"}
+_CONTAINERS = (list, tuple, dict, set, frozenset)
+_SHOWN = 4  # names listed in one finding before "and N more"
+
+
+class AuditError(AssertionError):
+    """Raised by :meth:`AuditReport.raise_for_errors` when the audit found errors.
+
+    An :class:`AssertionError`, so that a reader's test fails with the
+    report as its message.
+
+    Examples:
+        >>> from dlcomp.pitfalls import ListSequential
+        >>> net = ListSequential(nn.Linear(4, 2))
+        >>> audit(net).raise_for_errors()
+        Traceback (most recent call last):
+        ...
+        dlcomp.auditing.AuditError: audit of ListSequential: 1 error, 0 warnings, ...
+        ...
+    """
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem :func:`audit` found (see its examples)."""
+
+    rule: str
+    """The rule's id, e.g. ``"hidden-module"``."""
+    severity: Severity
+    """``"error"`` (silently wrong), ``"warning"`` (probably wrong) or ``"note"``."""
+    path: str
+    """The path of the module it was found in, as in ``named_modules()`` (``""``: the model)."""  # noqa: E501
+    message: str
+    """What goes wrong, in one sentence."""
+    fix: str
+    """How to fix it."""
+    url: str
+    """The section of the site that explains it."""
+
+    @property
+    def where(self) -> str:
+        """The path, or ``(model)`` for the model itself."""
+        return self.path or "(model)"
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    """What :func:`audit` found: printable as text, an HTML table in notebooks.
+
+    Returned by :func:`audit` (see its examples).
+
+    Attributes:
+        model: the audited model's class name.
+        findings: errors first, then warnings, then notes.
+        rules: the ids of the rules that ran (those needing an input or an
+            optimizer run only when one is given).
+    """
+
+    model: str
+    findings: tuple[Finding, ...]
+    rules: tuple[str, ...]
+
+    def _of(self, severity: Severity) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.severity == severity)
+
+    @property
+    def errors(self) -> tuple[Finding, ...]:
+        """The findings of severity ``"error"``."""
+        return self._of("error")
+
+    @property
+    def warnings(self) -> tuple[Finding, ...]:
+        """The findings of severity ``"warning"``."""
+        return self._of("warning")
+
+    @property
+    def notes(self) -> tuple[Finding, ...]:
+        """The findings of severity ``"note"``."""
+        return self._of("note")
+
+    @property
+    def ok(self) -> bool:
+        """True when there is no error (warnings and notes allowed)."""
+        return not self.errors
+
+    def summary(self) -> str:
+        """One line: the model and how many findings of each severity."""
+
+        def count(n: int, word: str) -> str:
+            return f"{n} {word}{'' if n == 1 else 's'}"
+
+        return (
+            f"audit of {self.model}: {count(len(self.errors), 'error')}, "
+            f"{count(len(self.warnings), 'warning')}, {count(len(self.notes), 'note')}"
+        )
+
+    def raise_for_errors(self) -> None:
+        """Raise :class:`AuditError` with the report if there is any error."""
+        if not self.ok:
+            raise AuditError(str(self))
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready data (``python -m dlcomp audit --json``)."""
+        return {
+            "model": self.model,
+            "ok": self.ok,
+            "rules": list(self.rules),
+            "findings": [
+                {
+                    "rule": f.rule,
+                    "severity": f.severity,
+                    "path": f.path,
+                    "message": f.message,
+                    "fix": f.fix,
+                    "url": f.url,
+                }
+                for f in self.findings
+            ],
+        }
+
+    def __str__(self) -> str:
+        lines = [self.summary()]
+        for f in self.findings:
+            lines += [
+                "",
+                f"{f.severity} [{f.rule}] at {f.where}",
+                f"  {f.message}",
+                f"  fix: {f.fix}",
+                f"  see: {f.url}",
+            ]
+        return "\n".join(lines)
+
+    __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        header = ("severity", "rule", "where", "what goes wrong", "fix")
+        rows = [
+            (
+                f.severity,
+                f'<a href="{html.escape(f.url)}">{html.escape(f.rule)}</a>',
+                f.where,
+                f.message,
+                f.fix,
+            )
+            for f in self.findings
+        ]
+        return html_table(header, rows, self.summary(), markup=frozenset({1}))
+
+
+# --- walking a model without PyTorch's naming (which non-string keys break) ----
+
+
+def _name(key: object) -> str:
+    return key if isinstance(key, str) else f"<{type(key).__name__} key>"
+
+
+def _join(prefix: str, key: object) -> str:
+    return f"{prefix}.{_name(key)}" if prefix else _name(key)
+
+
+def _walk(
+    module: nn.Module, prefix: str = "", chain: frozenset[int] = frozenset()
+) -> Iterator[tuple[str, nn.Module]]:
+    """Every (path, module), a shared module once per path; cycles cut."""
+    yield prefix, module
+    chain = chain | {id(module)}
+    for key, child in module._modules.items():
+        if isinstance(child, nn.Module) and id(child) not in chain:
+            yield from _walk(child, _join(prefix, key), chain)
+
+
+@dataclass
+class _Model:
+    """The registered state of a model, found by walking ``_modules``."""
+
+    modules: dict[int, tuple[str, nn.Module]]  # id -> (first path, module)
+    params: dict[int, tuple[list[str], nn.Parameter]]  # id -> (every name, param)
+    buffers: dict[int, tuple[list[str], Tensor]]
+
+    @classmethod
+    def of(cls, model: nn.Module) -> _Model:
+        found = cls({}, {}, {})
+        for path, module in _walk(model):
+            found.modules.setdefault(id(module), (path, module))
+            for table, store in (
+                (module._parameters, found.params),
+                (module._buffers, found.buffers),
+            ):
+                for key, tensor in table.items():
+                    if isinstance(tensor, Tensor):
+                        entry = store.setdefault(id(tensor), ([], tensor))  # type: ignore[arg-type]
+                        entry[0].append(_join(path, key))
+        return found
+
+
+def _names(names: list[str]) -> str:
+    shown = ", ".join(f"`{n}`" for n in names[:_SHOWN])
+    more = len(names) - _SHOWN
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
+def _finding(rule: str, path: str, message: str, fix: str) -> Finding:
+    spec = RULES[rule]
+    return Finding(rule, spec.severity, path, message, fix, SITE_URL + spec.page)
+
+
+def _contents(value: Any, where: str, seen: set[int]) -> Iterator[tuple[str, object]]:
+    """(location, item) for the modules and tensors inside nested containers."""
+    if id(value) in seen:
+        return
+    seen.add(id(value))
+    items: Iterator[tuple[str, object]]
+    if isinstance(value, Mapping):
+        items = ((f"{where}[{k!r}]", v) for k, v in value.items())
+    elif isinstance(value, (set, frozenset)):
+        items = ((f"{where}{{...}}", v) for v in value)
+    else:
+        items = ((f"{where}[{i}]", v) for i, v in enumerate(value))
+    for location, item in items:
+        if isinstance(item, (nn.Module, Tensor)):
+            yield location, item
+        elif isinstance(item, _CONTAINERS):
+            yield from _contents(item, location, seen)
+
+
+# --- the rules ------------------------------------------------------------------
+
+
+def _non_string_keys(found: _Model) -> Iterator[Finding]:
+    for path, module in found.modules.values():
+        for table in ("_modules", "_parameters", "_buffers"):
+            bad = [k for k in getattr(module, table) if not isinstance(k, str)]
+            if bad:
+                kinds = sorted({type(k).__name__ for k in bad})
+                yield _finding(
+                    "non-string-key",
+                    path,
+                    f"`{table}` has {len(bad)} key(s) that are not strings "
+                    f"({', '.join(kinds)}): PyTorch names each entry "
+                    "`prefix + '.' + key`, so parameters(), named_parameters(), "
+                    "state_dict(), print() and every optimizer raise TypeError",
+                    "register under a string name: self.add_module(str(i), block) "
+                    "(or self._modules[str(i)] = block)",
+                )
+
+
+def _stateful(module: nn.Module) -> bool:
+    """Whether a module (or one inside it) holds state that registration matters for."""
+    return any(
+        m._parameters or m._buffers or isinstance(m, nn.modules.dropout._DropoutNd)
+        for _, m in _walk(module)
+    )
+
+
+def _attributes(found: _Model) -> Iterator[Finding]:
+    registered = found.params.keys() | found.buffers.keys()
+    for path, module in found.modules.values():
+        hidden: dict[str, list[tuple[str, object]]] = {}
+        for attr, value in vars(module).items():
+            if attr in _INTERNALS:
+                continue
+            if isinstance(value, (nn.Module, Tensor)):
+                items: list[tuple[str, object]] = [(attr, value)]
+            elif isinstance(value, _CONTAINERS):
+                items = list(_contents(value, attr, set()))
+            else:
+                continue
+            for location, item in items:
+                unseen = found.modules if isinstance(item, nn.Module) else registered
+                if id(item) in unseen:
+                    continue
+                if isinstance(item, (nn.Module, nn.Parameter)):
+                    hidden.setdefault(attr, []).append((location, item))
+                elif isinstance(item, Tensor):
+                    dtype = str(item.dtype).removeprefix("torch.")
+                    kind = f"(shape {tuple(item.shape)}, {dtype})"
+                    yield _finding(
+                        "tensor-attribute",
+                        path,
+                        f"`{location}` is a plain tensor {kind}: it is not in "
+                        "state_dict() (a saved model loses it) and model.to() "
+                        "neither moves nor converts it",
+                        f"self.register_buffer({attr!r}, tensor) for a constant, "
+                        "nn.Parameter(tensor) for a weight to train",
+                    )
+        for attr, items in hidden.items():
+            container = type(getattr(module, attr)).__name__
+            what = ", ".join(
+                f"`{loc}` ({type(item).__name__})" for loc, item in items[:_SHOWN]
+            )
+            if len(items) > _SHOWN:
+                what += f" and {len(items) - _SHOWN} more"
+            stateful = any(
+                isinstance(i, Tensor) or _stateful(i)  # type: ignore[arg-type]
+                for _, i in items
+            )
+            finding = _finding(
+                "hidden-module",
+                path,
+                f"`{attr}` is a plain {container} holding {what}: PyTorch does not "
+                "see into it, so they are missing from parameters(), state_dict(), "
+                ".to() and .eval(), and no optimizer updates them",
+                "nn.ModuleList (a list or tuple) or nn.ModuleDict (a dict) for "
+                "modules; nn.ParameterList or nn.ParameterDict for parameters",
+            )
+            if not stateful:  # nothing to train, save or switch to eval: yet
+                finding = dataclasses.replace(
+                    finding,
+                    severity="warning",
+                    message=finding.message.replace(
+                        ", and no optimizer updates them",
+                        " (they hold no parameters, buffers or dropout now)",
+                    ),
+                )
+            yield finding
+
+
+def _uninitialized(found: _Model) -> Iterator[Finding]:
+    by_module: dict[str, list[str]] = {}
+    for store in (found.params, found.buffers):
+        for names, tensor in store.values():
+            if is_lazy(tensor):
+                path, _, leaf = names[0].rpartition(".")
+                by_module.setdefault(path, []).append(leaf)
+    for path, leaves in by_module.items():
+        yield _finding(
+            "uninitialized",
+            path,
+            f"{_names(leaves)} not materialized yet (lazy): they have no shape, "
+            "count as 0 values, are skipped by an initializer that tests "
+            "type(m) == nn.Linear, and make nn.init and some optimizers raise",
+            "run one batch first (a dry run: net(X), or dlcomp.materialize(net, X)), "
+            "then initialize and build the optimizer",
+        )
+
+
+def _mixed(found: _Model) -> Iterator[Finding]:
+    tensors = [
+        (names[0], t) for names, t in (*found.params.values(), *found.buffers.values())
+    ]
+    devices: dict[str, list[str]] = {}
+    dtypes: dict[str, list[str]] = {}
+    for name, tensor in tensors:
+        devices.setdefault(str(tensor.device), []).append(name)
+        if tensor.is_floating_point() and not is_lazy(tensor):
+            dtypes.setdefault(str(tensor.dtype).removeprefix("torch."), []).append(name)
+    if len(devices) > 1:
+        listed = "; ".join(f"{d}: {_names(n)}" for d, n in devices.items())
+        yield _finding(
+            "mixed-devices",
+            "",
+            f"parameters and buffers are on {len(devices)} devices ({listed}): a "
+            "forward pass that combines them fails with 'Expected all tensors to "
+            "be on the same device' (unless the model is split on purpose)",
+            "move the whole model at once with model.to(device), and keep constants "
+            "as buffers so that they move with it",
+        )
+    if len(dtypes) > 1:
+        listed = "; ".join(f"{d}: {_names(n)}" for d, n in dtypes.items())
+        yield _finding(
+            "mixed-dtypes",
+            "",
+            f"floating parameters and buffers have {len(dtypes)} dtypes ({listed}): "
+            "a matrix product of two of them raises, and an addition silently "
+            "promotes to the wider type",
+            "convert the whole model at once with model.to(dtype); use "
+            "torch.autocast for mixed precision",
+        )
+
+
+def _tied(found: _Model) -> Iterator[Finding]:
+    groups: dict[tuple[str, ...], list[list[str]]] = {}
+    for names, _ in found.params.values():
+        if len(names) > 1:
+            modules = tuple(name.rpartition(".")[0] for name in names)
+            groups.setdefault(modules, []).append(names)
+    for modules, tied in groups.items():
+        pairs = "; ".join(" = ".join(f"`{n}`" for n in names) for names in tied)
+        yield _finding(
+            "tied-parameters",
+            modules[0],
+            f"shared parameters ({pairs}): each is one tensor, stored and counted "
+            "once by parameters(), state_dict() and the optimizer, and its "
+            "gradient is the sum over every place that uses it",
+            "nothing, if the tying is intended; to untie, give each place its "
+            "own layer (copy.deepcopy(layer))",
+        )
+
+
+def _optimizer(found: _Model, optimizer: torch.optim.Optimizer) -> Iterator[Finding]:
+    held = [p for group in optimizer.param_groups for p in group["params"]]
+    ids = {id(p) for p in held}
+    missing = [
+        names[0]
+        for pid, (names, p) in found.params.items()
+        if p.requires_grad and pid not in ids
+    ]
+    if missing:
+        yield _finding(
+            "optimizer-missing",
+            "",
+            f"{len(missing)} parameter(s) that require a gradient are not in the "
+            f"optimizer ({_names(missing)}): step() never changes them, whatever "
+            "their gradients",
+            "build the optimizer from model.parameters() once the model is complete "
+            "(every layer added, the dry run done), or add a param group",
+        )
+    foreign = [p for p in held if id(p) not in found.params]
+    if foreign:
+        shapes = ", ".join(
+            "uninitialized" if is_lazy(p) else str(tuple(p.shape))
+            for p in foreign[:_SHOWN]
+        )
+        yield _finding(
+            "optimizer-foreign",
+            "",
+            f"the optimizer holds {len(foreign)} tensor(s) that are not parameters "
+            f"of this model ({shapes}): it was built for another model, or before "
+            "the model replaced them (a layer that creates its parameters at its "
+            "first batch), and step() updates tensors the model does not use",
+            "build the optimizer from this model's parameters(), after the dry run",
+        )
+
+
+# --- the dry run on a copy ------------------------------------------------------
+
+
+def _floats(value: object) -> Iterator[Tensor]:
+    """The tensors in a forward pass's output that can carry a gradient."""
+    if isinstance(value, Tensor):
+        if value.is_floating_point() or value.is_complex():
+            yield value
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from _floats(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _floats(item)
+
+
+def _detached(value: object) -> Any:
+    if isinstance(value, Tensor):
+        return value.detach()
+    if isinstance(value, Mapping):
+        return {k: _detached(v) for k, v in value.items()}
+    if type(value) is list:
+        return [_detached(v) for v in value]
+    if type(value) is tuple:
+        return tuple(_detached(v) for v in value)
+    return value
+
+
+def _call(model: nn.Module, example_input: object) -> Any:
+    args = _detached(example_input)
+    if isinstance(args, tuple):
+        return model(*args)
+    if isinstance(args, dict):
+        return model(**args)
+    return model(args)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def _parameter(p: Any, memo: dict[int, Any]) -> Any:
+    """A new Parameter object on the same data: its own ``.grad``, no copy made.
+
+    A forward and backward pass reads parameters and does not write them, so
+    the copy need not pay for copying their values (for a model with large
+    weights and a small batch, that copy would cost more than the pass).
+    Buffers, which a forward pass may update (batch norm), are copied.
+    """
+    if type(p) is not nn.Parameter:  # None, a lazy or another Parameter type
+        return copy.deepcopy(p, memo)
+    if id(p) not in memo:
+        memo[id(p)] = nn.Parameter(p.detach(), requires_grad=p.requires_grad)
+    return memo[id(p)]
+
+
+def _copy(module: nn.Module, memo: dict[int, Any]) -> nn.Module:
+    """A deep copy of ``module``, made faster than ``copy.deepcopy`` knows how.
+
+    ``copy.deepcopy`` copies each of a module's dozen hook dictionaries
+    through the generic reduce protocol; here the registered modules are
+    copied structurally, parameters as new objects on the same data
+    (:func:`_parameter`), buffers by their own ``__deepcopy__``, the hook
+    dictionaries shallowly (memoized, so that a lazy layer's hook
+    handles point to its copy's dictionaries), and everything else a reader
+    stored by ``copy.deepcopy``. Shared modules and parameters stay shared.
+    A class with its own ``__deepcopy__`` is copied by it.
+    """
+    done = memo.get(id(module))
+    if done is not None:
+        return done  # type: ignore[no-any-return]
+    if hasattr(type(module), "__deepcopy__"):
+        return copy.deepcopy(module, memo)
+    new = module.__class__.__new__(module.__class__)
+    memo[id(module)] = new
+    state: dict[str, Any] = {}
+    for key, value in vars(module).items():
+        if key == "_modules":
+            state[key] = {
+                k: m if m is None else _copy(m, memo) for k, m in value.items()
+            }
+        elif key == "_parameters":
+            state[key] = {k: _parameter(p, memo) for k, p in value.items()}
+        elif key == "_buffers":
+            state[key] = {k: copy.deepcopy(t, memo) for k, t in value.items()}
+        elif key in _BASE and isinstance(value, (dict, set)):
+            state[key] = memo[id(value)] = type(value)(value)
+        elif key in _BASE:
+            state[key] = value
+        else:
+            state[key] = copy.deepcopy(value, memo)
+    vars(new).update(state)
+    return new
+
+
+def _dry_run(
+    found: _Model, model: nn.Module, example_input: object
+) -> Iterator[Finding]:
+    try:
+        twin = _copy(model, {})
+    except Exception as error:  # any failure: report it, go on
+        yield _finding(
+            "not-copyable",
+            "",
+            f"the model cannot be copied ({_first_line(error)}), so no forward and "
+            "backward pass was run: no-gradient, non-finite-gradient and "
+            "dry-run-failed were not checked",
+            "make the model deep-copyable (copy.deepcopy(model) works), or check its "
+            "gradients in a training step of your own",
+        )
+        return
+    twin_found = _Model.of(twin)
+    for _, p in twin_found.params.values():
+        p.grad = None
+    cuda = sorted(
+        {
+            t.device.index or 0
+            for _, t in (*found.params.values(), *found.buffers.values())
+            if t.device.type == "cuda"
+        }
+    )
+    # Gradients on even under torch.no_grad(); the random state restored after.
+    with torch.random.fork_rng(devices=cuda), torch.enable_grad():
+        try:
+            outputs = list(_floats(_call(twin, example_input)))
+            graded = [o for o in outputs if o.requires_grad]
+            if graded:
+                loss = sum(
+                    (torch.view_as_real(o) if o.is_complex() else o).float().mean()
+                    for o in graded
+                )
+                loss.backward()  # type: ignore[union-attr]
+        except Exception as error:  # the model's own failure
+            yield _finding(
+                "dry-run-failed",
+                "",
+                "a forward and backward pass on example_input raised "
+                f"{_first_line(error)}",
+                "check that example_input fits the model's first layer (shape, "
+                "dtype, device); if it does, the failure is the model's own, and "
+                "the message names what did not match",
+            )
+            return
+    no_grad: dict[str, list[str]] = {}
+    for names, p in twin_found.params.values():
+        if not p.requires_grad or is_lazy(p):
+            continue
+        path, _, leaf = names[0].rpartition(".")
+        if p.grad is None:
+            no_grad.setdefault(path, []).append(leaf)
+        elif not bool(torch.isfinite(p.grad).all()):
+            yield _finding(
+                "non-finite-gradient",
+                path,
+                f"`{leaf}` has NaN or infinite values in its gradient after one "
+                "backward pass on example_input: one optimizer step makes the "
+                "weights NaN",
+                "look for log or division by 0, sqrt at 0 or an overflow in the "
+                "forward pass; torch.autograd.set_detect_anomaly(True) names the "
+                "operation",
+            )
+    for path, leaves in no_grad.items():
+        yield _finding(
+            "no-gradient",
+            path,
+            f"{_names(leaves)} get no gradient from a backward pass on example_input, "
+            "though they require one: the forward pass does not use them through "
+            "autograd (it reads .data or .detach(), or never calls the layer), so "
+            "training leaves them as they are",
+            "compute with the parameter itself (self.weight, not self.weight.data); "
+            "remove an unused layer, or freeze it with requires_grad_(False)",
+        )
+
+
+# --- the entry point ------------------------------------------------------------
+
+
+def audit(
+    model: nn.Module,
+    example_input: object = None,
+    optimizer: torch.optim.Optimizer | None = None,
+) -> AuditReport:
+    """Check ``model`` for the chapter's pitfalls; say what goes wrong and the fix.
+
+    Without ``example_input`` the audit only reads the model: plain containers
+    that hide modules or parameters, tensors that should be buffers,
+    non-string keys, lazy parameters not materialized yet, parameters on
+    several devices or of several dtypes, tied parameters. With
+    ``example_input`` (a tensor, a tuple of positional arguments, or a dict of
+    keyword arguments) it also runs one forward and backward pass, on a copy of
+    the model and with the random state restored, to find parameters that get
+    no gradient or a NaN one. With ``optimizer`` it checks that the optimizer
+    updates exactly the model's parameters. The model, its gradients and the
+    random state are left as they were.
+
+    Args:
+        model: the module to check.
+        example_input: an input for one forward pass, or ``None``.
+        optimizer: the optimizer that will train ``model``, or ``None``.
+
+    Returns:
+        AuditReport: the findings; ``report.ok`` is true when there is no error,
+        and ``report.raise_for_errors()`` fails a test when there is.
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Module`` or ``optimizer`` not a
+            ``torch.optim.Optimizer``.
+
+    Examples:
+        The book's FixedHiddenMLP keeps its constant as a plain tensor, and the
+        study notes' MySequential uses modules as keys:
+
+        >>> from dlcomp.pitfalls import ModuleKeySequential, PlainTensorFixedHiddenMLP
+        >>> report = audit(PlainTensorFixedHiddenMLP())
+        >>> report.ok, [f.rule for f in report.findings]
+        (True, ['tensor-attribute'])
+        >>> report = audit(ModuleKeySequential(nn.Linear(4, 2)))
+        >>> print(report.summary())
+        audit of ModuleKeySequential: 1 error, 0 warnings, 0 notes
+        >>> finding = report.errors[0]
+        >>> finding.rule, finding.where, finding.fix[:32]
+        ('non-string-key', '(model)', 'register under a string name: se')
+        >>> print(finding.url)
+        https://dlcomp.github.io/dlcomp/blocks.html#pitfall-module-key
+
+        ``print(report)`` shows each finding's message, fix and link; in a
+        notebook the report is a table.
+
+        With an input, a forward pass that computes with ``.data`` is caught;
+        the reference layer comes out clean:
+
+        >>> from dlcomp import MyLinear
+        >>> from dlcomp.pitfalls import DataMyLinear
+        >>> X = torch.rand(2, 4)
+        >>> net = nn.Sequential(nn.Linear(4, 3), DataMyLinear(3, 1))
+        >>> [(f.rule, f.where) for f in audit(net, X).findings]
+        [('no-gradient', '1')]
+        >>> audit(nn.Sequential(nn.Linear(4, 3), MyLinear(3, 1)), X).findings
+        ()
+
+        And with the optimizer, parameters it does not update:
+
+        >>> net = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 1))
+        >>> optimizer = torch.optim.SGD(net[0].parameters(), lr=0.1)
+        >>> (finding,) = audit(net, optimizer=optimizer).errors
+        >>> finding.rule, finding.message[:53]
+        ('optimizer-missing', '2 parameter(s) that require a gradient are not in the')
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"audit expects an nn.Module, got {type(model).__name__}")
+    if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(
+            "audit: optimizer must be a torch.optim.Optimizer or None, "
+            f"got {type(optimizer).__name__}"
+        )
+    found = _Model.of(model)
+    findings = [
+        *_non_string_keys(found),
+        *_attributes(found),
+        *_uninitialized(found),
+        *_mixed(found),
+        *_tied(found),
+    ]
+    rules = [
+        "hidden-module",
+        "tensor-attribute",
+        "non-string-key",
+        "uninitialized",
+        "mixed-devices",
+        "mixed-dtypes",
+        "tied-parameters",
+    ]
+    if example_input is not None:
+        findings += _dry_run(found, model, example_input)
+        rules += ["no-gradient", "non-finite-gradient", "dry-run-failed"]
+        rules += ["not-copyable"]
+    if optimizer is not None:
+        findings += _optimizer(found, optimizer)
+        rules += ["optimizer-missing", "optimizer-foreign"]
+    findings.sort(key=lambda f: _ORDER[f.severity])  # stable: found order kept
+    return AuditReport(type(model).__name__, tuple(findings), tuple(rules))
+
+
+# --- what an audit costs ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AuditCost:
+    """What :func:`audit` costs on a model of ``modules`` modules (see its examples).
+
+    Attributes:
+        modules: the number of modules below the model (Linear and ReLU).
+        batch: the rows of the example input.
+        without_input: seconds per ``audit(model)``.
+        with_input: seconds per ``audit(model, X)``.
+        forward_backward: seconds per forward and backward pass of the model
+            on ``X``, the cost the dry run is compared with.
+
+    This is the result type of :func:`audit_cost`.
+    """
+
+    modules: int
+    batch: int
+    without_input: Measurement
+    with_input: Measurement
+    forward_backward: Measurement
+
+    @property
+    def ratio(self) -> float:
+        """Median ``audit(model, X)`` time over one forward and backward pass."""
+        fb = self.forward_backward.median
+        return self.with_input.median / fb if fb > 0 else float("inf")
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data for JSON: sizes, the three measurements and the ratio."""
+        return {
+            "modules": self.modules,
+            "batch": self.batch,
+            "without_input": self.without_input.as_dict(),
+            "with_input": self.with_input.as_dict(),
+            "forward_backward": self.forward_backward.as_dict(),
+            "ratio": self.ratio,
+        }
+
+
+def audit_cost(
+    modules: int = 100, width: int = 64, batch: int = 64, *, min_time: float = 0.2
+) -> AuditCost:
+    """Time :func:`audit` on a CPU model of ``modules`` modules, with and without input.
+
+    The model alternates ``Linear(width, width)`` and ``ReLU`` layers. The
+    audit with an input is timed interleaved with one forward and backward
+    pass of the model itself (:func:`~dlcomp.interleaved`), so that the ratio
+    of the two holds under a changing load.
+
+    Args:
+        modules: how many layers (at least 2).
+        width: the features of each linear layer.
+        batch: the rows of the example input.
+        min_time: timed seconds to collect at least, per measurement.
+
+    Returns:
+        AuditCost: the three measurements and their ratio.
+
+    Examples:
+        >>> cost = audit_cost(10, min_time=0.01)
+        >>> print(cost.without_input)  # doctest: +ELLIPSIS
+        audit(model) on cpu: median ... (IQR ..., ... runs x ...)
+        >>> cost.ratio > 0, cost.as_dict()["modules"]
+        (True, 10)
+    """
+    modules = check_int(modules, "modules", minimum=2, who="audit_cost")
+    width = check_int(width, "width", minimum=1, who="audit_cost")
+    batch = check_int(batch, "batch", minimum=1, who="audit_cost")
+    (min_time,) = _check_seconds("audit_cost", min_time=min_time)
+    generator = torch.Generator().manual_seed(0)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = nn.Sequential(
+            *(
+                nn.Linear(width, width) if i % 2 == 0 else nn.ReLU()
+                for i in range(modules)
+            )
+        )
+    X = torch.rand(batch, width, generator=generator)
+
+    def forward_backward() -> None:
+        net.zero_grad(set_to_none=True)
+        net(X).mean().backward()
+
+    bare = benchmark(lambda: audit(net), label="audit(model)", min_time=min_time)
+    pair = interleaved(
+        {
+            "audit(model, X)": lambda: audit(net, X),
+            "forward+backward": forward_backward,
+        },
+        min_time=min_time,
+    )
+    return AuditCost(modules, batch, bare, *pair.values())
