@@ -89,6 +89,10 @@ def _factory(spec: str) -> object:
 
 
 def _audit(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Exit 0: no error found; 1: errors found; 2: a usage error; 3: audit failed."""
+    import contextlib
+    import traceback
+
     import torch
 
     from dlcomp.auditing import audit
@@ -97,28 +101,47 @@ def _audit(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         factory = _factory(args.target)
     except ValueError as error:
         parser.error(f"argument MODULE:CALLABLE: {error}")
-    try:
-        model = factory()  # type: ignore[operator]
-    except Exception as error:  # the reader's code: show all of it
-        import traceback
-
-        traceback.print_exc()
-        parser.error(
-            f"argument MODULE:CALLABLE: {args.target}() raised "
-            f"{type(error).__name__} (traceback above)"
-        )
-    if not isinstance(model, torch.nn.Module):
-        parser.error(
-            f"argument MODULE:CALLABLE: {args.target}() returned a "
-            f"{type(model).__name__}, not an nn.Module"
-        )
-    example = None
-    if args.input_shape is not None:
-        devices = {t.device for t in (*model.parameters(), *model.buffers())}
-        device = devices.pop() if len(devices) == 1 else torch.device("cpu")
-        generator = torch.Generator().manual_seed(0)
-        example = torch.rand(args.input_shape, generator=generator).to(device)
-    report = audit(model, example)
+    # What the reader's code prints goes to stderr: stdout is the report.
+    with contextlib.redirect_stdout(sys.stderr):
+        try:
+            model = factory()  # type: ignore[operator]
+        except SystemExit as error:
+            parser.error(
+                f"argument MODULE:CALLABLE: {args.target}() called "
+                f"sys.exit({error.code})"
+            )
+        except Exception as error:  # the reader's code: show all of it
+            traceback.print_exc()
+            parser.error(
+                f"argument MODULE:CALLABLE: {args.target}() raised "
+                f"{type(error).__name__} (traceback above)"
+            )
+        if not isinstance(model, torch.nn.Module):
+            parser.error(
+                f"argument MODULE:CALLABLE: {args.target}() returned a "
+                f"{type(model).__name__}, not an nn.Module"
+            )
+        example = None
+        if args.input_shape is not None:
+            try:  # (parameters() raises on the very mistakes audit reports)
+                devices = {t.device for t in (*model.parameters(), *model.buffers())}
+            except Exception:
+                devices = set()
+            device = devices.pop() if len(devices) == 1 else torch.device("cpu")
+            generator = torch.Generator().manual_seed(0)
+            try:
+                example = torch.rand(args.input_shape, generator=generator).to(device)
+            except RuntimeError as error:
+                parser.error(
+                    f"argument --input-shape: cannot make a tensor of shape "
+                    f"{args.input_shape}: {str(error).splitlines()[0]}"
+                )
+        try:
+            report = audit(model, example)
+        except Exception:
+            traceback.print_exc()
+            print("python -m dlcomp audit: the audit itself failed", file=sys.stderr)
+            return 3
     print(json.dumps(report.as_dict(), indent=1) if args.json else report)
     return 0 if report.ok else 1
 
@@ -146,12 +169,14 @@ def main(argv: list[str] | None = None) -> int:
         help="check a model for the chapter's pitfalls; exit 1 if it has errors",
         description="Build a model by calling MODULE:CALLABLE (imported from the "
         "current folder or the installed packages), audit it with dlcomp.audit, "
-        "print the report, and exit with 1 if it found an error.",
+        "and print the report. Exit status: 0 no error found, 1 errors found, "
+        "2 a usage error, 3 the audit itself failed.",
     )
     check.add_argument("target", metavar="MODULE:CALLABLE", help="e.g. mymodels:build")
     check.add_argument(
         "--input-shape", type=_shape, metavar="2,20",
-        help="also run one forward and backward pass on a random input of this shape",
+        help="also run one forward and backward pass on an input of this shape "
+        "(float32 from torch.rand, seeded, on the model's device)",
     )  # fmt: skip
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)

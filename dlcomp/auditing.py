@@ -20,7 +20,8 @@ rule                      severity  finds
 ``no-gradient``           error     parameters that get no gradient (with an input)
 ``non-finite-gradient``   error     NaN or infinite gradients (with an input)
 ``dry-run-failed``        error     the forward or backward pass raised (with an input)
-``not-copyable``          note      the model cannot be copied, so no pass was run
+``not-copyable``          warning   the model cannot be copied, so no pass was run
+``module-cycle``          error     a module registered inside itself
 ``uninitialized``         warning   lazy parameters or buffers not materialized
 ``optimizer-missing``     error     parameters the optimizer does not update
 ``optimizer-foreign``     error     optimizer tensors that are not the model's
@@ -32,9 +33,11 @@ rule                      severity  finds
 
 from __future__ import annotations
 
+import collections
 import copy
 import dataclasses
 import html
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -68,9 +71,10 @@ RULES: Mapping[str, _Rule] = {
     "no-gradient": _Rule("error", "custom-layers.html#pitfall-data-forward"),
     "non-finite-gradient": _Rule("error", "api/auditing.html#rule-non-finite-gradient"),
     "dry-run-failed": _Rule("error", "api/auditing.html#rule-dry-run-failed"),
-    "not-copyable": _Rule("note", "api/auditing.html#rule-not-copyable"),
+    "not-copyable": _Rule("warning", "api/auditing.html#rule-not-copyable"),
+    "module-cycle": _Rule("error", "api/auditing.html#rule-module-cycle"),
     "uninitialized": _Rule("warning", "deferred-init.html#pitfall-init-before-dry-run"),
-    "optimizer-missing": _Rule("error", "blocks.html#pitfall-plain-list"),
+    "optimizer-missing": _Rule("error", "api/auditing.html#rule-optimizer-missing"),
     "optimizer-foreign": _Rule(
         "error", "deferred-init.html#pitfall-optimizer-before-dry-run"
     ),
@@ -85,7 +89,7 @@ _ORDER = {"error": 0, "warning": 1, "note": 2}
 # reader's attributes.
 _BASE = frozenset(vars(nn.Module()))
 _INTERNALS = _BASE | {"_initialize_hook", "_load_hook"}
-_CONTAINERS = (list, tuple, dict, set, frozenset)
+_CONTAINERS = (list, tuple, dict, set, frozenset, collections.deque)
 _SHOWN = 4  # names listed in one finding before "and N more"
 
 
@@ -115,7 +119,7 @@ class Finding:
     severity: Severity
     """``"error"`` (silently wrong), ``"warning"`` (probably wrong) or ``"note"``."""
     path: str
-    """The path of the module it was found in, as in ``named_modules()`` (``""``: the model)."""  # noqa: E501
+    """The module's path, as in ``named_modules()``; empty for the model itself."""
     message: str
     """What goes wrong, in one sentence."""
     fix: str
@@ -190,12 +194,16 @@ class AuditReport:
         return {
             "model": self.model,
             "ok": self.ok,
+            "errors": len(self.errors),
+            "warnings": len(self.warnings),
+            "notes": len(self.notes),
             "rules": list(self.rules),
             "findings": [
                 {
                     "rule": f.rule,
                     "severity": f.severity,
                     "path": f.path,
+                    "where": f.where,
                     "message": f.message,
                     "fix": f.fix,
                     "url": f.url,
@@ -204,8 +212,21 @@ class AuditReport:
             ],
         }
 
+    def not_run(self) -> str:
+        """Which rules did not run, and what they need; empty if all ran."""
+        parts = []
+        if "no-gradient" not in self.rules:
+            parts.append(
+                "no-gradient, non-finite-gradient and dry-run-failed need example_input"
+            )
+        if "optimizer-missing" not in self.rules:
+            parts.append("optimizer-missing and optimizer-foreign need the optimizer")
+        return f"not run: {'; '.join(parts)}" if parts else ""
+
     def __str__(self) -> str:
         lines = [self.summary()]
+        if self.not_run():
+            lines.append(f"({self.not_run()})")
         for f in self.findings:
             lines += [
                 "",
@@ -225,12 +246,18 @@ class AuditReport:
                 f.severity,
                 f'<a href="{html.escape(f.url)}">{html.escape(f.rule)}</a>',
                 f.where,
-                f.message,
-                f.fix,
+                _code(f.message),
+                _code(f.fix),
             )
             for f in self.findings
         ]
-        return html_table(header, rows, self.summary(), markup=frozenset({1}))
+        caption = self.summary() + (f" ({self.not_run()})" if self.not_run() else "")
+        return html_table(header, rows, caption, markup=frozenset({1, 3, 4}))
+
+
+def _code(text: str) -> str:
+    """``text`` escaped for HTML, with each `name` in backticks as <code>."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
 
 
 # --- walking a model without PyTorch's naming (which non-string keys break) ----
@@ -244,38 +271,53 @@ def _join(prefix: str, key: object) -> str:
     return f"{prefix}.{_name(key)}" if prefix else _name(key)
 
 
-def _walk(
-    module: nn.Module, prefix: str = "", chain: frozenset[int] = frozenset()
-) -> Iterator[tuple[str, nn.Module]]:
-    """Every (path, module), a shared module once per path; cycles cut."""
-    yield prefix, module
-    chain = chain | {id(module)}
-    for key, child in module._modules.items():
-        if isinstance(child, nn.Module) and id(child) not in chain:
-            yield from _walk(child, _join(prefix, key), chain)
-
-
 @dataclass
 class _Model:
-    """The registered state of a model, found by walking ``_modules``."""
+    """The registered state of a model, found by walking ``_modules``.
+
+    Each module is visited once, at its first path: a module used in several
+    places gets its other paths in ``aliases`` (so a model that nests one
+    module in itself many times costs no more than the modules it has), and
+    a module registered inside itself is recorded in ``cycles``.
+    """
 
     modules: dict[int, tuple[str, nn.Module]]  # id -> (first path, module)
+    aliases: dict[int, list[str]]  # id -> the module's other paths
+    cycles: list[tuple[str, str]]  # (path of the entry, path of the module it is)
     params: dict[int, tuple[list[str], nn.Parameter]]  # id -> (every name, param)
     buffers: dict[int, tuple[list[str], Tensor]]
 
     @classmethod
     def of(cls, model: nn.Module) -> _Model:
-        found = cls({}, {}, {})
-        for path, module in _walk(model):
-            found.modules.setdefault(id(module), (path, module))
+        found = cls({}, {}, [], {}, {})
+        stack: list[tuple[str, nn.Module, tuple[int, ...]]] = [("", model, ())]
+        scheduled = {id(model)}  # visited or waiting on the stack
+        while stack:
+            path, module, chain = stack.pop()
+            found.modules[id(module)] = (path, module)
             for table, store in (
                 (module._parameters, found.params),
                 (module._buffers, found.buffers),
             ):
-                for key, tensor in table.items():
+                for key in list(table.keys()):
+                    tensor = table[key]
                     if isinstance(tensor, Tensor):
                         entry = store.setdefault(id(tensor), ([], tensor))  # type: ignore[arg-type]
                         entry[0].append(_join(path, key))
+            children = []
+            for key in list(module._modules.keys()):
+                child = module._modules[key]
+                if not isinstance(child, nn.Module):
+                    continue
+                child_path = _join(path, key)
+                if id(child) in chain or child is module:
+                    found.cycles.append((child_path, found.modules[id(child)][0]))
+                elif id(child) in scheduled:
+                    found.aliases.setdefault(id(child), []).append(child_path)
+                else:
+                    scheduled.add(id(child))
+                    children.append((child_path, child, (*chain, id(module))))
+            stack.extend(reversed(children))  # depth first, in registration order
         return found
 
 
@@ -283,6 +325,10 @@ def _names(names: list[str]) -> str:
     shown = ", ".join(f"`{n}`" for n in names[:_SHOWN])
     more = len(names) - _SHOWN
     return shown + (f" and {more} more" if more > 0 else "")
+
+
+def _is(names: list[str]) -> str:
+    return "is" if len(names) == 1 else "are"
 
 
 def _finding(rule: str, path: str, message: str, fix: str) -> Finding:
@@ -309,20 +355,51 @@ def _contents(value: Any, where: str, seen: set[int]) -> Iterator[tuple[str, obj
             yield from _contents(item, location, seen)
 
 
+def _held(module: nn.Module) -> Iterator[tuple[str, str, object]]:
+    """(attribute, location, item): modules and tensors a reader's attributes hold."""
+    for attr, value in vars(module).items():
+        if attr in _INTERNALS:
+            continue
+        if isinstance(value, (nn.Module, Tensor)):
+            yield attr, attr, value
+        elif isinstance(value, _CONTAINERS):
+            for location, item in _contents(value, attr, set()):
+                yield attr, location, item
+
+
+def _hidden_tensors(found: _Model) -> set[int]:
+    """The ids of parameters held in attributes but not registered."""
+    registered = found.params.keys() | found.buffers.keys()
+    return {
+        id(item)
+        for _, module in found.modules.values()
+        for _, _, item in _held(module)
+        if isinstance(item, nn.Parameter) and id(item) not in registered
+    }
+
+
 # --- the rules ------------------------------------------------------------------
 
 
 def _non_string_keys(found: _Model) -> Iterator[Finding]:
     for path, module in found.modules.values():
         for table in ("_modules", "_parameters", "_buffers"):
-            bad = [k for k in getattr(module, table) if not isinstance(k, str)]
+            bad = [
+                k for k in list(getattr(module, table).keys()) if not isinstance(k, str)
+            ]
             if bad:
-                kinds = sorted({type(k).__name__ for k in bad})
+                kinds = ", ".join(type(k).__name__ for k in bad[:_SHOWN])
+                if len(bad) > _SHOWN:
+                    kinds += f" and {len(bad) - _SHOWN} more"
+                keys = (
+                    "a key that is not a string"
+                    if len(bad) == 1
+                    else f"{len(bad)} keys that are not strings"
+                )
                 yield _finding(
                     "non-string-key",
                     path,
-                    f"`{table}` has {len(bad)} key(s) that are not strings "
-                    f"({', '.join(kinds)}): PyTorch names each entry "
+                    f"`{table}` has {keys} ({kinds}): PyTorch names each entry "
                     "`prefix + '.' + key`, so parameters(), named_parameters(), "
                     "state_dict(), print() and every optimizer raise TypeError",
                     "register under a string name: self.add_module(str(i), block) "
@@ -330,11 +407,28 @@ def _non_string_keys(found: _Model) -> Iterator[Finding]:
                 )
 
 
+def _cycles(found: _Model) -> Iterator[Finding]:
+    for entry, target in found.cycles:
+        what = "the model itself" if not target else f"`{target}`, which contains it"
+        yield _finding(
+            "module-cycle",
+            entry.rpartition(".")[0],
+            f"`{entry}` is {what}: a module registered inside itself, so train(), "
+            "eval(), to(), state_dict() and print() recurse until RecursionError",
+            "keep a reference to a parent outside the registered submodules: "
+            "object.__setattr__(self, 'parent', parent), or a weakref.ref(parent)",
+        )
+
+
+# Modules that behave differently in training and evaluation without state.
+_MODAL = (nn.modules.dropout._DropoutNd, nn.RReLU)
+
+
 def _stateful(module: nn.Module) -> bool:
     """Whether a module (or one inside it) holds state that registration matters for."""
     return any(
-        m._parameters or m._buffers or isinstance(m, nn.modules.dropout._DropoutNd)
-        for _, m in _walk(module)
+        m._parameters or m._buffers or isinstance(m, _MODAL)
+        for _, m in _Model.of(module).modules.values()
     )
 
 
@@ -342,63 +436,99 @@ def _attributes(found: _Model) -> Iterator[Finding]:
     registered = found.params.keys() | found.buffers.keys()
     for path, module in found.modules.values():
         hidden: dict[str, list[tuple[str, object]]] = {}
-        for attr, value in vars(module).items():
-            if attr in _INTERNALS:
+        tensors: dict[str, list[tuple[str, Tensor]]] = {}
+        for attr, location, item in _held(module):
+            unseen = found.modules if isinstance(item, nn.Module) else registered
+            if id(item) in unseen:
                 continue
-            if isinstance(value, (nn.Module, Tensor)):
-                items: list[tuple[str, object]] = [(attr, value)]
-            elif isinstance(value, _CONTAINERS):
-                items = list(_contents(value, attr, set()))
-            else:
-                continue
-            for location, item in items:
-                unseen = found.modules if isinstance(item, nn.Module) else registered
-                if id(item) in unseen:
-                    continue
-                if isinstance(item, (nn.Module, nn.Parameter)):
-                    hidden.setdefault(attr, []).append((location, item))
-                elif isinstance(item, Tensor):
-                    dtype = str(item.dtype).removeprefix("torch.")
-                    kind = f"(shape {tuple(item.shape)}, {dtype})"
-                    yield _finding(
-                        "tensor-attribute",
-                        path,
-                        f"`{location}` is a plain tensor {kind}: it is not in "
-                        "state_dict() (a saved model loses it) and model.to() "
-                        "neither moves nor converts it",
-                        f"self.register_buffer({attr!r}, tensor) for a constant, "
-                        "nn.Parameter(tensor) for a weight to train",
-                    )
-        for attr, items in hidden.items():
-            container = type(getattr(module, attr)).__name__
-            what = ", ".join(
-                f"`{loc}` ({type(item).__name__})" for loc, item in items[:_SHOWN]
-            )
-            if len(items) > _SHOWN:
-                what += f" and {len(items) - _SHOWN} more"
-            stateful = any(
-                isinstance(i, Tensor) or _stateful(i)  # type: ignore[arg-type]
-                for _, i in items
-            )
-            finding = _finding(
-                "hidden-module",
+            if isinstance(item, (nn.Module, nn.Parameter)):
+                hidden.setdefault(attr, []).append((location, item))
+            elif isinstance(item, Tensor) and item.grad_fn is None:
+                # (a tensor with a grad_fn is a value computed from parameters,
+                # such as the weight torch.nn.utils.prune recomputes: not state)
+                tensors.setdefault(attr, []).append((location, item))
+        for attr, plain in tensors.items():
+            yield _tensor_finding(path, attr, plain)
+        for attr, held in hidden.items():
+            yield _hidden_finding(path, attr, getattr(module, attr), held)
+
+
+def _tensor_finding(path: str, attr: str, items: list[tuple[str, Tensor]]) -> Finding:
+    shown = ", ".join(
+        f"`{loc}` (shape {tuple(t.shape)}, {str(t.dtype).removeprefix('torch.')})"
+        for loc, t in items[:_SHOWN]
+    )
+    if len(items) > _SHOWN:
+        shown += f" and {len(items) - _SHOWN} more"
+    one = len(items) == 1
+    what = f"{shown} {'is a plain tensor' if one else 'are plain tensors'}"
+    it = "it" if one else "them"
+    contained = items[0][0] != attr
+    if any(t.requires_grad for _, t in items):
+        return dataclasses.replace(
+            _finding(
+                "tensor-attribute",
                 path,
-                f"`{attr}` is a plain {container} holding {what}: PyTorch does not "
-                "see into it, so they are missing from parameters(), state_dict(), "
-                ".to() and .eval(), and no optimizer updates them",
-                "nn.ModuleList (a list or tuple) or nn.ModuleDict (a dict) for "
-                "modules; nn.ParameterList or nn.ParameterDict for parameters",
-            )
-            if not stateful:  # nothing to train, save or switch to eval: yet
-                finding = dataclasses.replace(
-                    finding,
-                    severity="warning",
-                    message=finding.message.replace(
-                        ", and no optimizer updates them",
-                        " (they hold no parameters, buffers or dropout now)",
-                    ),
-                )
-            yield finding
+                f"{what} that require{'s' if one else ''} a gradient: a weight to "
+                f"train, but not a parameter, so no optimizer built from "
+                f"parameters() updates {it}; state_dict() does not save {it} and "
+                f"model.to() does not move {it}",
+                "nn.ParameterList or nn.ParameterDict"
+                if contained
+                else f"self.{attr} = nn.Parameter(tensor)",
+            ),
+            severity="error",
+        )
+    return _finding(
+        "tensor-attribute",
+        path,
+        f"{what}: state_dict() does not save {it} (a saved model loses "
+        f"{it}) and model.to() neither moves nor converts {it}",
+        "one buffer per tensor, self.register_buffer(name, tensor), for a constant "
+        "(nn.ParameterList or nn.ParameterDict for weights to train)"
+        if contained
+        else f"self.register_buffer({attr!r}, tensor) for a constant, "
+        "nn.Parameter(tensor) for a weight to train",
+    )
+
+
+def _hidden_finding(
+    path: str, attr: str, value: object, items: list[tuple[str, object]]
+) -> Finding:
+    what = ", ".join(f"`{loc}` ({type(item).__name__})" for loc, item in items[:_SHOWN])
+    if len(items) > _SHOWN:
+        what += f" and {len(items) - _SHOWN} more"
+    stateful = any(
+        isinstance(i, Tensor) or _stateful(i)  # type: ignore[arg-type]
+        for _, i in items
+    )
+    consequence = (
+        "they are missing from parameters(), state_dict(), .to() and .eval(), "
+        "and no optimizer updates them"
+        if stateful
+        else "they are missing from .to() and .eval() (they hold no parameters, "
+        "buffers or dropout now)"
+    )
+    if isinstance(value, (nn.Module, Tensor)):  # set bypassing __setattr__
+        finding = _finding(
+            "hidden-module",
+            path,
+            f"`{attr}` ({type(value).__name__}) is an attribute PyTorch did not "
+            "register (it was set with object.__setattr__ or through __dict__): "
+            + consequence.replace("they are", "it is").replace("them", "it"),
+            f"assign it normally (self.{attr} = ...), or self.add_module("
+            f"{attr!r}, module) / self.register_parameter({attr!r}, parameter)",
+        )
+    else:
+        finding = _finding(
+            "hidden-module",
+            path,
+            f"`{attr}` is a plain {type(value).__name__} holding {what}: PyTorch "
+            f"does not look inside it, so {consequence}",
+            "nn.ModuleList (a list or tuple) or nn.ModuleDict (a dict) for "
+            "modules; nn.ParameterList or nn.ParameterDict for parameters",
+        )
+    return finding if stateful else dataclasses.replace(finding, severity="warning")
 
 
 def _uninitialized(found: _Model) -> Iterator[Finding]:
@@ -412,9 +542,9 @@ def _uninitialized(found: _Model) -> Iterator[Finding]:
         yield _finding(
             "uninitialized",
             path,
-            f"{_names(leaves)} not materialized yet (lazy): they have no shape, "
-            "count as 0 values, are skipped by an initializer that tests "
-            "type(m) == nn.Linear, and make nn.init and some optimizers raise",
+            f"{_names(leaves)} {_is(leaves)} not materialized yet (lazy): no shape, "
+            "0 values counted, skipped by an initializer that tests "
+            "type(m) == nn.Linear, refused by nn.init and some optimizers",
             "run one batch first (a dry run: net(X), or dlcomp.materialize(net, X)), "
             "then initialize and build the optimizer",
         )
@@ -428,7 +558,8 @@ def _mixed(found: _Model) -> Iterator[Finding]:
     dtypes: dict[str, list[str]] = {}
     for name, tensor in tensors:
         devices.setdefault(str(tensor.device), []).append(name)
-        if tensor.is_floating_point() and not is_lazy(tensor):
+        # (a 0-dim tensor takes the dtype of what it meets: no promotion)
+        if tensor.is_floating_point() and not is_lazy(tensor) and tensor.dim() > 0:
             dtypes.setdefault(str(tensor.dtype).removeprefix("torch."), []).append(name)
     if len(devices) > 1:
         listed = "; ".join(f"{d}: {_names(n)}" for d, n in devices.items())
@@ -454,22 +585,50 @@ def _mixed(found: _Model) -> Iterator[Finding]:
         )
 
 
+_TIED_FIX = (
+    "nothing, if the tying is intended; to untie, give each place its own layer "
+    "(copy.deepcopy(layer))"
+)
+_TIED_COUNT = (
+    "listed once by parameters() and the optimizer (state_dict() has every name, "
+    "and torch.save stores the data once), with a gradient that is the sum over "
+    "every place that uses it"
+)
+
+
 def _tied(found: _Model) -> Iterator[Finding]:
+    firsts = [found.modules[mid][0] for mid in found.aliases]
+    for mid, paths in found.aliases.items():
+        first, module = found.modules[mid]
+        if any(first.startswith(f"{outer}.") for outer in firsts if outer != first):
+            continue  # inside a shared module: that one's note says it
+        inside = [names[0] for names, _ in _Model.of(module).params.values()]
+        if not inside:
+            continue  # a shared ReLU shares nothing
+        yield _finding(
+            "tied-parameters",
+            first,
+            f"one {type(module).__name__} is used in {len(paths) + 1} places "
+            f"({_names([first, *paths])}), so its parameters ({_names(inside)}) "
+            "are shared: each is " + _TIED_COUNT,
+            _TIED_FIX,
+        )
     groups: dict[tuple[str, ...], list[list[str]]] = {}
     for names, _ in found.params.values():
         if len(names) > 1:
             modules = tuple(name.rpartition(".")[0] for name in names)
             groups.setdefault(modules, []).append(names)
     for modules, tied in groups.items():
-        pairs = "; ".join(" = ".join(f"`{n}`" for n in names) for names in tied)
+        pairs = "; ".join(
+            " = ".join(f"`{n}`" for n in names[:_SHOWN]) for names in tied[:_SHOWN]
+        )
+        if len(tied) > _SHOWN:
+            pairs += f" and {len(tied) - _SHOWN} more"
         yield _finding(
             "tied-parameters",
             modules[0],
-            f"shared parameters ({pairs}): each is one tensor, stored and counted "
-            "once by parameters(), state_dict() and the optimizer, and its "
-            "gradient is the sum over every place that uses it",
-            "nothing, if the tying is intended; to untie, give each place its "
-            "own layer (copy.deepcopy(layer))",
+            f"shared parameters ({pairs}): each is one tensor, " + _TIED_COUNT,
+            _TIED_FIX,
         )
 
 
@@ -491,19 +650,35 @@ def _optimizer(found: _Model, optimizer: torch.optim.Optimizer) -> Iterator[Find
             "build the optimizer from model.parameters() once the model is complete "
             "(every layer added, the dry run done), or add a param group",
         )
-    foreign = [p for p in held if id(p) not in found.params]
+    hidden = _hidden_tensors(found)  # reported by hidden-module already
+    buffers = [found.buffers[id(p)][0][0] for p in held if id(p) in found.buffers]
+    if buffers:
+        yield _finding(
+            "optimizer-foreign",
+            "",
+            f"the optimizer holds the buffer(s) {_names(buffers)}: buffers are the "
+            "model's state, not weights to train, and step() changes them",
+            "build the optimizer from model.parameters(), which holds no buffer",
+        )
+    foreign = [
+        p
+        for p in held
+        if id(p) not in found.params
+        and id(p) not in found.buffers
+        and id(p) not in hidden
+    ]
     if foreign:
         shapes = ", ".join(
-            "uninitialized" if is_lazy(p) else str(tuple(p.shape))
+            "an uninitialized one" if is_lazy(p) else f"one of shape {tuple(p.shape)}"
             for p in foreign[:_SHOWN]
         )
         yield _finding(
             "optimizer-foreign",
             "",
-            f"the optimizer holds {len(foreign)} tensor(s) that are not parameters "
-            f"of this model ({shapes}): it was built for another model, or before "
-            "the model replaced them (a layer that creates its parameters at its "
-            "first batch), and step() updates tensors the model does not use",
+            f"the optimizer holds {len(foreign)} tensor(s) that are not in this "
+            f"model ({shapes}): it was built for another model, or before the "
+            "model replaced them (a layer that creates its parameters at its first "
+            "batch), and step() updates tensors the model does not use",
             "build the optimizer from this model's parameters(), after the dry run",
         )
 
@@ -522,11 +697,15 @@ def _floats(value: object) -> Iterator[Tensor]:
     elif isinstance(value, (list, tuple)):
         for item in value:
             yield from _floats(item)
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for field in dataclasses.fields(value):
+            yield from _floats(getattr(value, field.name))
 
 
 def _detached(value: object) -> Any:
+    """The input without its autograd history (and out of inference mode)."""
     if isinstance(value, Tensor):
-        return value.detach()
+        return value.clone() if value.is_inference() else value.detach()
     if isinstance(value, Mapping):
         return {k: _detached(v) for k, v in value.items()}
     if type(value) is list:
@@ -534,6 +713,22 @@ def _detached(value: object) -> Any:
     if type(value) is tuple:
         return tuple(_detached(v) for v in value)
     return value
+
+
+def _check_input(example_input: object) -> None:
+    ok = "a tensor, a tuple of positional arguments or a dict of keyword arguments"
+    if isinstance(example_input, dict):
+        bad = [k for k in example_input if not isinstance(k, str)]
+        if bad:
+            raise TypeError(
+                f"audit: example_input as a dict holds keyword arguments, so its "
+                f"keys must be strings; got {type(bad[0]).__name__} {bad[0]!r}"
+            )
+    elif not isinstance(example_input, (Tensor, tuple)):
+        raise TypeError(
+            f"audit: example_input must be {ok} (a forward that takes one tuple or "
+            f"dict gets it as (arg,)); got {type(example_input).__name__}"
+        )
 
 
 def _call(model: nn.Module, example_input: object) -> Any:
@@ -550,32 +745,17 @@ def _first_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
-def _parameter(p: Any, memo: dict[int, Any]) -> Any:
-    """A new Parameter object on the same data: its own ``.grad``, no copy made.
-
-    A forward and backward pass reads parameters and does not write them, so
-    the copy need not pay for copying their values (for a model with large
-    weights and a small batch, that copy would cost more than the pass).
-    Buffers, which a forward pass may update (batch norm), are copied.
-    """
-    if type(p) is not nn.Parameter:  # None, a lazy or another Parameter type
-        return copy.deepcopy(p, memo)
-    if id(p) not in memo:
-        memo[id(p)] = nn.Parameter(p.detach(), requires_grad=p.requires_grad)
-    return memo[id(p)]
-
-
 def _copy(module: nn.Module, memo: dict[int, Any]) -> nn.Module:
     """A deep copy of ``module``, made faster than ``copy.deepcopy`` knows how.
 
     ``copy.deepcopy`` copies each of a module's dozen hook dictionaries
     through the generic reduce protocol; here the registered modules are
-    copied structurally, parameters as new objects on the same data
-    (:func:`_parameter`), buffers by their own ``__deepcopy__``, the hook
-    dictionaries shallowly (memoized, so that a lazy layer's hook
-    handles point to its copy's dictionaries), and everything else a reader
-    stored by ``copy.deepcopy``. Shared modules and parameters stay shared.
-    A class with its own ``__deepcopy__`` is copied by it.
+    copied structurally, parameters and buffers by their own ``__deepcopy__``,
+    the hook dictionaries shallowly (memoized, so that a lazy layer's hook
+    handles point to its copy's dictionaries), a tensor computed from
+    parameters (``torch.nn.utils.prune``'s weight) detached, and everything else
+    a reader stored by ``copy.deepcopy``. Shared modules and parameters stay
+    shared. A class with its own ``__deepcopy__`` is copied by it.
     """
     done = memo.get(id(module))
     if done is not None:
@@ -590,39 +770,60 @@ def _copy(module: nn.Module, memo: dict[int, Any]) -> nn.Module:
             state[key] = {
                 k: m if m is None else _copy(m, memo) for k, m in value.items()
             }
-        elif key == "_parameters":
-            state[key] = {k: _parameter(p, memo) for k, p in value.items()}
-        elif key == "_buffers":
+        elif key in ("_parameters", "_buffers"):
             state[key] = {k: copy.deepcopy(t, memo) for k, t in value.items()}
         elif key in _BASE and isinstance(value, (dict, set)):
             state[key] = memo[id(value)] = type(value)(value)
         elif key in _BASE:
             state[key] = value
+        elif isinstance(value, Tensor) and value.grad_fn is not None:
+            state[key] = value.detach()
         else:
             state[key] = copy.deepcopy(value, memo)
     vars(new).update(state)
     return new
 
 
+def _not_run(why: str) -> Finding:
+    return _finding(
+        "not-copyable",
+        "",
+        f"{why}, so no forward and backward pass was run: no-gradient, "
+        "non-finite-gradient and dry-run-failed were not checked",
+        "make the model deep-copyable (copy.deepcopy(model) works), or check its "
+        "gradients in a training step of your own",
+    )
+
+
+def _finite(grad: Tensor) -> bool:
+    if grad.device.type == "meta":
+        return True  # no values to check
+    values = grad.coalesce().values() if grad.is_sparse else grad
+    return bool(torch.isfinite(values).all())
+
+
 def _dry_run(
     found: _Model, model: nn.Module, example_input: object
 ) -> Iterator[Finding]:
-    try:
-        twin = _copy(model, {})
-    except Exception as error:  # any failure: report it, go on
-        yield _finding(
-            "not-copyable",
-            "",
-            f"the model cannot be copied ({_first_line(error)}), so no forward and "
-            "backward pass was run: no-gradient, non-finite-gradient and "
-            "dry-run-failed were not checked",
-            "make the model deep-copyable (copy.deepcopy(model) works), or check its "
-            "gradients in a training step of your own",
+    if isinstance(model, torch.jit.ScriptModule):
+        yield _not_run(
+            "a TorchScript module runs its own compiled copy of the parameters"
+            " (audit the eager module before scripting it)"
         )
         return
+    try:
+        with torch.inference_mode(False):  # (copies made in it cannot be trained)
+            twin = _copy(model, {})
+    except Exception as error:  # any failure: report it, go on
+        yield _not_run(f"the model cannot be copied ({_first_line(error)})")
+        return
     twin_found = _Model.of(twin)
+    if any(pid in twin_found.params for pid in found.params):
+        yield _not_run("the copy shares its parameters with the model")
+        return
     for _, p in twin_found.params.values():
         p.grad = None
+    before = {pid: p.grad for pid, (_, p) in found.params.items()}
     cuda = sorted(
         {
             t.device.index or 0
@@ -630,11 +831,16 @@ def _dry_run(
             if t.device.type == "cuda"
         }
     )
-    # Gradients on even under torch.no_grad(); the random state restored after.
-    with torch.random.fork_rng(devices=cuda), torch.enable_grad():
+    # Gradients on even under no_grad() or inference_mode(); torch's random
+    # state restored after.
+    with (
+        torch.random.fork_rng(devices=cuda),
+        torch.inference_mode(False),
+        torch.enable_grad(),
+    ):
         try:
-            outputs = list(_floats(_call(twin, example_input)))
-            graded = [o for o in outputs if o.requires_grad]
+            output = _call(twin, example_input)
+            graded = [o for o in _floats(output) if o.requires_grad]
             if graded:
                 loss = sum(
                     (torch.view_as_real(o) if o.is_complex() else o).float().mean()
@@ -647,11 +853,35 @@ def _dry_run(
                 "",
                 "a forward and backward pass on example_input raised "
                 f"{_first_line(error)}",
-                "check that example_input fits the model's first layer (shape, "
-                "dtype, device); if it does, the failure is the model's own, and "
-                "the message names what did not match",
+                "read the exception: a shape, dtype or device that does not match "
+                "at the first layer means example_input does not fit the model; "
+                "anywhere else, the model fails on its own (a mixed-dtypes or "
+                "mixed-devices finding, if any, names the cause)",
             )
             return
+    leaked = [pid for pid, (_, p) in found.params.items() if p.grad is not before[pid]]
+    if leaked:  # the copy reached the model's own parameters (a forward kept in
+        for pid in leaked:  # the instance's __dict__ that closes over the model)
+            found.params[pid][1].grad = before[pid]
+        yield _not_run("the copy's forward pass reached the model's own parameters")
+        return
+    trainable = [p for _, p in twin_found.params.values() if p.requires_grad]
+    if not graded and trainable:
+        yield _finding(
+            "no-gradient",
+            "",
+            f"the output ({type(output).__name__}) holds no floating-point tensor "
+            "that requires a gradient, so nothing can be backpropagated and no "
+            "parameter gets a gradient: the forward pass cuts every path to the "
+            "parameters (.data, .detach(), torch.no_grad(), an integer result such "
+            "as argmax), or returns its result in a form the audit cannot read",
+            "compute with the parameters themselves (self.weight, not "
+            "self.weight.data), and return floating-point tensors (alone, or in a "
+            "tuple, list, dict or dataclass)",
+        )
+        return
+    if not graded:
+        return  # nothing to train: nothing to check
     no_grad: dict[str, list[str]] = {}
     for names, p in twin_found.params.values():
         if not p.requires_grad or is_lazy(p):
@@ -659,25 +889,37 @@ def _dry_run(
         path, _, leaf = names[0].rpartition(".")
         if p.grad is None:
             no_grad.setdefault(path, []).append(leaf)
-        elif not bool(torch.isfinite(p.grad).all()):
+        elif not _finite(p.grad):
             yield _finding(
                 "non-finite-gradient",
                 path,
                 f"`{leaf}` has NaN or infinite values in its gradient after one "
                 "backward pass on example_input: one optimizer step makes the "
-                "weights NaN",
+                "weights infinite or NaN, and every later loss NaN",
                 "look for log or division by 0, sqrt at 0 or an overflow in the "
                 "forward pass; torch.autograd.set_detect_anomaly(True) names the "
                 "operation",
             )
     for path, leaves in no_grad.items():
+        one = len(leaves) == 1
+        get, they, require = (
+            ("gets", "it", "requires")
+            if one
+            else (
+                "get",
+                "they",
+                "require",
+            )
+        )
+        them, they_are = ("it", "it is") if one else ("them", "they are")
         yield _finding(
             "no-gradient",
             path,
-            f"{_names(leaves)} get no gradient from a backward pass on example_input, "
-            "though they require one: the forward pass does not use them through "
-            "autograd (it reads .data or .detach(), or never calls the layer), so "
-            "training leaves them as they are",
+            f"{_names(leaves)} {get} no gradient from a backward pass on "
+            f"example_input, though {they} {require} one: the forward pass does not "
+            f"use {them} through autograd for this input (it reads .data or "
+            ".detach(), or never calls the layer), so training leaves "
+            f"{them} as {they_are}",
             "compute with the parameter itself (self.weight, not self.weight.data); "
             "remove an unused layer, or freeze it with requires_grad_(False)",
         )
@@ -757,16 +999,26 @@ def audit(
         >>> finding.rule, finding.message[:53]
         ('optimizer-missing', '2 parameter(s) that require a gradient are not in the')
     """
+    if isinstance(model, type) and issubclass(model, nn.Module):
+        raise TypeError(
+            f"audit expects an nn.Module instance, got the class {model.__name__}: "
+            f"pass {model.__name__}(...)"
+        )
     if not isinstance(model, nn.Module):
         raise TypeError(f"audit expects an nn.Module, got {type(model).__name__}")
+    if isinstance(model, torch._dynamo.eval_frame.OptimizedModule):
+        model = model._orig_mod  # torch.compile's wrapper: audit what it compiles
     if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
         raise TypeError(
             "audit: optimizer must be a torch.optim.Optimizer or None, "
             f"got {type(optimizer).__name__}"
         )
+    if example_input is not None:
+        _check_input(example_input)
     found = _Model.of(model)
     findings = [
         *_non_string_keys(found),
+        *_cycles(found),
         *_attributes(found),
         *_uninitialized(found),
         *_mixed(found),
@@ -776,6 +1028,7 @@ def audit(
         "hidden-module",
         "tensor-attribute",
         "non-string-key",
+        "module-cycle",
         "uninitialized",
         "mixed-devices",
         "mixed-dtypes",

@@ -1,9 +1,12 @@
 """dlcomp.audit: each rule finds its pitfall and stays quiet on the fixed model."""
 
+import collections
+import dataclasses
 import json
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import pytest
 import torch
@@ -156,9 +159,24 @@ def test_a_plain_tensor_attribute_is_a_warning():
     finding = only(audit(PlainTensorFixedHiddenMLP()), "tensor-attribute")
     assert finding.severity == "warning"
     assert finding.message.startswith(
-        "`rand_weight` is a plain tensor (shape (20, 20), float32)"
+        "`rand_weight` (shape (20, 20), float32) is a plain tensor"
     )
     assert "register_buffer('rand_weight', tensor)" in finding.fix
+
+
+def test_a_plain_tensor_that_requires_grad_is_an_error_it_is_never_trained():
+    class Temperature(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(2, 2)
+            self.temperature = torch.ones(1, requires_grad=True)
+
+    finding = only(audit(Temperature()), "tensor-attribute")
+    assert finding.severity == "error"
+    assert "requires a gradient: a weight to train, but not a parameter" in (
+        finding.message
+    )
+    assert finding.fix.startswith("self.temperature = nn.Parameter(tensor)")
 
 
 def test_tensors_in_a_container_attribute_are_found():
@@ -190,7 +208,7 @@ def test_module_keys_that_are_modules_are_an_error():
     report = audit(ModuleKeySequential(*mlp()))
     finding = only(report, "non-string-key")
     assert finding.severity == "error"
-    expected = "`_modules` has 3 key(s) that are not strings (Linear, ReLU)"
+    expected = "`_modules` has 3 keys that are not strings (Linear, ReLU, Linear)"
     assert expected in finding.message
     assert "add_module(str(i), block)" in finding.fix
 
@@ -215,16 +233,40 @@ def test_a_forward_that_reads_data_is_caught_by_the_dry_run():
     finding = only(audit(net, X20), "no-gradient")
     assert (finding.severity, finding.path) == ("error", "1")
     assert finding.message.startswith("`weight`, `bias` get no gradient")
+    assert "though they require one" in finding.message
     assert audit(net).findings == ()  # it needs an input to be seen
 
 
-def test_every_layer_reading_data_fails_no_backward_but_each_is_reported():
+def test_an_output_that_needs_no_gradient_is_one_finding_at_the_model():
     net = nn.Sequential(DataMyLinear(20, 3), DataMyLinear(3, 1))
-    report = audit(net, X20)
-    assert [(f.rule, f.path) for f in report.findings] == [
-        ("no-gradient", "0"),
-        ("no-gradient", "1"),
-    ]
+    (finding,) = audit(net, X20).findings
+    assert (finding.rule, finding.path) == ("no-gradient", "")
+    assert finding.message.startswith(
+        "the output (Tensor) holds no floating-point tensor that requires a gradient"
+    )
+
+    @dataclasses.dataclass
+    class Out:
+        logits: torch.Tensor
+        label: torch.Tensor
+
+    class Classifier(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(20, 3)
+
+        def forward(self, X):
+            logits = self.linear(X)
+            return Out(logits, logits.argmax(1))
+
+    assert audit(Classifier(), X20).findings == ()  # read inside a dataclass
+
+    class Labels(Classifier):
+        def forward(self, X):
+            return self.linear(X).argmax(1)  # integers only: nothing to train
+
+    message = only(audit(Labels(), X20), "no-gradient").message
+    assert message.startswith("the output (Tensor) holds no")
 
 
 def test_an_unused_layer_gets_no_gradient():
@@ -237,7 +279,15 @@ def test_an_unused_layer_gets_no_gradient():
         def forward(self, X):
             return self.used(X)
 
-    assert only(audit(Unused(), X20), "no-gradient").path == "spare"
+    finding = only(audit(Unused(), X20), "no-gradient")
+    assert finding.path == "spare"
+    assert "`weight`, `bias` get no gradient" in finding.message
+    lone = nn.Linear(20, 1)
+    lone.extra = nn.Parameter(torch.ones(1))
+    message = only(audit(lone, X20), "no-gradient").message
+    assert message.startswith("`extra` gets no gradient")
+    assert "though it requires one" in message
+    assert message.endswith("so training leaves it as it is")
 
 
 def test_frozen_parameters_and_the_fixed_layers_are_clean():
@@ -290,7 +340,7 @@ def test_a_model_that_cannot_be_copied_is_noted_not_run():
             raise RuntimeError("holds a file handle")
 
     finding = only(audit(Uncopyable(20, 1), X20), "not-copyable")
-    assert finding.severity == "note"
+    assert finding.severity == "warning"
     assert "RuntimeError: holds a file handle" in finding.message
     assert audit(nn.Linear(20, 1), X20).findings == ()
 
@@ -331,6 +381,16 @@ def test_the_dry_run_leaves_model_gradients_rng_and_statistics_as_they_were():
 
 
 # --- uninitialized --------------------------------------------------------------
+
+
+def test_lazy_messages_agree_in_number():
+    net = nn.Sequential(nn.LazyLinear(2, bias=False))
+    message = only(audit(net), "uninitialized").message
+    assert message.startswith("`weight` is not materialized yet")
+    assert (
+        "`weight`, `bias` are not materialized"
+        in only(audit(nn.Sequential(nn.LazyLinear(2))), "uninitialized").message
+    )
 
 
 def test_lazy_parameters_are_a_warning_with_the_dry_run_fix():
@@ -375,7 +435,7 @@ def test_an_optimizer_of_another_model_is_an_error():
     report = audit(net, optimizer=optimizer)
     assert rules(report) == ["optimizer-foreign", "optimizer-missing"]
     assert (
-        "holds 4 tensor(s) that are not parameters"
+        "holds 4 tensor(s) that are not in this model"
         in only(report, "optimizer-foreign").message
     )
 
@@ -448,13 +508,227 @@ def test_parameters_on_cpu_and_gpu_are_found():
 def test_tied_parameters_are_a_note():
     finding = only(audit(dlcomp.tied_mlp()), "tied-parameters")
     assert (finding.severity, finding.path) == ("note", "2")
-    assert "(`2.weight` = `4.weight`; `2.bias` = `4.bias`)" in finding.message
+    assert finding.message.startswith(
+        "one Linear is used in 2 places (`2`, `4`), so its parameters (`weight`, "
+        "`bias`) are shared"
+    )
+    assert "listed once by parameters() and the optimizer (state_dict() has every" in (
+        finding.message
+    )
+    assert list(dlcomp.tied_mlp().state_dict())[4:6] == ["4.weight", "4.bias"]
+
+
+def test_one_parameter_in_two_modules_is_a_note_with_both_names():
+    class TiedLM(nn.Module):  # the embedding's weight is also the output layer's
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(10, 4)
+            self.out = nn.Linear(4, 10, bias=False)
+            self.out.weight = self.embed.weight
+
+    finding = only(audit(TiedLM()), "tied-parameters")
+    assert finding.message.startswith(
+        "shared parameters (`embed.weight` = `out.weight`)"
+    )
 
 
 def test_equal_but_separate_parameters_are_not_tied():
     net = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))
     net[1].load_state_dict(net[0].state_dict())
     assert audit(net).findings == ()
+
+
+# --- models PyTorch builds in other ways -------------------------------------------
+
+
+def test_a_compiled_model_is_audited_through_its_original_module():
+    net = mlp()
+    with warnings.catch_warnings():  # torch.compile's imports touch TorchScript
+        warnings.filterwarnings("ignore", "`torch.jit.script", DeprecationWarning)
+        compiled = torch.compile(net)
+    report = audit(compiled, X20)  # the wrapper is unwrapped, not run
+    assert report.findings == ()
+    assert all(p.grad is None for p in net.parameters())
+
+
+def test_a_copy_that_reaches_the_model_is_refused_and_its_gradients_restored():
+    class Leaky(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = nn.Linear(20, 1)
+            inner = self.inner
+            self.forward = lambda X: inner(X)  # a function kept in __dict__
+
+    net = Leaky()
+    finding = only(audit(net, X20), "not-copyable")
+    assert "the copy's forward pass reached the model's own parameters" in (
+        finding.message
+    )
+    assert net.inner.weight.grad is None
+
+
+def test_a_forward_that_writes_its_weights_does_not_change_the_model():
+    embedding = nn.Embedding(10, 4, max_norm=0.1)  # renormalizes rows in place
+    before = embedding.weight.detach().clone()
+    audit(embedding, torch.tensor([[1, 2, 3]]))
+    assert torch.equal(embedding.weight, before)
+
+
+def test_under_inference_mode_a_correct_model_is_clean():
+    with torch.inference_mode():
+        x = torch.rand(3, 20)
+        assert audit(mlp(), x).findings == ()
+
+
+def test_sparse_meta_and_scripted_models_do_not_crash():
+    sparse = nn.Embedding(10, 4, sparse=True)
+    assert audit(sparse, torch.tensor([[1, 2]])).findings == ()
+    meta = nn.Linear(4, 2, device="meta")
+    assert audit(meta, torch.rand(2, 4, device="meta")).findings == ()
+    with warnings.catch_warnings():  # torch 2.13 deprecates TorchScript
+        warnings.filterwarnings("ignore", "`torch.jit.script", DeprecationWarning)
+        scripted = torch.jit.script(mlp())
+    assert audit(scripted).findings == ()
+    finding = only(audit(scripted, X20), "not-copyable")
+    assert "audit the eager module before scripting it" in finding.message
+
+
+def test_pruned_layers_are_clean_and_still_run():
+    from torch.nn.utils import prune
+
+    net = mlp()
+    prune.l1_unstructured(net[0], "weight", amount=0.5)  # weight = orig * mask
+    assert audit(net, X20).findings == ()
+
+
+# --- module-cycle ------------------------------------------------------------------
+
+
+def test_a_module_registered_inside_itself_is_an_error():
+    class Child(nn.Module):
+        def __init__(self, parent):
+            super().__init__()
+            self.linear = nn.Linear(4, 4)
+            self.parent = parent  # registers the parent as a submodule
+
+    class Parent(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.child = Child(self)
+
+    finding = only(audit(Parent()), "module-cycle")
+    assert (finding.severity, finding.path) == ("error", "child")
+    assert finding.message.startswith("`child.parent` is the model itself")
+    me = nn.Linear(2, 2)
+    me._modules["me"] = me
+    assert "`me` is the model itself" in only(audit(me), "module-cycle").message
+
+
+def test_a_parent_kept_outside_the_submodules_is_clean():
+    class Child(nn.Module):
+        def __init__(self, parent):
+            super().__init__()
+            self.linear = nn.Linear(4, 4)
+            object.__setattr__(self, "parent", parent)
+
+    class Parent(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.child = Child(self)
+
+    assert audit(Parent()).findings == ()
+
+
+def test_a_deeply_shared_module_is_walked_once():
+    m = nn.Linear(2, 2)
+    for _ in range(40):  # 2**40 paths: each module must be visited once
+        m = nn.Sequential(m, m)
+    report = audit(m)
+    assert {f.rule for f in report.findings} == {"tied-parameters"}
+    assert len(str(report)) < 20_000
+
+
+def test_one_block_repeated_is_one_note_for_the_block():
+    block = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8))
+    net = nn.Sequential(*[block] * 12)
+    finding = only(audit(net), "tied-parameters")
+    assert finding.message.startswith("one Sequential is used in 12 places")
+    assert "(`0.weight`, `0.bias`, `2.weight`, `2.bias`)" in finding.message
+
+
+# --- messages fitted to the case ----------------------------------------------------
+
+
+def test_a_module_set_without_registering_it_says_so():
+    class Bypass(nn.Module):
+        def __init__(self):
+            super().__init__()
+            object.__setattr__(self, "head", nn.Linear(4, 2))
+
+    finding = only(audit(Bypass()), "hidden-module")
+    assert finding.message.startswith("`head` (Linear) is an attribute PyTorch did not")
+    assert finding.fix.startswith("assign it normally (self.head = ...)")
+
+
+def test_a_randomized_relu_in_a_list_is_an_error_eval_does_not_reach_it():
+    class Acts(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(2, 2)
+            self.acts = [nn.RReLU()]
+
+    assert only(audit(Acts()), "hidden-module").severity == "error"
+
+
+def test_an_optimizer_holding_a_buffer_names_it():
+    net = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+    optimizer = torch.optim.SGD([*net.parameters(), net[1].running_mean], lr=0.1)
+    finding = only(audit(net, optimizer=optimizer), "optimizer-foreign")
+    assert finding.message.startswith(
+        "the optimizer holds the buffer(s) `1.running_mean`"
+    )
+
+
+def test_a_hidden_parameter_in_the_optimizer_is_reported_once():
+    class Params(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weights = [nn.Parameter(torch.ones(2))]
+
+    net = Params()
+    report = audit(net, optimizer=torch.optim.SGD(net.weights, lr=0.1))
+    assert rules(report) == ["hidden-module"]
+
+
+def test_tensors_in_one_container_are_one_finding_and_zero_dim_dtypes_mix():
+    class Many(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(2, 2)
+            self.table = {str(i): torch.ones(2) for i in range(50)}
+            self.register_buffer("scale", torch.tensor(2.0, dtype=torch.float64))
+
+    report = audit(Many())
+    finding = only(report, "tensor-attribute")  # no mixed-dtypes for a 0-dim
+    assert "and 46 more are plain tensors" in finding.message
+
+
+def test_modules_in_a_deque_are_found():
+    class Queue(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.queue = collections.deque([nn.Linear(2, 2)])
+
+    assert "is a plain deque holding" in only(audit(Queue()), "hidden-module").message
+
+
+def test_an_example_input_of_another_type_is_a_type_error():
+    with pytest.raises(TypeError, match=r"must be a tensor, a tuple of positional"):
+        audit(mlp(), [X20])
+    with pytest.raises(TypeError, match=r"keys must be strings; got int 0"):
+        audit(mlp(), {0: X20})
+    with pytest.raises(TypeError, match=r"got the class Linear: pass Linear\(\.\.\.\)"):
+        audit(nn.Linear)
 
 
 # --- the report -------------------------------------------------------------------
@@ -488,14 +762,23 @@ def test_raise_for_errors_fails_a_test_with_the_report():
 def test_text_html_and_json_renderings():
     report = audit(ModuleKeySequential(nn.Linear(2, 2)))
     text = str(report)
-    assert text.splitlines()[2] == "error [non-string-key] at (model)"
+    assert text.splitlines()[:4] == [
+        "audit of ModuleKeySequential: 1 error, 0 warnings, 0 notes",
+        "(not run: no-gradient, non-finite-gradient and dry-run-failed need "
+        "example_input; optimizer-missing and optimizer-foreign need the "
+        "optimizer)",
+        "",
+        "error [non-string-key] at (model)",
+    ]
     page = report._repr_html_()
     link = f'<a href="{SITE_URL}blocks.html#pitfall-module-key">non-string-key</a>'
     assert link in page
-    assert "<td>`_modules` has 1 key(s)" in page
+    assert "<td><code>_modules</code> has a key that is not a string" in page
     assert "&#x27;.&#x27;" in page  # the message is escaped, the link is not
     data = json.loads(json.dumps(report.as_dict()))
     assert data["ok"] is False
+    assert (data["errors"], data["warnings"], data["notes"]) == (1, 0, 0)
+    assert data["findings"][0]["where"] == "(model)"
     assert data["findings"][0]["rule"] == "non-string-key"
     assert data["rules"] == list(report.rules)
 
@@ -603,6 +886,13 @@ def models_file(tmp_path):
             def not_a_model():
                 return 42
 
+            def noisy():
+                print("building the model...")
+                return good()
+
+            def quits():
+                raise SystemExit(3)
+
             NUMBER = 3
             """
         )
@@ -623,6 +913,12 @@ def test_cli_exits_1_on_errors_and_prints_json(models_file):
     data = json.loads(result.stdout)
     assert (data["model"], data["ok"]) == ("ListSequential", False)
     assert [f["rule"] for f in data["findings"]] == ["hidden-module"]
+
+
+def test_cli_json_stays_json_when_the_factory_prints(models_file):
+    result = run("audit", "mymodels:noisy", "--json", status=0, cwd=models_file)
+    assert json.loads(result.stdout)["ok"] is True
+    assert "building the model..." in result.stderr
 
 
 def test_cli_runs_the_dry_run_with_an_input_shape(models_file):
@@ -648,6 +944,11 @@ def test_cli_shows_the_traceback_when_the_factory_raises(models_file):
         (["mymodels:not_a_model"], "returned a int, not an nn.Module"),
         (["mymodels:good", "--input-shape", "2,x"], "expected sizes >= 1"),
         (["mymodels:good", "--input-shape", "0"], "expected sizes >= 1"),
+        (["mymodels:quits"], "mymodels:quits() called sys.exit(3)"),
+        (
+            ["mymodels:good", "--input-shape", "100000,100000,100000"],
+            "cannot make a tensor of shape (100000, 100000, 100000)",
+        ),
     ],
 )
 def test_cli_usage_errors_exit_2_and_say_what_was_expected(models_file, args, says):
