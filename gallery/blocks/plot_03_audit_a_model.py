@@ -4,7 +4,7 @@ Audit a model before you train it
 
 A model can run, and even train, while something in it is silently wrong:
 layers that PyTorch does not see, a constant that is not saved, a layer whose
-weights never get a gradient, an optimizer that misses half the parameters.
+weights never get a gradient, an optimizer that misses some of the parameters.
 This script builds a small model with four of the chapter's pitfalls, lets
 :func:`dlcomp.audit` find them (each finding with its fix and a link to the
 section that explains it), trains it to show what the audit predicted, and
@@ -16,7 +16,7 @@ then audits and trains the fixed model, whose report is clean.
 # --------------------------
 # ``Encoder`` keeps its hidden layers in a Python list and its scale as a plain
 # tensor; ``Head`` computes with ``.data``, as the book's ``MyLinear`` does;
-# and the optimizer is built from the encoder's input layer and the head only.
+# and the optimizer is built from the encoder's input layer only.
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -77,9 +77,10 @@ print(report)
 # %%
 # What the audit predicted, seen in training
 # ------------------------------------------
-# Train for a while and check which weights moved. The hidden layers got
-# gradients (autograd follows the computation) but no optimizer updates
-# them; the head got no gradient at all.
+# Train for a while and check which weights moved and which got a gradient.
+# The hidden layers get gradients (autograd follows the computation), but no
+# optimizer updates them; the head gets no gradient at all (and is not in the
+# optimizer either: each of the two would keep it frozen).
 def train(model: nn.Module, optimizer: torch.optim.Optimizer, steps: int = 200) -> float:
     for _ in range(steps):
         optimizer.zero_grad()
@@ -96,6 +97,8 @@ print(f"final loss: {loss:.4f}")
 moved = not torch.equal(broken.encoder.hidden[0].weight, hidden_before)
 print("hidden layer 0 changed by training:", moved)
 print("head changed by training:          ", not torch.equal(broken.head.weight, head_before))
+print("hidden layer 0 has a gradient:", broken.encoder.hidden[0].weight.grad is not None)
+print("head has a gradient:          ", broken.head.weight.grad is not None)
 print("saved state_dict:", list(broken.state_dict()))
 
 # %%

@@ -103,6 +103,17 @@ def test_exercise_answers_are_folded_and_open_on_click(page, base_url, chapter):
     assert first.locator("p").first.is_visible()
 
 
+def test_an_audit_link_into_a_folded_answer_opens_it(page, base_url):
+    # dlcomp.audit's hidden-module finding links into exercise 1's answer
+    # (dlcomp.auditing.RULES; tests/site/test_audit_pages.py checks each target)
+    target = "blocks.html#pitfall-plain-list"
+    page.goto(f"{base_url}/{target}")
+    anchor = page.locator(f"#{target.partition('#')[2]}")
+    answer = page.locator("details.dlcomp-answer", has=anchor)
+    assert answer.get_attribute("open") is not None
+    assert anchor.locator("xpath=following-sibling::p[1]").first.is_visible()
+
+
 @pytest.mark.parametrize("chapter", CHAPTERS)
 def test_notebook_download_link_returns_the_executed_notebook(page, base_url, chapter):
     page.goto(f"{base_url}/{chapter}")
