@@ -74,6 +74,7 @@ y = X[:, :1] - 0.5 * X[:, 1:2]
 report = dlcomp.audit(broken, X, optimizer)
 print(report)
 
+
 # %%
 # What the audit predicted, seen in training
 # ------------------------------------------
@@ -81,7 +82,9 @@ print(report)
 # The hidden layers get gradients (autograd follows the computation), but no
 # optimizer updates them; the head gets no gradient at all (and is not in the
 # optimizer either: each of the two would keep it frozen).
-def train(model: nn.Module, optimizer: torch.optim.Optimizer, steps: int = 200) -> float:
+def train(
+    model: nn.Module, optimizer: torch.optim.Optimizer, steps: int = 200
+) -> float:
     for _ in range(steps):
         optimizer.zero_grad()
         loss = F.mse_loss(model(X), y)
@@ -96,10 +99,16 @@ loss = train(broken, optimizer)
 print(f"final loss: {loss:.4f}")
 moved = not torch.equal(broken.encoder.hidden[0].weight, hidden_before)
 print("hidden layer 0 changed by training:", moved)
-print("head changed by training:          ", not torch.equal(broken.head.weight, head_before))
-print("hidden layer 0 has a gradient:", broken.encoder.hidden[0].weight.grad is not None)
+print(
+    "head changed by training:          ",
+    not torch.equal(broken.head.weight, head_before),
+)
+print(
+    "hidden layer 0 has a gradient:", broken.encoder.hidden[0].weight.grad is not None
+)
 print("head has a gradient:          ", broken.head.weight.grad is not None)
 print("saved state_dict:", list(broken.state_dict()))
+
 
 # %%
 # The fixed model
