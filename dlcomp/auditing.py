@@ -46,9 +46,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parameter import is_lazy
 
-from dlcomp._checks import check_int
+from dlcomp._checks import check_float, check_int
 from dlcomp._table import html_table
-from dlcomp.timing import Measurement, _check_seconds, benchmark, interleaved
+from dlcomp.timing import Measurement, benchmark, interleaved
 
 __all__ = ["AuditCost", "AuditError", "AuditReport", "Finding", "audit", "audit_cost"]
 
@@ -1116,7 +1116,7 @@ def audit_cost(
     modules = check_int(modules, "modules", minimum=2, who="audit_cost")
     width = check_int(width, "width", minimum=1, who="audit_cost")
     batch = check_int(batch, "batch", minimum=1, who="audit_cost")
-    (min_time,) = _check_seconds("audit_cost", min_time=min_time)
+    min_time = check_float(min_time, "min_time", minimum=0, who="audit_cost")
     generator = torch.Generator().manual_seed(0)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
