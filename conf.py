@@ -83,6 +83,18 @@ notfound_context = {
     "or use the search.</p>",
 }
 
+# -- languages --------------------------------------------------------------
+# English is the source; the Chinese edition (`-D language=zh_CN`, built by
+# `nox -s docs` into build/html/zh_CN/) takes its text from the gettext
+# catalogs in docs/locales/zh_CN/LC_MESSAGES/ (`nox -s translations` updates
+# them). Code, outputs and figures are the English build's.
+language = os.environ.get("DLCOMP_LANGUAGE", "en")  # not -D: conf.py reads it
+locale_dirs = ["locales/"]  # relative to docs/
+gettext_compact = False  # one catalog per page
+gettext_uuid = False
+gettext_location = True  # "docstring of" locations tell docstrings apart
+LANGUAGES = {"en": "English", "zh_CN": "简体中文"}
+
 root_doc = "index"
 exclude_patterns = [
     "_build",
@@ -102,11 +114,13 @@ myst_heading_anchors = 3
 nb_execution_mode = os.environ.get(
     "DLCOMP_NB_EXECUTION", "force" if os.environ.get("CI") else "cache"
 )
-if FAST:
+if FAST or nb_execution_mode == "off":
     nb_execution_mode = "off"
     # No cell runs, so nothing is glued: {glue:text} has no value to paste
     # (a prose-only build; the real build checks every glued value and claim).
     suppress_warnings = ["mystnb.glue"]
+# One cache for every edition: the Chinese build reuses the English outputs.
+nb_execution_cache_path = str(ROOT / "build" / ".jupyter_cache")
 nb_execution_raise_on_error = True  # a failing cell fails the build
 nb_execution_show_tb = True  # and the log shows its traceback
 nb_execution_timeout = 300
@@ -208,6 +222,8 @@ html_favicon = "docs/_static/favicon.svg"  # also spares browsers a 404 for /fav
 # docs/_ext/dlcomp_site.py: a meta description per page, named sidebar
 # toggles, and a tidy output (no theme template, a 404 that works anywhere).
 extensions.append("dlcomp_site")
+# docs/_ext/dlcomp_i18n.py: the untranslated-message gate, the language links.
+extensions.append("dlcomp_i18n")
 dlcomp_site_description = PYPROJECT["project"]["description"]
 html_theme_options = {
     "navigation_with_keys": False,

@@ -110,6 +110,48 @@ def docs(session: nox.Session) -> None:
     session.log(f"Built site: {BUILD / 'index.html'}")
 
 
+LOCALES = ROOT / "docs" / "locales"
+
+
+@nox.session
+def translations(session: nox.Session) -> None:
+    """Update the catalogs in docs/locales from the English text, then list what is left.
+
+    Extracts every message (`sphinx-build -b gettext` into build/gettext,
+    running no page), drops the ones that stay English (docstrings, the
+    gallery's running time: docs/_ext/dlcomp_i18n.py), and merges them into
+    docs/locales/zh_CN/LC_MESSAGES/*.po with sphinx-intl: new messages come
+    in empty, changed ones marked fuzzy with the old translation as a draft.
+    Then prints each message a translator has to look at; the docs build
+    fails until there are none.
+    """
+    import sys
+
+    install(session, "docs", "translations")
+    out = ROOT / "build" / "gettext"
+    shutil.rmtree(out, ignore_errors=True)
+    session.run("sphinx-build", "-q", "-b", "gettext", "-c", ".", "docs", str(out),
+                env={"DLCOMP_NB_EXECUTION": "off"})  # fmt: skip
+    sys.path.insert(0, str(ROOT / "docs" / "_ext"))
+    from dlcomp_i18n import check_catalog, prune_templates
+
+    prune_templates(out)
+    session.run("sphinx-intl", "update", "--pot-dir", str(out), "--locale-dir",
+                str(LOCALES), "--language", "zh_CN", "--line-width", "-1",
+                "--no-obsolete")  # fmt: skip
+    messages = LOCALES / "zh_CN" / "LC_MESSAGES"
+    pots = {p.relative_to(out).with_suffix("") for p in out.rglob("*.pot")}
+    for po in sorted(messages.rglob("*.po")):  # a page that is gone, its catalog too
+        if po.relative_to(messages).with_suffix("") not in pots:
+            session.log(f"removing {po.relative_to(ROOT)}: no such page any more")
+            po.unlink()
+    catalogs = sorted(messages.rglob("*.po"))
+    problems = [p for po in catalogs for p in check_catalog(po)]
+    for problem in problems:
+        session.log(problem)
+    session.log(f"{len(problems)} messages to translate or check")
+
+
 @nox.session
 def downloads(session: nox.Session) -> None:
     """Run every script and notebook the built site offers, as a new reader would.
