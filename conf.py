@@ -47,7 +47,9 @@ os.environ["PYTHONHASHSEED"] = "0"
 
 project = "dlcomp"
 author = "The dlcomp engineers"
-copyright = "2026, the dlcomp engineers"
+copyright = {"zh_CN": "2026，dlcomp 的工程师们"}.get(
+    os.environ.get("DLCOMP_LANGUAGE", "en"), "2026, the dlcomp engineers"
+)
 release = dlcomp.__version__
 version = release
 # Where the site is served from, if the build knows it: the install command
@@ -73,18 +75,8 @@ extensions = [
     "dlcomp_codelinks",  # docs/_ext: sphinx-codeautolink, the gallery skipped
 ]
 
-# The site's path on its host, for the links of the 404 page: "/" for a
-# custom domain or local serving, "/dlcomp/" for a GitHub Pages project site.
-notfound_urls_prefix = os.environ.get("DLCOMP_URL_PREFIX", "/")
-notfound_context = {
-    "title": "Page not found",
-    "body": "<h1>Page not found</h1><p>This page does not exist (any more). "
-    'Start from the <a href="' + notfound_urls_prefix + 'index.html">chapter map</a> '
-    "or use the search.</p>",
-}
-
 # -- languages --------------------------------------------------------------
-# English is the source; the Chinese edition (`-D language=zh_CN`, built by
+# English is the source; the Chinese edition (DLCOMP_LANGUAGE=zh_CN, built by
 # `nox -s docs` into build/html/zh_CN/) takes its text from the gettext
 # catalogs in docs/locales/zh_CN/LC_MESSAGES/ (`nox -s translations` updates
 # them). Code, outputs and figures are the English build's.
@@ -92,8 +84,48 @@ language = os.environ.get("DLCOMP_LANGUAGE", "en")  # not -D: conf.py reads it
 locale_dirs = ["locales/"]  # relative to docs/
 gettext_compact = False  # one catalog per page
 gettext_uuid = False
-gettext_location = True  # "docstring of" locations tell docstrings apart
-LANGUAGES = {"en": "English", "zh_CN": "简体中文"}
+gettext_location = True
+# Figures' alt text is read aloud: it is translated too.
+gettext_additional_targets = ["image"]
+if language == "zh_CN":
+    # Search: Sphinx segments Chinese words with jieba; the glossary's terms
+    # (延后初始化, 检查点, ...) are added to its dictionary as whole words, so
+    # that a query for one finds the pages that use it.
+    import csv
+
+    _jieba_words = ROOT / "build" / "jieba-glossary.txt"
+    _jieba_words.parent.mkdir(parents=True, exist_ok=True)
+    with (ROOT / "docs" / "locales" / "glossary.csv").open(encoding="utf-8") as _f:
+        _terms = sorted({row["chinese"] for row in csv.DictReader(_f)})
+    _jieba_words.write_text(
+        "".join(f"{t} 1000 n\n" for t in _terms if not t.isascii()), "utf-8"
+    )
+    html_search_options = {"dict": str(_jieba_words)}
+
+# The site's path on its host, for the links of the 404 page: "/" for a
+# custom domain or local serving, "/dlcomp/" for a GitHub Pages project site;
+# a translation lives in its folder below it (zh_CN/).
+notfound_urls_prefix = os.environ.get("DLCOMP_URL_PREFIX", "/")
+NOT_FOUND = {
+    "en": (
+        "Page not found",
+        "This page does not exist (any more). Start from the "
+        '<a href="{root}index.html">chapter map</a> or use the search.',
+    ),
+    "zh_CN": (
+        "页面不存在",
+        '这个页面不存在（或已移除）。请从<a href="{root}index.html">章节目录</a>'
+        "开始，或者使用搜索。",
+    ),
+}
+if language != "en":
+    notfound_urls_prefix += f"{language}/"
+notfound_context = {
+    "title": NOT_FOUND[language][0],
+    "body": f"<h1>{NOT_FOUND[language][0]}</h1><p>"
+    + NOT_FOUND[language][1].format(root=notfound_urls_prefix)
+    + "</p>",
+}
 
 root_doc = "index"
 exclude_patterns = [
@@ -126,6 +158,12 @@ nb_execution_show_tb = True  # and the log shows its traceback
 nb_execution_timeout = 300
 nb_execution_excludepatterns = ["auto_examples/**"]
 nb_merge_streams = True
+# The gettext builder keeps an output's figure (myst-nb keeps only text for
+# it): its alt text is a message to translate, as in the HTML build.
+nb_mime_priority_overrides = [
+    ("gettext", "image/png", 5),
+    ("gettext", "image/svg+xml", 6),
+]
 # Error outputs carry ANSI colours and free text (backticks, URLs) that the
 # default ipythontb lexer fails on (a warning, so an error under -W).
 nb_render_error_lexer = "myst-ansi"
@@ -225,19 +263,28 @@ extensions.append("dlcomp_site")
 # docs/_ext/dlcomp_i18n.py: the untranslated-message gate, the language links.
 extensions.append("dlcomp_i18n")
 dlcomp_site_description = PYPROJECT["project"]["description"]
+dlcomp_site_descriptions = {
+    "zh_CN": "《动手学深度学习》“深度学习计算”一章（PyTorch）可执行、经过测试的参考",
+}
 html_theme_options = {
     "navigation_with_keys": False,
     # One header row from 1024 px up: two chapters, the rest under "More",
     # and the search as a button (Ctrl+K still opens it).
     "header_links_before_dropdown": 2,
     "navbar_persistent": ["search-button"],
+    # docs/_templates/dlcomp-languages.html: this page in the other edition.
+    "navbar_end": ["dlcomp-languages", "theme-switcher", "navbar-icon-links"],
     "show_toc_level": 2,
     "secondary_sidebar_items": ["page-toc", "sourcelink"],
     "footer_start": ["copyright"],
     "footer_end": ["sphinx-version"],
+    # The theme's own labels that its catalogs do not translate.
+    "icon_links_label": {"zh_CN": "图标链接"}.get(language, "Icon Links"),
+    "search_bar_text": {"zh_CN": "搜索文档……"}.get(language, "Search the docs ..."),
+    "header_dropdown_text": {"zh_CN": "更多"}.get(language, "More"),
     "icon_links": [
         {
-            "name": "Source on GitHub",
+            "name": {"zh_CN": "GitHub 上的源代码"}.get(language, "Source on GitHub"),
             "url": dlcomp_urls["Source"],
             "icon": "fa-brands fa-github",
             "type": "fontawesome",

@@ -9,7 +9,7 @@ and its code, outputs and figures from the English build.
   gettext builder extracts messages).
 - ``prune_templates(gettext_dir)``: after ``sphinx-build -b gettext``, drop
   the gallery's running-time line (its value changes at every run; the
-  build translates it itself).
+  build translates it itself) and images' paths (the editions share them).
 - ``check_catalog(path)``: the problems of one ``.po`` file (untranslated or
   fuzzy messages, markup that the translation lost, words the glossary
   rules out). ``python docs/_ext/dlcomp_i18n.py check FILE.po ...`` prints them.
@@ -34,6 +34,70 @@ GLOSSARY = LOCALES / "glossary.csv"
 #: The editions: language code, its name in that language, its folder on the
 #: site relative to the English root ("" for English itself).
 EDITIONS = {"en": ("English", ""), "zh_CN": ("简体中文", "zh_CN/")}
+#: The switcher's tooltip, in the language it switches to.
+SWITCH_TITLE = {"en": "Read this page in English", "zh_CN": "阅读本页的中文版"}
+
+#: Text the site's extensions write into pages themselves (not from a page's
+#: source, so not in a catalog), in each translated edition. Keys are the
+#: English text, with ``{name}`` fields filled in by the caller.
+GENERATED = {
+    "zh_CN": {
+        "Exercises": "练习",
+        "Show the answer": "显示答案",
+        "Download this page as a Jupyter notebook (.ipynb)": (
+            # the notebook is made from the English page
+            "下载本页的 Jupyter 笔记本（.ipynb，其中的说明文字为英文）"
+        ),
+        "Install": "安装",
+        "To run the gallery's scripts and notebooks, install dlcomp {version}, "
+        "the version this site was built from, with its ": (
+            "要运行示例库的脚本和笔记本，请安装构建本站所用的 "
+            "dlcomp {version}，以及它的 "
+        ),
+        "Install dlcomp {version}, the version this site was built from, with its ": (
+            "安装构建本站所用的 dlcomp {version}，以及它的 "
+        ),
+        " extra ({what}):": " 附加依赖（{what}）：",
+        " extra ({what}): download the wheel ": " 附加依赖（{what}）：下载 wheel 文件 ",
+        ", then, in the folder you saved it to, run": "，然后在保存它的文件夹中运行",
+        "matplotlib and numpy, which the gallery scripts use": (
+            "示例库脚本用到的 matplotlib 和 numpy"
+        ),
+        "The wheel: ": "wheel 文件：",
+        ". ": "。",
+        ".": "。",
+        "More on ": "详见",
+        "the landing page": "首页",
+        "pip also installs torch if the environment has none (from PyPI: on Linux "
+        "a CUDA build); to keep the torch you have, install into the environment "
+        "that has it. Without an extra you get the library alone (torch and "
+        "safetensors); the ": (
+            "如果环境中没有 torch，pip 也会安装它"
+            "（来自 PyPI：在 Linux 上是 CUDA 版本）；要保留已有的 torch，"
+            "请安装到已有 torch 的环境中。不带附加依赖时只安装库本身"
+            "（以及 torch 和 safetensors）；"
+        ),
+        " extra adds matplotlib for the plots of ": " 附加依赖为 ",
+        "bench-tail": " 的图表加装 matplotlib。",
+        "The source: ": "源代码：",
+        "Pages under {name}": "{name} 下的页面",
+        "DOCSTRINGS_NOTE": (
+            "本 API 参考中各个对象的说明（即代码中的文档字符串）保持英文；"
+            "页面的其余部分已译成中文。"
+        ),
+    }
+}
+
+
+#: English text of the keys in GENERATED that are not English text themselves.
+ENGLISH = {"bench-tail": ".", "DOCSTRINGS_NOTE": ""}
+
+
+def site_text(language: str, english: str, **fields: str) -> str:
+    """``english`` in ``language`` (see :data:`GENERATED`), its fields filled in."""
+    text = GENERATED.get(language, {}).get(english, ENGLISH.get(english, english))
+    return text.format(**fields) if fields else text
+
 
 DOCSTRING = "docstring of"
 # sphinx-gallery's running-time line, written into every example's page.
@@ -42,6 +106,10 @@ RUNNING_TIME = re.compile(
     r"\((?P<min>\d+) minutes (?P<sec>[\d.]+) seconds\)$"
 )
 RUNNING_TIME_ZH = "**脚本总运行时间：** {min} 分 {sec} 秒"
+# With images among the translated targets (for their alt text), Sphinx also
+# offers each image's path, so that an edition could show its own picture.
+# The editions share their figures: paths are not translated.
+IMAGE_URI = re.compile(r"^\.\. image:: ")
 
 
 # -- catalogs -----------------------------------------------------------------
@@ -66,7 +134,7 @@ def prune_templates(gettext_dir: Path) -> list[Path]:
         for message in list(catalog):
             if not message.id:
                 continue
-            if RUNNING_TIME.match(str(message.id)):
+            if RUNNING_TIME.match(str(message.id)) or IMAGE_URI.match(str(message.id)):
                 catalog.delete(message.id, message.context)
         if not [m for m in catalog if m.id]:
             pot.unlink()
@@ -89,6 +157,15 @@ _ROLE = re.compile(r"(\{[\w:.-]+\}|:[\w:.-]+:)`([^`]*)`")
 _MYST_CODE = re.compile(r"(?<![`}:\w])`([^`]+)`(?!`)")
 _RST_CODE = re.compile(r"``(.+?)``")
 _LINK_TARGET = re.compile(r"\]\(([^)\s]+)\)|<([^<>\s]+)>`_")
+
+
+# "1. What goes wrong if ..." (an exercise's heading): parsed alone, a
+# translated message starting so becomes a list, and Sphinx drops it.
+NUMBERED = re.compile(r"^(\d+)\. ")
+# In reST, inline markup must not end right before an opening bracket or
+# start right after a closing one (full-width ones included).
+RST_TOUCHING = re.compile(r"`[（【《\u201c\u2018]|[）】》\u201d\u2019](?::[\w:]+:)?`")
+NUMBERED_ESCAPED = re.compile(r"^\d+\\\. ")
 
 
 def _role_target(content: str) -> str:
@@ -134,6 +211,19 @@ def check_catalog(path: Path) -> list[str]:
             problems.append(f"{where}: not translated")
             continue
         source, text = str(message.id), str(message.string)
+        rest = any(name.endswith((".rst", ".py")) for name, _ in message.locations)
+        if rest and RST_TOUCHING.search(text):
+            problems.append(
+                f"{where}: reST markup touches a full-width bracket or quote, so "
+                "it is not markup: put a space between them "
+                f"({RST_TOUCHING.search(text).group(0)!r})"
+            )
+        if NUMBERED.match(source) and not NUMBERED_ESCAPED.match(text):
+            problems.append(
+                f"{where}: starts with a number and a dot, which Markdown reads as "
+                "a numbered list when the translation is parsed alone: write "
+                f"{NUMBERED.match(source).group(1)}\\. (an escaped dot)"
+            )
         if markup(source) != markup(text):
             lost = sorted(set(markup(source)) ^ set(markup(text)))
             problems.append(f"{where}: markup differs from the English: {lost}")
@@ -166,37 +256,137 @@ def _keep_docstrings_transform():
     return KeepDocstrings
 
 
-def _catalog_ids(app) -> dict[str, set[str]]:
-    """Per textdomain (docname), the message ids its catalog translates."""
+def _glue_in_translations():
+    """Glued values in a translated message: the page's notebook provides them.
+
+    Sphinx parses each translated message as a small document of its own, and
+    myst-nb's glue roles look their values up on the document they are in.
+    myst-nb drops the page's renderer after parsing the page, but keeps what
+    was glued in ``jupyter_execute/<page>.glue.json``: a transform hands a
+    stand-in with those values to the settings the message's document shares,
+    and Sphinx's ``_publish_msgstr`` (copied here, Sphinx 9.0) puts it on
+    that document before parsing.
+    """
+    import json
+    from types import SimpleNamespace
+
+    import docutils.utils
+    import sphinx.transforms.i18n as i18n
+    from sphinx.transforms import SphinxTransform
+    from sphinx.util import get_filetype
+    from sphinx.util.docutils import LoggingReporter
+
+    class ShareRenderer(SphinxTransform):
+        default_priority = 15  # before sphinx.transforms.i18n.Locale (20)
+
+        def apply(self, **kwargs) -> None:
+            glued = Path(self.app.outdir).parent / "jupyter_execute"
+            glued = glued.joinpath(*f"{self.env.docname}.glue.json".split("/"))
+            renderer = None
+            if self.config.language != "en" and glued.is_file():
+                data = json.loads(glued.read_text("utf-8"))
+                renderer = SimpleNamespace(
+                    renderer=SimpleNamespace(nb_client=SimpleNamespace(glue_data=data))
+                )
+            self.document.settings.dlcomp_nb_renderer = renderer
+
+    def publish_msgstr(source, source_path, source_line, *, config, env,
+                       registry, settings):  # fmt: skip
+        filetype = get_filetype(config.source_suffix, source_path)
+        doc = docutils.utils.new_document(
+            f"{source_path}:{source_line}:<translated>", settings
+        )
+        doc.reporter = LoggingReporter.from_reporter(doc.reporter)
+        renderer = getattr(settings, "dlcomp_nb_renderer", None)
+        if renderer is not None:
+            doc["nb_renderer"] = renderer
+        rst_prolog = config.rst_prolog
+        config.rst_prolog = None
+        try:
+            parser = registry.create_source_parser(filetype, config=config, env=env)
+            parser.parse(source, doc)
+            doc.current_source = doc.current_line = None
+        finally:
+            config.rst_prolog = rst_prolog
+        try:
+            return doc[0]
+        except IndexError:
+            return doc
+
+    i18n._publish_msgstr = publish_msgstr
+    return ShareRenderer
+
+
+def _catalog_ids(app) -> dict[str, dict[str, str]]:
+    """Per textdomain (docname), the messages its catalog translates."""
     from babel.messages.pofile import read_po
 
-    ids: dict[str, set[str]] = {}
+    ids: dict[str, dict[str, str]] = {}
     root = Path(app.srcdir) / "locales" / app.config.language / "LC_MESSAGES"
     for po in root.rglob("*.po"):
         with po.open("rb") as f:
             catalog = read_po(f)
         domain = po.relative_to(root).with_suffix("").as_posix()
         ids[domain] = {
-            str(m.id) for m in catalog if m.id and m.string and not m.fuzzy
+            str(m.id): str(m.string)
+            for m in catalog
+            if m.id and m.string and not m.fuzzy
         }
     return ids
+
+
+def _failed(env) -> set[str]:
+    """The pages whose last reading found a message without its translation."""
+    if not hasattr(env, "dlcomp_untranslated"):
+        env.dlcomp_untranslated = set()
+    return env.dlcomp_untranslated
+
+
+def reread_failed(app, env, added, changed, removed) -> list[str]:
+    """env-get-outdated: a page that lacked translations is read (and checked) again.
+
+    Without this, a second build after a failed one would pass: Sphinx
+    reads only changed pages, and the check runs while a page is read.
+    """
+    return sorted(_failed(env) - set(removed))
+
+
+def _purge(app, env, docname) -> None:
+    _failed(env).discard(docname)
+
+
+def _merge(app, env, docnames, other) -> None:
+    _failed(env).update(_failed(other) & set(docnames))
 
 
 def check_translated(app, doctree) -> None:
     """doctree-read: warn for each message of the page that is not translated."""
     from docutils import nodes
+    from sphinx import addnodes
     from sphinx.util import logging
     from sphinx.util.nodes import extract_messages
 
     if app.config.language == "en" or app.builder.name == "gettext":
         return
-    if not hasattr(app.env, "dlcomp_catalog_ids"):
-        app.env.dlcomp_catalog_ids = _catalog_ids(app)
-    known = app.env.dlcomp_catalog_ids.get(app.env.docname, set())
+    # Read once per build (on the application: the environment is pickled
+    # between builds, and the catalogs may have changed since).
+    if not hasattr(app, "dlcomp_catalog_ids"):
+        app.dlcomp_catalog_ids = _catalog_ids(app)
+    known = app.dlcomp_catalog_ids.get(app.env.docname, {})
     logger = logging.getLogger(__name__)
+    failed = _failed(app.env)
+    failed.discard(app.env.docname)
     for node, message in extract_messages(doctree):
-        if node.get("translated"):
+        if node.get("translated") or IMAGE_URI.match(message):
             continue
+        if not re.search("[A-Za-z]", message):
+            continue  # no English in it: Sphinx's own labels ("参数"), numbers
+        if (
+            isinstance(node, addnodes.toctree)
+            and message in known
+            and node.get("caption") == known[message]
+        ):
+            continue  # Sphinx translates the caption, keeps the raw one
         if RUNNING_TIME.match(message):
             text = RUNNING_TIME.sub(
                 lambda m: RUNNING_TIME_ZH.format(**m.groupdict()), message
@@ -210,8 +400,25 @@ def check_translated(app, doctree) -> None:
                     strong.parent.remove(child)
                 strong.parent.append(nodes.Text(rest))
             continue
-        if message in known:
+        if isinstance(node, nodes.image) and message in known.values():
+            continue  # an image's alt text, translated (Sphinx sets no flag)
+        if message in known and known[message] == message:
             continue  # translated as itself (a title that is a name, a link)
+        failed.add(app.env.docname)  # read again next build: it warns again
+        if message in known:
+            logger.warning(
+                "the translation of %r did not apply (Sphinx could not use what "
+                "it parsed into: %r; check its markup in docs/locales/%s/"
+                "LC_MESSAGES/%s.po)",
+                message[:80],
+                known[message][:80],
+                app.config.language,
+                app.env.docname,
+                location=node,
+                type="dlcomp",
+                subtype="i18n",
+            )
+            continue
         logger.warning(
             "not translated into %s: %r (run `nox -s translations`, then "
             "translate it in docs/locales/%s/LC_MESSAGES/%s.po)",
@@ -225,12 +432,119 @@ def check_translated(app, doctree) -> None:
         )
 
 
+_ROLE_TEXT = re.compile(
+    r":[\w:.-]+:`(?:[^`<]*<)?([^`>]*)>?`|``(.+?)``|\*\*?([^*]+)\*\*?"
+)
+
+
+def _plain(text: str) -> str:
+    """reST text as sphinx-gallery writes it into a thumbnail: no markup."""
+    text = _ROLE_TEXT.sub(lambda m: next(g for g in m.groups() if g is not None), text)
+    return " ".join(text.split())
+
+
+def _gallery_texts(app) -> dict[str, str]:
+    """The gallery's titles and first paragraphs: English (plain) -> translated."""
+    from babel.messages.pofile import read_po
+
+    found: dict[str, str] = {}
+    root = Path(app.srcdir) / "locales" / app.config.language / "LC_MESSAGES"
+    for po in sorted((root / "auto_examples").rglob("plot_*.po")):
+        with po.open("rb") as f:
+            for m in read_po(f):
+                if m.id and m.string and not m.fuzzy:
+                    found[_plain(str(m.id))] = _plain(str(m.string))
+    return found
+
+
+_THUMB_TITLE = re.compile(r'(sphx-glr-thumbnail-title">)([^<]+)(<)')
+_TOOLTIP = re.compile(r'(tooltip=")([^"]*)(")')
+
+
+def translate_thumbnails(app, doctree) -> None:
+    """doctree-read: the gallery's thumbnails show the example's title in this edition.
+
+    sphinx-gallery writes each thumbnail's title and tooltip as raw HTML, so
+    Sphinx does not translate them; the example's own catalog does.
+    """
+    import html
+
+    from docutils import nodes
+
+    if app.config.language == "en" or app.builder.name == "gettext":
+        return
+    if not hasattr(app, "dlcomp_gallery_texts"):
+        app.dlcomp_gallery_texts = _gallery_texts(app)
+    texts = app.dlcomp_gallery_texts
+
+    def swap(match: re.Match) -> str:
+        english = html.unescape(match.group(2))
+        translated = texts.get(" ".join(english.split()))
+        if translated is None:
+            return match.group(0)
+        return match.group(1) + html.escape(translated) + match.group(3)
+
+    for raw in list(doctree.findall(nodes.raw)):
+        text = raw.astext()
+        if "sphx-glr-thumb" not in text:
+            continue
+        new = _TOOLTIP.sub(swap, _THUMB_TITLE.sub(swap, text))
+        if new != text:
+            raw.replace_self(nodes.raw("", new, format=raw.get("format", "html")))
+
+
+def api_docstrings_note(app, doctree) -> None:
+    """doctree-read: a translated API page says that its docstrings stay English."""
+    from docutils import nodes
+
+    note = site_text(app.config.language, "DOCSTRINGS_NOTE")
+    if app.config.language == "en" or not app.env.docname.startswith("api/"):
+        return
+    if app.builder.name == "gettext":
+        return
+    section = next(iter(doctree.findall(nodes.section)), None)
+    if section is None:
+        return
+    para = nodes.paragraph(note, note, classes=["dlcomp-docstrings-note"])
+    para["translatable"] = False
+    box = nodes.note("", para)
+    section.insert(1, box)
+
+
+def _chinese_search():
+    """Sphinx 9.0's Chinese search, with a stemmer its script defines.
+
+    ``SearchChinese`` stems Latin words with the English stemmer, but the
+    ``language_data.js`` it writes ends with ``window.Stemmer =
+    ChineseStemmer``, a name nothing defines: the search page stops with
+    "ChineseStemmer is not defined" and finds nothing. This subclass ships
+    the same stemmer under the name it has.
+    """
+    from sphinx.search import _MINIFIED_JS_PATH
+    from sphinx.search.zh import SearchChinese
+
+    class ChineseSearch(SearchChinese):
+        js_stemmer_rawcode = ""
+        js_stemmer_code = "\n".join(
+            (
+                (_MINIFIED_JS_PATH / "base-stemmer.js").read_text("utf-8"),
+                (_MINIFIED_JS_PATH / "english-stemmer.js").read_text("utf-8"),
+                "window.Stemmer = EnglishStemmer;",
+            )
+        )
+
+    return ChineseSearch
+
+
 def language_links(app, pagename, templatename, context, doctree) -> None:
     """html-page-context: links to this page in the other editions."""
     here = app.config.language
     prefix = EDITIONS[here][1]
     depth = pagename.count("/") + prefix.count("/")
     up = "../" * depth
+    # The 404 page is served at any URL: it sends the reader to the other
+    # edition's start page (its links are relative to the site's root).
+    target = "index" if pagename == "404" else pagename
     links = []
     for code, (name, folder) in EDITIONS.items():
         links.append(
@@ -238,7 +552,8 @@ def language_links(app, pagename, templatename, context, doctree) -> None:
                 "code": code,
                 "name": name,
                 "lang": code.replace("_", "-"),
-                "url": f"{up}{folder}{pagename}.html",
+                "title": SWITCH_TITLE[code],
+                "url": f"{up}{folder}{target}.html",
                 "current": code == here,
             }
         )
@@ -246,8 +561,17 @@ def language_links(app, pagename, templatename, context, doctree) -> None:
 
 
 def setup(app) -> dict:
+    import sphinx.search
+
+    sphinx.search.languages["zh"] = _chinese_search()
     app.add_transform(_keep_docstrings_transform())
+    app.add_transform(_glue_in_translations())
     app.connect("doctree-read", check_translated)
+    app.connect("env-get-outdated", reread_failed)
+    app.connect("env-purge-doc", _purge)
+    app.connect("env-merge-info", _merge)
+    app.connect("doctree-read", translate_thumbnails)
+    app.connect("doctree-read", api_docstrings_note)
     app.connect("html-page-context", language_links)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
 

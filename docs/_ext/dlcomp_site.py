@@ -32,10 +32,13 @@ import re
 import shutil
 from pathlib import Path
 
+from dlcomp_i18n import site_text  # docs/_ext: the labels, in each language
 from docutils import nodes
 from sphinx.application import Sphinx
 
 DESCRIPTION_CHARS = 155  # what search engines show
+# The box that lists what a page teaches, in each edition (docs/locales).
+LEARN_HEADINGS = {"What you will learn", "本节要点"}
 
 
 def _summary(doctree: nodes.document) -> str:
@@ -43,7 +46,7 @@ def _summary(doctree: nodes.document) -> str:
     title = next(iter(doctree.findall(nodes.title)), None)
     for box in doctree.findall(nodes.admonition):
         heading = next(iter(box.findall(nodes.title)), None)
-        if heading is not None and heading.astext() == "What you will learn":
+        if heading is not None and heading.astext() in LEARN_HEADINGS:
             items = box.findall(nodes.list_item)
             items = [" ".join(li.astext().split()) for li in items]
             if items and title is not None:
@@ -72,10 +75,14 @@ def _ancestors(node: nodes.Node):
 
 def shorten(text: str, limit: int = DESCRIPTION_CHARS) -> str:
     """Cut ``text`` at a word boundary to at most ``limit`` characters."""
+    if not text.isascii():
+        limit = limit // 2  # a CJK character is worth about two Latin ones
     if len(text) <= limit:
         return text
-    cut = text[: limit - 1].rsplit(" ", 1)[0].rstrip(" ,;:")
-    return cut + "…"
+    cut = text[: limit - 1]
+    if " " in cut and text.isascii():
+        cut = cut.rsplit(" ", 1)[0]
+    return cut.rstrip(" ,;:，；：") + "…"
 
 
 def add_description(app: Sphinx, pagename, templatename, context, doctree) -> None:
@@ -85,6 +92,8 @@ def add_description(app: Sphinx, pagename, templatename, context, doctree) -> No
     text = _summary(doctree) if doctree is not None else ""
     if not text:
         text = app.config.dlcomp_site_description
+        if app.config.language != "en":
+            text = app.config.dlcomp_site_descriptions.get(app.config.language, text)
     content = html.escape(shorten(text))
     context["metatags"] = f'{metatags}\n<meta name="description" content="{content}" />'
 
@@ -105,7 +114,9 @@ def label_sidebar_toggles(app: Sphinx, pagename, templatename, context, doctree)
             li = summary.find_parent("li")
             link = li.find("a", recursive=False) if li is not None else None
             name = link.get_text(" ", strip=True) if link is not None else "section"
-            summary["aria-label"] = f"Pages under {name}"
+            summary["aria-label"] = site_text(
+                app.config.language, "Pages under {name}", name=name
+            )
         return result
 
     generate_labelled._dlcomp_labelled = True
@@ -234,6 +245,8 @@ def tidy_output(app: Sphinx, exception) -> None:
 
 def setup(app: Sphinx) -> dict:
     app.add_config_value("dlcomp_site_description", "", "html", types=[str])
+    # the same in the translated editions: {language: description}
+    app.add_config_value("dlcomp_site_descriptions", {}, "html", types=[dict])
     app.connect("html-page-context", add_description)
     # after the theme has put its functions into the context
     app.connect("html-page-context", label_sidebar_toggles, priority=900)

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urljoin, urlsplit
 
+from dlcomp_i18n import site_text  # the text this extension writes, per language
 from dlcomp_notebooks import (
     SITE_SETUP,
     LinkResolver,
@@ -159,7 +160,7 @@ class DlcompApi(SphinxDirective):
 NOTEBOOKS = "_notebooks"  # folder of the built site that holds the .ipynb files
 
 
-def _fold_answers(section: nodes.section) -> None:
+def _fold_answers(section: nodes.section, summary: str) -> None:
     """Wrap everything under each exercise's heading in a closed <details>."""
     for exercise in section.findall(nodes.section):
         if exercise is section:
@@ -172,7 +173,7 @@ def _fold_answers(section: nodes.section) -> None:
             title,
             nodes.raw(
                 "",
-                '<details class="dlcomp-answer"><summary>Show the answer</summary>',
+                f'<details class="dlcomp-answer"><summary>{summary}</summary>',
                 format="html",
             ),
             *answer,
@@ -189,14 +190,17 @@ def _chapter_page(app: Sphinx, doctree: nodes.document) -> None:
         return
     for section in doctree.findall(nodes.section):
         title = section.children[0] if section.children else None
-        if isinstance(title, nodes.title) and title.astext() == "Exercises":
-            _fold_answers(section)
+        if isinstance(title, nodes.title) and title.astext() == site_text(
+            app.config.language, "Exercises"
+        ):
+            _fold_answers(section, site_text(app.config.language, "Show the answer"))
     if app.config.dlcomp_notebook_links:
         top = next(iter(doctree.findall(nodes.section)), None)
         if top is not None:
             href = f"{NOTEBOOKS}/{docname}.ipynb"
+            text = "Download this page as a Jupyter notebook (.ipynb)"
             link = nodes.reference(
-                "", "Download this page as a Jupyter notebook (.ipynb)", refuri=href
+                "", site_text(app.config.language, text), refuri=href
             )
             link["classes"].append("dlcomp-notebook-link")
             top.insert(1, nodes.paragraph("", "", link, classes=["dlcomp-notebook"]))

@@ -32,6 +32,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from dlcomp_i18n import site_text  # docs/_ext: the Install box in each language
 from docutils import nodes
 from packaging.version import Version
 from sphinx import addnodes
@@ -111,6 +112,13 @@ def _paragraph(*parts: str | nodes.Node) -> nodes.paragraph:
     return para
 
 
+def _untranslatable(box: nodes.Element) -> nodes.Element:
+    """The box is written in the site's language: no catalog translates it."""
+    for node in box.findall(nodes.TextElement):
+        node["translatable"] = False
+    return box
+
+
 class InstallBox(SphinxDirective):
     """The "Install" box: ``dlcomp-install`` (landing page) or ``... gallery``."""
 
@@ -131,62 +139,72 @@ class InstallBox(SphinxDirective):
         code = install_command(version, baseurl)
         extra = nodes.literal(EXTRA, EXTRA)
 
+        def _(text: str, **fields: str) -> str:  # the site's language
+            return site_text(config.language, text, **fields)
+
         box = nodes.admonition(classes=["dlcomp-install"])
-        box += nodes.title("Install", "Install")
+        box += nodes.title(_("Install"), _("Install"))
         if kind == "gallery":
-            lead = "To run the gallery's scripts and notebooks, install"
+            lead = _(
+                "To run the gallery's scripts and notebooks, install dlcomp "
+                "{version}, the version this site was built from, with its ",
+                version=version,
+            )
         else:
-            lead = "Install"
+            lead = _(
+                "Install dlcomp {version}, the version this site was built from, "
+                "with its ",
+                version=version,
+            )
+        what = _(EXTRA_WHAT)
         hosted = bool(wheel_url(version, baseurl))
         if hosted:
-            box += _paragraph(
-                f"{lead} dlcomp {version}, the version this site was built from, "
-                "with its ",
-                extra,
-                f" extra ({EXTRA_WHAT}):",
-            )
+            box += _paragraph(lead, extra, _(" extra ({what}):", what=what))
         else:
             box += _paragraph(
-                f"{lead} dlcomp {version}, the version this site was built from, "
-                "with its ",
+                lead,
                 extra,
-                f" extra ({EXTRA_WHAT}): download the wheel ",
+                _(" extra ({what}): download the wheel ", what=what),
                 link,
-                ", then, in the folder you saved it to, run",
+                _(", then, in the folder you saved it to, run"),
             )
         box += nodes.literal_block(code, code, language="bash")
-        after: list[str | nodes.Node] = ["The wheel: ", link, ". "] if hosted else []
+        after: list[str | nodes.Node] = (
+            [_("The wheel: "), link, _(". ")] if hosted else []
+        )
         if kind == "gallery":
             more = addnodes.pending_xref(
                 "",
-                nodes.inline("", "the landing page"),
+                nodes.inline("", _("the landing page")),
                 refdomain="std",
                 reftype="ref",
                 reftarget="install",
                 refexplicit=True,
                 refwarn=True,
             )
-            box += _paragraph(*after, "More on ", more, ".")
-            return [box]
+            box += _paragraph(*after, _("More on "), more, _("."))
+            return [_untranslatable(box)]
         box += _paragraph(
             *after,
-            "pip also installs torch if the environment has none (from PyPI: "
-            "on Linux a CUDA build); to keep the torch you have, install into "
-            "the environment that has it. Without an extra you get the library "
-            "alone (torch and safetensors); the ",
+            _(
+                "pip also installs torch if the environment has none (from PyPI: on "
+                "Linux a CUDA build); to keep the torch you have, install into the "
+                "environment that has it. Without an extra you get the library alone "
+                "(torch and safetensors); the "
+            ),
             nodes.literal("bench", "bench"),
-            " extra adds matplotlib for the plots of ",
+            _(" extra adds matplotlib for the plots of "),
             nodes.literal("python -m dlcomp bench", "python -m dlcomp bench"),
-            ".",
+            _("bench-tail"),
         )
         source = config.dlcomp_urls.get("Source", "")
         if source:
             box += _paragraph(
-                "The source: ",
+                _("The source: "),
                 nodes.reference(source, source, refuri=source),
-                ".",
+                _("."),
             )
-        return [box]
+        return [_untranslatable(box)]
 
 
 # -- gallery pages -------------------------------------------------------------
