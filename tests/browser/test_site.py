@@ -129,15 +129,21 @@ def test_notebook_download_link_returns_the_executed_notebook(page, base_url, ch
 
 
 @pytest.mark.parametrize(
-    ("term", "expected"),
+    ("edition", "term", "expected"),
     [
-        ("state_dict", "read-write.html"),
-        ("LazyLinear", "deferred-init.html"),
-        ("try_gpu", "gpu.html"),
+        ("", "state_dict", "read-write.html"),
+        ("", "LazyLinear", "deferred-init.html"),
+        ("", "try_gpu", "gpu.html"),
+        # The Chinese edition's index segments words (jieba, with the
+        # glossary's terms as whole words); code names are found as well.
+        ("zh_CN/", "参数", "parameters.html"),
+        ("zh_CN/", "检查点", "read-write.html"),
+        ("zh_CN/", "延后初始化", "deferred-init.html"),
+        ("zh_CN/", "state_dict", "read-write.html"),
     ],
 )
-def test_search_finds_the_right_page(page, base_url, term, expected):
-    page.goto(f"{base_url}/search.html?q={term}")
+def test_search_finds_the_right_page(page, base_url, edition, term, expected):
+    page.goto(f"{base_url}/{edition}search.html?q={term}")
     results = page.locator("#search-results ul.search li a")
     results.first.wait_for(timeout=15000)
     hrefs = [

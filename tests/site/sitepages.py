@@ -14,6 +14,18 @@ from pathlib import Path
 # The site's own Sphinx extensions (dlcomp_sphinx, ...), for one-page sites.
 EXT = Path(__file__).resolve().parents[2] / "docs" / "_ext"
 
+# The front matter that makes a Markdown file a MyST-NB notebook (one-page sites).
+NOTEBOOK_HEADER = """\
+---
+file_format: mystnb
+kernelspec:
+  name: python3
+  display_name: Python 3
+  language: python
+---
+
+"""
+
 CHAPTER_PAGES = [
     "blocks.html",
     "parameters.html",

@@ -16,19 +16,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from sitepages import CHAPTER_PAGES, EXT, build_site, one_page_site
+from sitepages import CHAPTER_PAGES, EXT, NOTEBOOK_HEADER, build_site, one_page_site
 
 pytestmark = pytest.mark.site
 
-PAGE = """\
----
-file_format: mystnb
-kernelspec:
-  name: python3
-  display_name: Python 3
-  language: python
----
-
+PAGE = (
+    NOTEBOOK_HEADER
+    + """\
 # Cached
 
 ```{code-cell} ipython3
@@ -45,6 +39,7 @@ import minilib
 print(minilib.answer.__doc__)
 ```
 """
+)
 
 LIBRARY = '''\
 def answer():

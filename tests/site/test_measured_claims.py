@@ -17,19 +17,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from sitepages import CHAPTER_PAGES, build_site, one_page_site
+from sitepages import CHAPTER_PAGES, NOTEBOOK_HEADER, build_site, one_page_site
 
 pytestmark = pytest.mark.site
 
-PAGE = """\
----
-file_format: mystnb
-kernelspec:
-  name: python3
-  display_name: Python 3
-  language: python
----
-
+PAGE = (
+    NOTEBOOK_HEADER
+    + """\
 # Claims
 
 ```{{code-cell}} ipython3
@@ -42,6 +36,7 @@ glue("small_is_faster", bool(small < large), display=False)
 
 {sentence}
 """
+)
 
 
 # A number with a unit of time, rate or size per time, or a ratio ("0.11x").
