@@ -123,6 +123,9 @@ def build_site(
         shutil.rmtree(target, ignore_errors=True)
         skip = shutil.ignore_patterns(".doctrees", ".buildinfo")
         shutil.copytree(edition(language), target, ignore=skip)
+        # One wheel for the whole site: the edition's copy is the same file.
+        for wheel in (target / "dist").glob("*.whl"):
+            shutil.copy2(BUILD / "dist" / wheel.name, wheel)
         times[language] = time.perf_counter() - start
     return times
 

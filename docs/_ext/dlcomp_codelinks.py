@@ -43,7 +43,11 @@ def clean_pycon(source: str) -> tuple[str, str]:
 
 def _skip_gallery_pages(app: Sphinx, docname: str, source: list[str]) -> None:
     if docname.startswith(GALLERY_DIR):
-        source[0] = SKIP_FILE + source[0]
+        # After a leading ":orphan:": file-wide metadata must come first, or
+        # it is shown as a field list (the gallery's index starts with it).
+        orphan = ":orphan:\n\n"
+        head = orphan if source[0].startswith(orphan) else ""
+        source[0] = head + SKIP_FILE + source[0][len(head) :]
 
 
 def _restore_names(app: Sphinx) -> None:

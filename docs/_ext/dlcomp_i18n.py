@@ -560,6 +560,29 @@ def language_links(app, pagename, templatename, context, doctree) -> None:
     context["dlcomp_languages"] = links
 
 
+def local_audit_links(app, exception) -> None:
+    """build-finished: in a translated edition, the audit's links stay in it.
+
+    ``dlcomp.audit`` links each finding to the hosted English page that
+    explains it; the outputs on a translated page point at the same
+    section of this edition instead (the sections keep their ids).
+    """
+    if exception is not None or app.config.language == "en":
+        return
+    if app.builder.format != "html":
+        return
+    from dlcomp.auditing import SITE_URL
+
+    outdir = Path(app.outdir)
+    href = re.compile(r'href="' + re.escape(SITE_URL) + r'([^"#]*)')
+    for page in outdir.rglob("*.html"):
+        text = page.read_text("utf-8")
+        if SITE_URL not in text:
+            continue
+        up = "../" * (len(page.relative_to(outdir).parts) - 1)
+        page.write_text(href.sub(rf'href="{up}\1', text), "utf-8")
+
+
 def setup(app) -> dict:
     import sphinx.search
 
@@ -573,6 +596,7 @@ def setup(app) -> dict:
     app.connect("doctree-read", translate_thumbnails)
     app.connect("doctree-read", api_docstrings_note)
     app.connect("html-page-context", language_links)
+    app.connect("build-finished", local_audit_links)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
 
 

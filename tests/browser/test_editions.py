@@ -70,6 +70,19 @@ def test_switcher_goes_to_the_same_page_and_back(page, base_url, name):
     assert page.locator("h1").first.inner_text() == english_title
 
 
+def test_switcher_keeps_the_section_and_the_search(page, base_url):
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.goto(f"{base_url}/zh_CN/parameters.html#sharing-parameters")
+    page.locator(".dlcomp-languages a[hreflang='en']:visible").first.click()
+    page.wait_for_load_state()
+    assert page.url == f"{base_url}/parameters.html#sharing-parameters"
+    page.goto(f"{base_url}/zh_CN/search.html?q=state_dict")
+    page.locator(".dlcomp-languages a[hreflang='en']:visible").first.click()
+    page.wait_for_load_state()
+    assert page.url == f"{base_url}/search.html?q=state_dict"
+    page.locator("#search-results ul.search li a").first.wait_for(timeout=15000)
+
+
 def test_switcher_is_reachable_on_a_phone(browser, base_url):
     context = browser.new_context(viewport={"width": 390, "height": 844})
     page = context.new_page()

@@ -100,6 +100,13 @@ def _head(page):
     return text[: text.index("</head>")]
 
 
+def test_no_page_shows_its_file_metadata(site):
+    # ":orphan:" and other file-wide fields belong to the build, not the page
+    shown = [str(p.relative_to(site)) for p in pages(site)
+             if re.search(r'<dt class="field-\w+">orphan<', p.read_text("utf-8"))]  # fmt: skip
+    assert not shown, shown
+
+
 def test_only_the_search_page_loads_the_search_index(site):
     loading = {}
     for page in pages(site):

@@ -251,3 +251,21 @@ def test_a_complete_catalog_builds_with_the_glued_value(tmp_path: Path) -> None:
     text = page_text(tmp_path / "out" / "index.html", collapse=True)
     assert "答案是 42 。" in text or "答案是 42。" in text, text
     assert "第二段。" in text
+
+
+def test_audit_links_on_chinese_pages_stay_in_the_chinese_edition(zh: Path) -> None:
+    from dlcomp.auditing import SITE_URL
+
+    # (a report printed as text shows the hosted address: an output, unchanged)
+    link = f'href="{SITE_URL}'
+    outside = [n for n in pages(zh) if link in (zh / n).read_text("utf-8")]
+    assert not outside, f"links to the English site on {outside}"
+    blocks = (zh / "blocks.html").read_text("utf-8")
+    assert 'href="blocks.html#pitfall-module-key"' in blocks
+
+
+def test_the_site_serves_one_wheel_in_both_editions(site: Path, zh: Path) -> None:
+    english = sorted((site / "dist").glob("*.whl"))
+    chinese = sorted((zh / "dist").glob("*.whl"))
+    assert [w.name for w in english] == [w.name for w in chinese] != []
+    assert all(a.read_bytes() == b.read_bytes() for a, b in zip(english, chinese))
