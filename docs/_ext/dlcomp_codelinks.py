@@ -15,10 +15,11 @@ the site:
   dotted names in ``codeautolink_custom_blocks`` by the functions they name,
   which Sphinx cannot keep in its cached configuration (a warning): once it
   has read them, the setting gets its names back.
-- Pages written in Markdown are read again on every build: what
-  sphinx-codeautolink (0.20) found in a page lasts from one build to the next
-  only for ``.rst`` sources, and a chapter page left unread would lose its
-  links. Their cells are not run again (myst-nb's cache).
+- Pages written in Markdown are read again on every build that reads or
+  writes any page: what sphinx-codeautolink (0.20) found in a page lasts from
+  one build to the next only for ``.rst`` sources, and a chapter page written
+  without being read would lose its links. Their cells are not run again
+  (myst-nb's cache). A build with nothing to read or write reads nothing.
 """
 
 from __future__ import annotations
@@ -60,13 +61,34 @@ def _restore_names(app: Sphinx) -> None:
 
 
 def _reread_markdown_pages(
-    app: Sphinx, env: BuildEnvironment, added: set[str], changed: set[str], _: set
+    app: Sphinx,
+    env: BuildEnvironment,
+    added: set[str],
+    changed: set[str],
+    removed: set[str],
 ) -> list[str]:
+    if not (added or changed or removed) and not _pages_to_write(app):
+        return []  # nothing is read or written: every page keeps its links
     return [
         doc
         for doc in sorted(env.found_docs - added - changed)
         if env.doc2path(doc).suffix != ".rst"
     ]
+
+
+def _pages_to_write(app: Sphinx) -> bool:
+    """Whether the builder writes a page although no source changed.
+
+    The HTML builder writes a page whose output is older than its source or
+    the templates, and such a page must be read again to keep its links.
+    Other builders (gettext) write every page they read: reread them all.
+    """
+    if app.builder.format != "html":
+        return True
+    outdated = app.builder.get_outdated_docs()
+    if isinstance(outdated, str):  # a description: "all source files", ...
+        return True
+    return next(iter(outdated), None) is not None
 
 
 def setup(app: Sphinx) -> dict[str, Any]:

@@ -6,11 +6,13 @@ reference, as sphinx-gallery does for the gallery's scripts. The gallery's
 pages are left to sphinx-gallery: its links stay, none is added inside them.
 """
 
+import os
 import re
+import textwrap
 from pathlib import Path
 
 import pytest
-from sitepages import CHAPTER_PAGES
+from sitepages import CHAPTER_PAGES, EXT, NOTEBOOK_HEADER, build_site
 
 pytestmark = pytest.mark.site
 
@@ -92,3 +94,81 @@ def test_gallery_code_keeps_its_own_links_only(site: Path):
     assert not without_links, f"sphinx-gallery links missing on {without_links}"
     assert not added, f"sphinx-codeautolink links on gallery pages {added}"
     assert not nested, f"a link inside a link in the code of {nested}"
+
+
+# -- rebuilds keep the links, and a rebuild with nothing to do reads nothing --
+
+LINKED_PAGE = (
+    NOTEBOOK_HEADER
+    + """\
+# Linked
+
+```{code-cell} ipython3
+import minilib
+
+minilib.answer()
+```
+"""
+)
+
+
+def linked_site(root: Path) -> None:
+    docs = root / "docs"
+    (docs / "_templates").mkdir(parents=True)
+    (docs / "_templates" / "layout.html").write_text('{% extends "!layout.html" %}\n')
+    (docs / "conf.py").write_text(textwrap.dedent(f"""\
+        import sys
+        sys.path.insert(0, {str(EXT)!r})
+        extensions = ["sphinx.ext.autodoc", "myst_nb", "dlcomp_codelinks"]
+        nb_execution_mode = "cache"
+        templates_path = ["_templates"]
+        """))  # fmt: skip
+    (docs / "index.md").write_text(LINKED_PAGE + "\n```{toctree}\napi\n```\n")
+    (docs / "api.rst").write_text("API\n===\n\n.. autofunction:: minilib.answer\n")
+    library = root / "lib" / "minilib"
+    library.mkdir(parents=True)
+    (library / "__init__.py").write_text(
+        'def answer():\n    """42."""\n    return 42\n'
+    )
+
+
+def build_linked(root: Path):
+    result = build_site(
+        root / "docs", root / "html", env={"PYTHONPATH": str(root / "lib")}
+    )
+    assert result.returncode == 0, result.stderr
+    page = (root / "html" / "index.html").read_text("utf-8")
+    return result, cell_links_of(page)
+
+
+def cell_links_of(text: str) -> set[str]:
+    return {
+        re.sub(r"<[^>]+>", "", link["body"])
+        for code in CELL_CODE.findall(text)
+        for link in LINK.finditer(code)
+        if CODEAUTOLINK in link["attrs"]
+    }
+
+
+def test_rebuilds_keep_code_links_and_a_no_change_rebuild_reads_nothing(tmp_path):
+    linked_site(tmp_path)
+    _, links = build_linked(tmp_path)
+    assert "minilib.answer" in links or "answer" in links, links
+    # Nothing changed: no page is read (or written) again.
+    again, same = build_linked(tmp_path)
+    assert same == links
+    assert "0 added, 0 changed, 0 removed" in again.stdout, again.stdout
+    assert "reading sources... [" not in again.stdout, again.stdout
+    # A newer template makes the builder write every page without a source
+    # change: the Markdown page is read again, and keeps its links.
+    template = tmp_path / "docs" / "_templates" / "layout.html"
+    later = template.stat().st_mtime + 10
+    os.utime(template, (later, later))
+    rewritten, kept = build_linked(tmp_path)
+    assert "reading sources... [" in rewritten.stdout, rewritten.stdout
+    assert kept == links
+    # Another page changes: the Markdown page is read again, and keeps them.
+    api = tmp_path / "docs" / "api.rst"
+    api.write_text(api.read_text() + "\nThe answer.\n")
+    _, still = build_linked(tmp_path)
+    assert still == links
