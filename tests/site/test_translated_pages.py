@@ -268,4 +268,6 @@ def test_the_site_serves_one_wheel_in_both_editions(site: Path, zh: Path) -> Non
     english = sorted((site / "dist").glob("*.whl"))
     chinese = sorted((zh / "dist").glob("*.whl"))
     assert [w.name for w in english] == [w.name for w in chinese] != []
-    assert all(a.read_bytes() == b.read_bytes() for a, b in zip(english, chinese))
+    assert all(
+        a.read_bytes() == b.read_bytes() for a, b in zip(english, chinese, strict=True)
+    )
