@@ -130,6 +130,7 @@ notfound_context = {
 root_doc = "index"
 exclude_patterns = [
     "_build",
+    "locales",  # the translations' catalogs and their README, not pages
     "**.ipynb_checkpoints",
     # sphinx-gallery writes name.py and name.ipynb next to name.rst; without
     # these, myst-nb would pick the notebook over the rst and run it again.
