@@ -185,13 +185,19 @@ def translations(session: nox.Session) -> None:
     session.run("sphinx-build", "-q", "-b", "gettext", "-c", ".", "docs", str(out),
                 env={"DLCOMP_NB_EXECUTION": "cache", "CI": ""})  # fmt: skip
     sys.path.insert(0, str(ROOT / "docs" / "_ext"))
-    from dlcomp_i18n import check_catalog, prune_templates
+    from dlcomp_i18n import (
+        check_catalog,
+        prune_templates,
+        translations_of,
+        what_changed,
+    )
 
     prune_templates(out)
+    messages = LOCALES / "zh_CN" / "LC_MESSAGES"
+    before = translations_of(messages)
     session.run("sphinx-intl", "update", "--pot-dir", str(out), "--locale-dir",
                 str(LOCALES), "--language", "zh_CN", "--line-width", "-1",
                 "--no-obsolete")  # fmt: skip
-    messages = LOCALES / "zh_CN" / "LC_MESSAGES"
     pots = {p.relative_to(out).with_suffix("") for p in out.rglob("*.pot")}
     for po in sorted(messages.rglob("*.po")):  # a page that is gone, its catalog too
         if po.name == "sphinx.po":
@@ -203,6 +209,8 @@ def translations(session: nox.Session) -> None:
     problems = [p for po in catalogs for p in check_catalog(po)]
     for problem in problems:
         session.log(problem)
+    for change in what_changed(before, messages):  # the English words, - and +
+        session.log(change)
     session.log(f"{len(problems)} messages to translate or check")
 
 

@@ -145,6 +145,47 @@ def prune_templates(gettext_dir: Path) -> list[Path]:
     return kept
 
 
+def translations_of(messages_dir: Path) -> dict[str, dict[str, str]]:
+    """Per catalog (path below ``messages_dir``), each translation's English."""
+    from babel.messages.pofile import read_po
+
+    found: dict[str, dict[str, str]] = {}
+    for po in sorted(messages_dir.rglob("*.po")):
+        with po.open("rb") as f:
+            catalog = read_po(f)
+        found[po.relative_to(messages_dir).as_posix()] = {
+            str(m.string): str(m.id) for m in catalog if m.id and m.string
+        }
+    return found
+
+
+def what_changed(before: dict[str, dict[str, str]], messages_dir: Path) -> list[str]:
+    """For each fuzzy message after an update, how its English changed.
+
+    ``before`` is :func:`translations_of` from before the update: a fuzzy
+    message keeps the old translation as a draft, which names the old English.
+    """
+    import difflib
+
+    from babel.messages.pofile import read_po
+
+    lines = []
+    for name, old in before.items():
+        po = messages_dir / name
+        if not po.is_file():
+            continue
+        with po.open("rb") as f:
+            catalog = read_po(f)
+        for m in catalog:
+            if not (m.id and m.fuzzy and str(m.string) in old):
+                continue
+            was, now = old[str(m.string)].split(), str(m.id).split()
+            diff = difflib.ndiff(was, now)
+            words = [d for d in diff if d[:1] in "+-"]
+            lines.append(f"{name}: changed: {' '.join(words)}")
+    return lines
+
+
 def glossary() -> list[dict[str, str]]:
     """The glossary's rows: english, chinese, avoid (words separated by |), note."""
     with GLOSSARY.open(encoding="utf-8", newline="") as f:
