@@ -9,7 +9,9 @@ and its code, outputs and figures from the English build.
   gettext builder extracts messages).
 - ``prune_templates(gettext_dir)``: after ``sphinx-build -b gettext``, drop
   the gallery's running-time line (its value changes at every run; the
-  build translates it itself) and images' paths (the editions share them).
+  build translates it itself) and images' paths (the editions share them),
+  and the line numbers of the locations (an edit elsewhere on a page leaves
+  its catalog as it is).
 - ``check_catalog(path)``: the problems of one ``.po`` file (untranslated or
   fuzzy messages, markup that the translation lost, words the glossary
   rules out). ``python docs/_ext/dlcomp_i18n.py check FILE.po ...`` prints them.
@@ -136,6 +138,10 @@ def prune_templates(gettext_dir: Path) -> list[Path]:
                 continue
             if RUNNING_TIME.match(str(message.id)) or IMAGE_URI.match(str(message.id)):
                 catalog.delete(message.id, message.context)
+                continue
+            # The file, not the line: an edit above a message does not
+            # touch the catalog (the translator finds it by its text).
+            message.locations = sorted({(name, None) for name, _ in message.locations})
         if not [m for m in catalog if m.id]:
             pot.unlink()
             continue
