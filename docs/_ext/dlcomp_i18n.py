@@ -83,6 +83,8 @@ GENERATED = {
         "bench-tail": " 的图表加装 matplotlib。",
         "The source: ": "源代码：",
         "Pages under {name}": "{name} 下的页面",
+        "Total running time of the script:": "脚本总运行时间：",
+        " ({min} minutes {sec} seconds)": " {min} 分 {sec} 秒",
         "DOCSTRINGS_NOTE": (
             "本 API 参考中各个对象的说明（即代码中的文档字符串）保持英文；"
             "页面的其余部分已译成中文。"
@@ -107,7 +109,6 @@ RUNNING_TIME = re.compile(
     r"^\*\*Total running time of the script:\*\* "
     r"\((?P<min>\d+) minutes (?P<sec>[\d.]+) seconds\)$"
 )
-RUNNING_TIME_ZH = "**脚本总运行时间：** {min} 分 {sec} 秒"
 # With images among the translated targets (for their alt text), Sphinx also
 # offers each image's path, so that an edition could show its own picture.
 # The editions share their figures: paths are not translated.
@@ -382,6 +383,26 @@ def _catalog_ids(app) -> dict[str, dict[str, str]]:
     return ids
 
 
+def _translate_running_time(node, message: str, language: str) -> None:
+    """sphinx-gallery's "**Total running time of the script:** (0 minutes 1.2 seconds)".
+
+    Its value changes at every run, so no catalog can hold it: the label and
+    the units are put into the edition's language here, the numbers kept.
+    """
+    from docutils import nodes
+
+    match = RUNNING_TIME.match(message)
+    strong = node.next_node(nodes.strong)
+    if match is None or strong is None:
+        return
+    label = site_text(language, "Total running time of the script:")
+    value = site_text(language, " ({min} minutes {sec} seconds)", **match.groupdict())
+    strong.replace(strong.children[0], nodes.Text(label))
+    for child in strong.parent.children[strong.parent.index(strong) + 1 :]:
+        strong.parent.remove(child)
+    strong.parent.append(nodes.Text(value))
+
+
 def _failed(env) -> set[str]:
     """The pages whose last reading found a message without its translation."""
     if not hasattr(env, "dlcomp_untranslated"):
@@ -435,17 +456,7 @@ def check_translated(app, doctree) -> None:
         ):
             continue  # Sphinx translates the caption, keeps the raw one
         if RUNNING_TIME.match(message):
-            text = RUNNING_TIME.sub(
-                lambda m: RUNNING_TIME_ZH.format(**m.groupdict()), message
-            )
-            strong = node.next_node(nodes.strong)
-            if strong is not None:
-                strong.replace(strong.children[0], nodes.Text("脚本总运行时间："))
-                tail = strong.parent.index(strong) + 1
-                rest = text.split("**", 2)[2]
-                for child in strong.parent.children[tail:]:
-                    strong.parent.remove(child)
-                strong.parent.append(nodes.Text(rest))
+            _translate_running_time(node, message, app.config.language)
             continue
         if isinstance(node, nodes.image) and message in known.values():
             continue  # an image's alt text, translated (Sphinx sets no flag)

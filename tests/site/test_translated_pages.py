@@ -271,3 +271,12 @@ def test_the_site_serves_one_wheel_in_both_editions(site: Path, zh: Path) -> Non
     assert all(
         a.read_bytes() == b.read_bytes() for a, b in zip(english, chinese, strict=True)
     )
+
+
+def test_gallery_running_times_are_in_chinese(zh: Path) -> None:
+    examples = sorted((zh / "auto_examples").glob("*/plot_*.html"))
+    assert len(examples) >= 10
+    for example in examples:
+        text = page_text(example, collapse=True)
+        assert "Total running time" not in text, example.name
+        assert re.search(r"脚本总运行时间： \d+ 分 [\d.]+ 秒", text), example.name
