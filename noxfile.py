@@ -107,9 +107,10 @@ def build_site(
     """
     times = {}
     env = dict(env)
-    if os.environ.get("CI") and env.get("DLCOMP_FAST") != "1":
-        # CI re-executes every page: it empties the cache instead of
-        # bypassing it, so the translations still find the outputs.
+    force = os.environ.get("CI") or os.environ.get("DLCOMP_NB_EXECUTION") == "force"
+    if force and env.get("DLCOMP_FAST") != "1":
+        # Re-executing every page (CI, or asked for) empties the cache
+        # instead of bypassing it, so the translations still find the outputs.
         shutil.rmtree(ROOT / "build" / ".jupyter_cache", ignore_errors=True)
         env["DLCOMP_NB_EXECUTION"] = "cache"
     start = time.perf_counter()
