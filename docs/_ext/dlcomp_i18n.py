@@ -383,6 +383,17 @@ def _catalog_ids(app) -> dict[str, dict[str, str]]:
     return ids
 
 
+def _catalogs(app) -> dict[str, dict[str, str]]:
+    """:func:`_catalog_ids`, read once per build.
+
+    Kept on the application: the environment is pickled between builds, and
+    the catalogs may have changed since.
+    """
+    if not hasattr(app, "dlcomp_catalog_ids"):
+        app.dlcomp_catalog_ids = _catalog_ids(app)
+    return app.dlcomp_catalog_ids
+
+
 def _translate_running_time(node, message: str, language: str) -> None:
     """sphinx-gallery's "**Total running time of the script:** (0 minutes 1.2 seconds)".
 
@@ -436,11 +447,7 @@ def check_translated(app, doctree) -> None:
 
     if app.config.language == "en" or app.builder.name == "gettext":
         return
-    # Read once per build (on the application: the environment is pickled
-    # between builds, and the catalogs may have changed since).
-    if not hasattr(app, "dlcomp_catalog_ids"):
-        app.dlcomp_catalog_ids = _catalog_ids(app)
-    known = app.dlcomp_catalog_ids.get(app.env.docname, {})
+    known = _catalogs(app).get(app.env.docname, {})
     logger = logging.getLogger(__name__)
     failed = _failed(app.env)
     failed.discard(app.env.docname)
@@ -502,17 +509,17 @@ def _plain(text: str) -> str:
 
 
 def _gallery_texts(app) -> dict[str, str]:
-    """The gallery's titles and first paragraphs: English (plain) -> translated."""
-    from babel.messages.pofile import read_po
+    """The gallery's titles and first paragraphs: English (plain) -> translated.
 
-    found: dict[str, str] = {}
-    root = Path(app.srcdir) / "locales" / app.config.language / "LC_MESSAGES"
-    for po in sorted((root / "auto_examples").rglob("plot_*.po")):
-        with po.open("rb") as f:
-            for m in read_po(f):
-                if m.id and m.string and not m.fuzzy:
-                    found[_plain(str(m.id))] = _plain(str(m.string))
-    return found
+    Taken from the catalogs the build has read already (:func:`_catalogs`).
+    """
+    return {
+        _plain(english): _plain(chinese)
+        for domain, messages in _catalogs(app).items()
+        if domain.startswith("auto_examples/")
+        and domain.rsplit("/", 1)[-1].startswith("plot_")
+        for english, chinese in messages.items()
+    }
 
 
 _THUMB_TITLE = re.compile(r'(sphx-glr-thumbnail-title">)([^<]+)(<)')

@@ -280,3 +280,11 @@ def test_gallery_running_times_are_in_chinese(zh: Path) -> None:
         text = page_text(example, collapse=True)
         assert "Total running time" not in text, example.name
         assert re.search(r"脚本总运行时间： \d+ 分 [\d.]+ 秒", text), example.name
+
+
+def test_gallery_thumbnails_show_chinese_titles(zh: Path) -> None:
+    text = (zh / "auto_examples" / "index.html").read_text("utf-8")
+    titles = re.findall(r'sphx-glr-thumbnail-title">([^<]+)<', text)
+    assert len(titles) >= 10
+    english = [t for t in titles if not CJK.search(t)]
+    assert not english, english
