@@ -23,13 +23,10 @@ from __future__ import annotations
 
 import atexit
 import copy
-import enum
 import itertools
 import json
-import numbers
 import os
-import pickle
-import re
+import reprlib
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
@@ -55,8 +52,18 @@ from dlcomp._checkpoint import (
     names,
 )
 from dlcomp._checks import check_int
+from dlcomp._format import (
+    FORMAT,
+    VERSION,
+    Encoded,
+    check_storable,
+    encode_checkpoint,
+    read_file,
+    write,
+    write_safetensors,
+)
 from dlcomp._identity import view_key
-from dlcomp._torchfile import check_torch_file
+from dlcomp.devices import current_accelerator
 from dlcomp.models import mlp
 
 __all__ = [
@@ -75,56 +82,7 @@ __all__ = [
     "save_safetensors",
 ]
 
-FORMAT = "dlcomp.checkpoint"
-VERSION = 2  # 2: the optimizer's class and the dlcomp version are recorded
-READS = (1, 2)  # the format versions this dlcomp reads
-
-
 # --- writing: atomic, durable ---------------------------------------------------------
-
-
-_SCALARS = (type(None), bool, int, float, str, torch.dtype, torch.device)
-
-
-def _plain(value: object, where: str) -> object:
-    """``value`` as a safe load (``weights_only=True``) reads it back, or a TypeError.
-
-    Types are checked exactly: a subclass of ``int``, ``str``, ``tuple`` or
-    ``dict`` (an ``IntEnum``, a namedtuple, a ``defaultdict``) would be
-    saved by pickle under its own class name, which a safe load refuses.
-    NumPy scalars (what ``np.mean`` returns) become Python numbers.
-    """
-    kind = type(value)
-    if kind in _SCALARS or isinstance(value, Tensor):
-        return value
-    if isinstance(value, numbers.Number) and hasattr(value, "item"):  # NumPy scalar
-        item = value.item()
-        if type(item) in _SCALARS:
-            return item
-    if kind in (list, tuple):
-        sequence = cast("list[object] | tuple[object, ...]", value)
-        items = [_plain(item, f"{where}[{i}]") for i, item in enumerate(sequence)]
-        return kind(items)
-    if kind in (dict, OrderedDict):
-        out = {}
-        for key, item in cast("dict[object, object]", value).items():
-            if type(key) not in (str, int):
-                raise TypeError(
-                    f"{where} has a key of type {type(key).__name__} ({key!r}); "
-                    "a safe load reads only str and int keys"
-                )
-            out[key] = _plain(item, f"{where}[{key!r}]")
-        return out
-    hint = ""
-    if isinstance(value, enum.Enum):
-        hint = f" (store its value, {where}.value, instead)"
-    elif isinstance(value, tuple | list | dict | str | int | float):
-        hint = f" (convert it to a plain {kind.__mro__[-2].__name__} first)"
-    raise TypeError(
-        f"{where} is a {kind.__module__}.{kind.__qualname__}, which a safe load "
-        f"(weights_only=True) cannot read back{hint}; store plain numbers, "
-        "strings, tensors, and lists or dicts of them"
-    )
 
 
 def _check_materialized(model: nn.Module, what: str) -> None:
@@ -149,28 +107,99 @@ def _class_name(obj: object) -> str:
     return f"{kind.__module__}.{kind.__qualname__}"
 
 
+def _rng_states() -> dict[str, Any]:
+    """The states of torch's random number generators: the CPU's, each accelerator's."""
+    states: dict[str, Any] = {"cpu": torch.get_rng_state()}
+    accelerator = current_accelerator()
+    if accelerator is not None:
+        module = torch.get_device_module(accelerator)
+        states[accelerator.type] = [
+            module.get_rng_state(i) for i in range(module.device_count())
+        ]
+    return states
+
+
+def _check_rng_states(states: object, where: str) -> None:
+    """Refuse RNG states that torch would not take, before anything is loaded."""
+    cpu = states.get("cpu") if isinstance(states, dict) else None
+    own = torch.get_rng_state()
+    if not (
+        isinstance(cpu, Tensor) and cpu.dtype == own.dtype and cpu.shape == own.shape
+    ):
+        raise CheckpointError(
+            f"{where} is damaged: its random number generator state is not the "
+            f"{own.dtype} tensor of shape {tuple(own.shape)} torch uses. Nothing "
+            "was loaded"
+        )
+    assert isinstance(states, dict)
+    for device, saved in states.items():
+        if device != "cpu" and not (
+            isinstance(saved, list)
+            and all(isinstance(t, Tensor) and t.dtype == torch.uint8 for t in saved)
+        ):
+            raise CheckpointError(
+                f"{where} is damaged: its {device!s:.20} generator states are not "
+                "byte tensors. Nothing was loaded"
+            )
+
+
+def _set_rng_states(states: dict[str, Any], where: Path) -> None:
+    """Restore the generators ``states`` holds; warn for devices this machine lacks."""
+    torch.set_rng_state(states["cpu"].cpu())
+    accelerator = current_accelerator()
+    for device, saved in states.items():
+        if device == "cpu":
+            continue
+        module = None
+        if accelerator is not None and accelerator.type == device:
+            module = torch.get_device_module(accelerator)
+        here = 0 if module is None else module.device_count()
+        if module is None or here != len(saved):
+            warnings.warn(
+                f"{where.name} holds the random number generator states of "
+                f"{len(saved)} {device!s:.20} devices and this machine has {here}: "
+                "those were not restored (the CPU's was), so random draws on the "
+                "devices will differ from the saved run's",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            continue
+        for index, state in enumerate(saved):
+            module.set_rng_state(state.cpu(), index)
+
+
 def _payload(
     model: nn.Module,
     optimizer: torch.optim.Optimizer | None,
     step: int,
     extra: dict[str, Any],
-) -> dict[str, Any]:
-    """The dict a checkpoint file holds; checks everything it contains."""
+    rng: bool = False,
+) -> Encoded:
+    """The checkpoint to write, encoded; checks everything it contains."""
     step = check_step(step)
-    extra = cast("dict[str, Any]", _plain(extra, "extra"))  # _plain keeps a dict
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"save takes an nn.Module as model, got {type(model).__name__}")
+    if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(
+            "save takes a torch.optim.Optimizer or None as optimizer, got "
+            f"{type(optimizer).__name__}"
+        )
+    if not isinstance(rng, bool):
+        raise TypeError(f"rng must be True or False, got {type(rng).__name__}")
     _check_materialized(model, "save")
     import dlcomp
 
-    return {
-        "format": FORMAT,
-        "version": VERSION,
-        "dlcomp": dlcomp.__version__,
-        "step": step,
-        "model": model.state_dict(),
-        "optimizer": None if optimizer is None else optimizer.state_dict(),
-        "optimizer_class": None if optimizer is None else _class_name(optimizer),
-        "extra": extra,
-    }
+    state = model.state_dict()
+    return encode_checkpoint(
+        step=step,
+        model=state,
+        model_metadata=getattr(state, "_metadata", None),
+        optimizer=None if optimizer is None else optimizer.state_dict(),
+        optimizer_class=None if optimizer is None else _class_name(optimizer),
+        extra=extra,
+        rng=_rng_states() if rng else None,
+        version=dlcomp.__version__,
+    )
 
 
 def save_checkpoint(
@@ -179,22 +208,29 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer | None = None,
     *,
     step: int,
+    rng: bool = False,
     **extra: Any,
 ) -> Path:
     """Save model, optimizer and training state to ``path``, atomically.
 
-    The file holds a dict with the model's ``state_dict``, the optimizer's
-    (or ``None``) and its class, ``step``, and ``extra`` (plain values:
-    numbers, strings, tensors, lists and dicts of them, e.g. a loss history;
-    NumPy scalars are stored as Python numbers). It is written to a
-    temporary file, fsynced and renamed: a crash at any instant leaves
-    either the previous file or the complete new one.
+    The file (format version 3) holds the model's ``state_dict``, the
+    optimizer's (or none) and its class, ``step``, ``extra`` (plain values:
+    numbers, strings, tensors, and lists, tuples and dicts of them, e.g. a
+    loss history; NumPy scalars are stored as Python numbers) and, with
+    ``rng=True``, the states of torch's random number generators. It is a
+    safetensors file: the tensors' bytes, and everything else as JSON, with a
+    SHA-256 of every tensor; nothing in it is pickled. It is written to a
+    temporary file, fsynced and renamed: a crash at any instant leaves either
+    the previous file or the complete new one.
 
     Args:
         path: where to write (the directory must exist).
         model: whose ``state_dict()`` to save.
         optimizer: whose ``state_dict()`` to save, if any.
         step: the training step the state belongs to (an int >= 0).
+        rng: also save the states of the CPU's and every accelerator's random
+            number generators (restored by :func:`load_checkpoint`): needed to
+            resume bitwise when training draws random numbers (dropout).
         **extra: more values to store and get back from :func:`load_checkpoint`.
 
     Returns:
@@ -203,10 +239,11 @@ def save_checkpoint(
     Raises:
         OSError: when the write fails (disk full, file too large, ...); the
             previous file is unchanged and no temporary file is left.
-        TypeError: ``step`` is not an int, or a value in ``extra`` is of a
-            type a safe load could not read back (checked before writing).
+        TypeError: ``model`` or ``optimizer`` is of the wrong type, ``step``
+            is not an int, or a value is of a type a checkpoint does not
+            store (a tensor subclass, an object; checked before writing).
         ValueError: ``step`` is negative, or ``model`` has lazy parameters
-            that are not initialized yet.
+            that are not initialized yet, or tensors on the meta device.
 
     Examples:
         >>> import tempfile, pathlib
@@ -218,109 +255,13 @@ def save_checkpoint(
         >>> info.step, info.extra
         (10, {'loss': 0.25})
     """
-    payload = _payload(model, optimizer, step, extra)
+    payload = _payload(model, optimizer, step, extra, rng)
     path = Path(path)
-    atomic_write(path, lambda f: torch.save(payload, f))
+    atomic_write(path, lambda f: write(f, payload))
     return path
 
 
 # --- reading: safe, checked, all or nothing -------------------------------------------
-
-
-# torch.save's legacy (pre-1.6, not zip) format starts with its pickled magic number.
-_LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
-
-
-def _would_run_code(path: Path, what: str) -> CheckpointError:
-    return CheckpointError(
-        f"{path} was not loaded: it holds {what}, which would run code when "
-        "unpickled, and checkpoints are loaded with weights_only=True. Only if "
-        "you trust where the file came from: torch.load(path, "
-        "weights_only=False), or allow that one name with "
-        "torch.serialization.safe_globals([...])"
-    )
-
-
-def _device_error(path: Path, message: str, map_location: Any) -> CheckpointError:
-    found = re.search(r"on a (\w+) device", message)
-    device = found.group(1) if found else "an accelerator"
-    if map_location is not None:
-        where = (
-            f"map_location={map_location!r} asks for a {device} device, and "
-            "this machine has none"
-        )
-    else:
-        where = (
-            f"it holds tensors saved on a {device} device, and this machine has none"
-        )
-    return CheckpointError(
-        f"{path} was not loaded: {where}. Load it onto the CPU with "
-        "map_location='cpu' (or onto the device you have, e.g. "
-        "map_location=dlcomp.try_gpu())"
-    )
-
-
-def _check_map_location(map_location: Any) -> None:
-    """A device name that does not parse is the caller's mistake, not the file's."""
-    if isinstance(map_location, str):
-        try:
-            torch.device(map_location)
-        except RuntimeError:
-            raise ValueError(
-                f"map_location={map_location!r} is not a device: use e.g. 'cpu', "
-                "'cuda', 'cuda:0', a torch.device, or None"
-            ) from None
-
-
-def _safe_load(path: Path, map_location: Any) -> Any:
-    """``torch.load(weights_only=True)``, with its failures as CheckpointError."""
-    _check_map_location(map_location)
-    if not path.exists():
-        raise FileNotFoundError(2, f"no checkpoint at {path}", str(path))
-    if not is_regular_file(path):
-        raise CheckpointError(
-            f"{path} is not a regular file (a directory, FIFO or device): "
-            "not a checkpoint"
-        )
-    try:
-        with open(path, "rb") as f:
-            head = f.read(len(_LEGACY_MAGIC))
-    except PermissionError as error:
-        raise CheckpointError(
-            f"{path} cannot be read (permission denied): not loaded"
-        ) from error
-    if head.startswith(b"\x80") and not head.startswith(_LEGACY_MAGIC):
-        raise _would_run_code(path, "a raw pickle (not a torch.save file)")
-    check_torch_file(path)  # before torch.load allocates or inflates anything
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except FileNotFoundError:
-        raise
-    except pickle.UnpicklingError as error:
-        message = str(error)
-        found = re.search(r"GLOBAL (\S+) whose module \S+ is blocked", message)
-        found = found or re.search(r"Unsupported global: GLOBAL (\S+)", message)
-        if found:
-            what = f"a Python object ({found.group(1)})"
-            raise _would_run_code(path, what) from error
-        raise _damaged(path, error) from error
-    except RuntimeError as error:
-        if "deserialize object on a" in str(error) or "is_available() is False" in (
-            str(error)
-        ):
-            raise _device_error(path, str(error), map_location) from error
-        raise _damaged(path, error) from error
-    except Exception as error:  # whatever a damaged file makes torch's reader raise
-        raise _damaged(path, error) from error
-
-
-def _damaged(path: Path, error: BaseException) -> CheckpointError:
-    size = path.stat().st_size if path.exists() else 0
-    reason = str(error).split(". ")[0] or type(error).__name__
-    return CheckpointError(
-        f"{path} is not a readable checkpoint ({size} bytes): it is not a file "
-        f"written by torch.save, or it is truncated or corrupted ({reason})"
-    )
 
 
 @dataclass(frozen=True)
@@ -341,6 +282,8 @@ class Checkpoint:
     """The values given to :func:`save_checkpoint` besides the states."""
     version: int = VERSION
     """The file's format version."""
+    rng: dict[str, Any] | None = None
+    """The random number generators' states (``save_checkpoint(..., rng=True)``)."""
 
     @property
     def info(self) -> CheckpointInfo:
@@ -348,40 +291,34 @@ class Checkpoint:
         return CheckpointInfo(path=self.path, step=self.step, extra=self.extra)
 
 
-def _not_a_checkpoint(path: Path, data: object) -> CheckpointError:
-    found = (
-        f"a dict with keys {names([str(k) for k in data])}"
-        if isinstance(data, dict)
-        else f"a {type(data).__name__}"
-    )
-    return CheckpointError(
-        f"{path} is a PyTorch file but not a dlcomp checkpoint: expected the "
-        f"dict save_checkpoint writes, found {found}. For a bare state_dict "
-        "use model.load_state_dict(torch.load(path, weights_only=True))"
-    )
-
-
 def read_checkpoint(
     path: str | os.PathLike[str], *, map_location: Any = None
 ) -> Checkpoint:
     """Read a checkpoint written by :func:`save_checkpoint`, safely, without loading it.
 
-    The file is read with ``weights_only=True`` (a file that would run code
-    is refused, not executed) and every field is checked: format, version,
-    step, states, extras.
+    A file dlcomp writes (format version 3) holds no pickle: its JSON is
+    parsed by one strict parser, every byte range is checked against the
+    file's size before anything is allocated, and the SHA-256 of the
+    manifest and of every tensor is verified. Files of older versions (1
+    and 2, written with ``torch.save``) are read through the same vetting
+    as :func:`load_checkpoint` gives plain ``torch.save`` files. Every field
+    is then checked: format, version, step, states, extras.
 
     Args:
         path: the checkpoint file.
-        map_location: where to put the tensors (see :func:`torch.load`).
+        map_location: the device to put the tensors on: ``None`` (the
+            CPU), a device name such as ``"cuda:0"``, or a
+            :class:`torch.device`.
 
     Returns:
         Checkpoint: the states, step, extras and optimizer class.
 
     Raises:
         CheckpointError: the file is not a dlcomp checkpoint, is damaged,
-            would run code, needs a device this machine lacks, or was
-            written by a newer dlcomp.
+            would run code, or was written by a newer dlcomp.
         FileNotFoundError: there is no file at ``path``.
+        ValueError: ``map_location`` names no device this machine has.
+        TypeError: ``map_location`` is not a device name or a torch.device.
 
     Examples:
         >>> import tempfile, pathlib
@@ -392,29 +329,17 @@ def read_checkpoint(
         >>> checkpoint = read_checkpoint(path)  # a Checkpoint; nothing is loaded
         >>> checkpoint.step, checkpoint.extra, sorted(checkpoint.model)
         (7, {'note': 'warm-up done'}, ['bias', 'weight'])
-        >>> checkpoint.optimizer_class
-        'torch.optim.sgd.SGD'
+        >>> checkpoint.optimizer_class, checkpoint.version
+        ('torch.optim.sgd.SGD', 3)
     """
     path = Path(path)
-    data = _safe_load(path, map_location)
-    if not (isinstance(data, dict) and data.get("format") == FORMAT):
-        raise _not_a_checkpoint(path, data)
-    version = data.get("version")
-    if type(version) is not int or version < 1:
-        raise CheckpointError(f"{path} has no valid format version ({version!r})")
-    if version not in READS:
-        written_by = data.get("dlcomp")
-        by = f"dlcomp {written_by}" if isinstance(written_by, str) else "a newer dlcomp"
-        raise CheckpointError(
-            f"{path} has checkpoint format version {version}, written by {by}; "
-            f"this dlcomp reads versions {READS[0]} to {READS[-1]}. Install a "
-            f"dlcomp that reads it: pip install 'dlcomp>={written_by or 'newer'}'"
-        )
-    problems = []
-    step, model, optimizer = data.get("step"), data.get("model"), data.get("optimizer")
-    extra, optimizer_class = data.get("extra"), data.get("optimizer_class")
+    fields = read_file(path, map_location)
+    problems = [f"it has no {key!r} entry" for key in fields.get("missing", [])]
+    step, model, optimizer = fields["step"], fields["model"], fields["optimizer"]
+    extra, optimizer_class = fields["extra"], fields["optimizer_class"]
+    rng = fields.get("rng")
     if type(step) is not int or step < 0:
-        problems.append(f"its step is {step!r}, not an int >= 0")
+        problems.append(f"its step is {reprlib.repr(step)}, not an int >= 0")
     if not isinstance(model, dict) or not all(isinstance(k, str) for k in model):
         problems.append(
             "it has no model state_dict" + (" (missing)" if model is None else "")
@@ -425,22 +350,26 @@ def read_checkpoint(
         problems.append("its optimizer class is not a name")
     if type(extra) is not dict or not all(type(k) is str for k in extra):
         problems.append("its extra values are not a dict with str keys")
-    for key in ("step", "model", "optimizer", "extra"):
-        if key not in data:
-            problems.append(f"it has no {key!r} entry")
     if problems:
         raise CheckpointError(
             f"{path} is a damaged dlcomp checkpoint: {'; '.join(problems)}. "
             "Nothing was loaded"
         )
+    if rng is not None:
+        _check_rng_states(rng, str(path))
+    state = OrderedDict(cast("dict[str, Tensor]", model))
+    metadata = fields.get("model_metadata")
+    if isinstance(metadata, dict):
+        state._metadata = metadata  # type: ignore[attr-defined]  # as state_dict()
     return Checkpoint(  # each entry's type was checked above
         path=path,
         step=cast(int, step),
-        model=cast("dict[str, Tensor]", model),
+        model=state,
         optimizer=optimizer,
         optimizer_class=optimizer_class,
         extra=cast("dict[str, Any]", extra),
-        version=version,
+        version=fields["version"],
+        rng=rng,
     )
 
 
@@ -696,6 +625,7 @@ def _load_into(
     checkpoint: Checkpoint,
     model: nn.Module,
     optimizer: torch.optim.Optimizer | None,
+    rng: bool = False,
 ) -> None:
     """Check everything, then copy; roll back if the copy fails."""
     _check_state_dict(model, checkpoint.model)
@@ -709,6 +639,8 @@ def _load_into(
             optimizer.load_state_dict(cast("dict[str, Any]", checkpoint.optimizer))
 
     _copy_in(model, optimizer, load, str(checkpoint.path))
+    if rng and checkpoint.rng is not None:
+        _set_rng_states(checkpoint.rng, checkpoint.path)
 
 
 def load_checkpoint(
@@ -717,31 +649,36 @@ def load_checkpoint(
     optimizer: torch.optim.Optimizer | None = None,
     *,
     map_location: Any = None,
+    rng: bool = True,
 ) -> CheckpointInfo:
     """Load a checkpoint written by :func:`save_checkpoint` into ``model`` (and ``optimizer``).
 
-    The file is read with ``weights_only=True``: a file that would run code
-    is refused, not executed. Every key, shape and type, and the optimizer's
-    class and state, are checked before anything is copied; if the copy
-    still fails (or is interrupted), what was copied is undone. On any error
-    the model and the optimizer are unchanged.
+    The file is read and verified as :func:`read_checkpoint` reads it: no
+    file can run code or make the load allocate more than about its size.
+    Every key, shape and type, and the optimizer's class and state, are
+    checked before anything is copied; if the copy still fails (or is
+    interrupted), what was copied is undone. On any error the model and the
+    optimizer are unchanged.
 
     Args:
         path: the checkpoint file.
-        model: receives the saved parameters and buffers.
+        model: receives the saved parameters and buffers, on whatever device
+            it is.
         optimizer: receives the saved optimizer state, if given; it must be
             of the class that was saved.
-        map_location: where to put the loaded tensors first (see
-            :func:`torch.load`), e.g. ``"cpu"`` for a file saved on a GPU.
+        map_location: the device the tensors are read onto before they are
+            copied into the model (``None``: the CPU).
+        rng: restore the random number generators' states, if the file holds
+            them (``save_checkpoint(..., rng=True)``).
 
     Returns:
         CheckpointInfo: the step and the extras given to :func:`save_checkpoint`.
 
     Raises:
         CheckpointError: the file is not a checkpoint, is damaged, would run
-            code, needs a device this machine lacks, or does not fit
-            ``model``/``optimizer``.
+            code, or does not fit ``model``/``optimizer``.
         FileNotFoundError: there is no file at ``path``.
+        ValueError: ``map_location`` names no device this machine has.
 
     Examples:
         >>> import tempfile, pathlib
@@ -757,7 +694,7 @@ def load_checkpoint(
     """  # noqa: E501
     _check_target(model, optimizer)
     checkpoint = read_checkpoint(path, map_location=map_location)
-    _load_into(checkpoint, model, optimizer)
+    _load_into(checkpoint, model, optimizer, rng)
     return checkpoint.info
 
 
@@ -794,40 +731,6 @@ def _finish_writes() -> None:
         raise errors[0]
 
 
-def _to_host(state: Any, buffers: dict[str, Tensor]) -> Any:
-    """A copy of ``state`` whose tensors are in host memory, apart from the model's.
-
-    The copies go into ``buffers`` (by position in ``state``), reused from one
-    save to the next when shapes and dtypes match: copying into memory that
-    is already mapped is several times faster than into new memory. A tensor
-    that appears under several names (tied parameters) is copied once.
-    """
-    copies: dict[tuple[object, ...], Tensor] = {}
-
-    def copy(value: Any, where: str) -> Any:
-        if isinstance(value, Tensor) and value.device.type == "meta":
-            return value  # no values to copy; saved as it is
-        if isinstance(value, Tensor):
-            key = view_key(value)
-            if key in copies:
-                return copies[key]
-            buffer = buffers.get(where)
-            if buffer is None or (buffer.shape, buffer.dtype) != (
-                value.shape,
-                value.dtype,
-            ):
-                buffer = buffers[where] = torch.empty_like(value, device="cpu")
-            copies[key] = buffer.copy_(value.detach())
-            return buffer
-        if isinstance(value, dict):
-            return {k: copy(v, f"{where}/{k}") for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return type(value)(copy(v, f"{where}/{i}") for i, v in enumerate(value))
-        return value
-
-    return copy(state, "")
-
-
 class CheckpointManager(StepCheckpoints):
     """Keep the last ``keep`` checkpoints of a run in ``directory``; resume from them.
 
@@ -848,10 +751,18 @@ class CheckpointManager(StepCheckpoints):
     there: it is never lost silently. Training goes on while the file is
     written; the cost is one copy of the state in memory.
 
+    Each checkpoint also holds the states of torch's random number generators
+    (the CPU's and every accelerator's), and :meth:`restore` sets them back,
+    so a run that draws random numbers (dropout, random augmentation)
+    resumes with the draws it would have made: bitwise the same run. Pass
+    ``rng=False`` to leave the generators alone.
+
     Args:
         directory: where the checkpoints go (created if needed).
         keep: how many of the newest checkpoints to keep, an int >= 1.
         background: write in a worker thread (see above).
+        rng: save the generators' states with every checkpoint, and restore
+            them with it.
 
     Examples:
         >>> import tempfile
@@ -881,14 +792,17 @@ class CheckpointManager(StepCheckpoints):
         keep: int = 3,
         *,
         background: bool = False,
+        rng: bool = True,
     ) -> None:
         super().__init__(directory, keep)
-        if not isinstance(background, bool):
-            raise TypeError(
-                f"background must be True or False, got {type(background).__name__}"
-            )
+        for name, value in (("background", background), ("rng", rng)):
+            if not isinstance(value, bool):
+                raise TypeError(
+                    f"{name} must be True or False, got {type(value).__name__}"
+                )
         self.directory.mkdir(parents=True, exist_ok=True)
         self.background = background
+        self.rng = rng
         self._pending: Future[Path] | None = None
         self._buffers: dict[str, Tensor] = {}  # host copies for background writes
 
@@ -917,19 +831,19 @@ class CheckpointManager(StepCheckpoints):
             OSError: the write failed; the directory is as it was.
         """
         self.wait()  # the previous background write: done, or its error raised
-        payload = _payload(model, optimizer, step, extra)
+        payload = _payload(model, optimizer, step, extra, self.rng)
         path = self.path_for(step)
         if not self.background:
             self._write(path, payload)
             return path
         # Training may change the tensors from now on: copy them. (The
         # previous write is done, so its buffers can be reused.)
-        payload = _to_host(payload, self._buffers)
+        payload = payload.to_host(self._buffers)
         self._pending = _writer().submit(self._write, path, payload)
         _UNSEEN.add(self._pending)
         return path
 
-    def _write(self, path: Path, payload: dict[str, Any]) -> Path:
+    def _write(self, path: Path, payload: Encoded) -> Path:
         @contextmanager
         def commit() -> Iterator[None]:  # around the rename, under the lock
             with self.locked():
@@ -937,7 +851,7 @@ class CheckpointManager(StepCheckpoints):
                 self.prune(Path.unlink, just_written=path)
                 self.remove_abandoned_temporaries()
 
-        atomic_write(path, lambda f: torch.save(payload, f), commit=commit)
+        atomic_write(path, lambda f: write(f, payload), commit=commit)
         return path
 
     def wait(self) -> Path | None:
@@ -988,7 +902,7 @@ class CheckpointManager(StepCheckpoints):
         for _, path in reversed(found):
             try:
                 return load_checkpoint(
-                    path, model, optimizer, map_location=map_location
+                    path, model, optimizer, map_location=map_location, rng=self.rng
                 )
             except FileNotFoundError:
                 continue  # removed by another process's cleanup since listed
@@ -1180,18 +1094,18 @@ def save_safetensors(path: str | os.PathLike[str], model: nn.Module) -> Path:
         >>> torch.equal(clone[4].weight, net[2].weight), clone[2].weight is clone[4].weight
         (True, True)
     """  # noqa: E501
-    from safetensors.torch import save
-
     _check_materialized(model, "save")
     aliases = _tied_aliases(model)
     tensors = {
-        name: tensor.detach().contiguous().cpu()
+        name: tensor.detach().contiguous()
         for name, tensor in model.state_dict().items()
         if name not in aliases
     }
-    data = save(tensors, metadata={"format": FORMAT, "tied": json.dumps(aliases)})
+    for name, tensor in tensors.items():
+        check_storable(tensor, name)
+    metadata = {"format": FORMAT, "tied": json.dumps(aliases)}
     path = Path(path)
-    atomic_write(path, lambda f: f.write(data))
+    atomic_write(path, lambda f: write_safetensors(f, tensors, metadata))
     return path
 
 

