@@ -74,6 +74,22 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session
+def fuzz(session: nox.Session) -> None:
+    """Fuzz the checkpoint loaders: `nox -s fuzz -- --minutes 30` (default 10).
+
+    Damaged and forged checkpoint files, each refused with CheckpointError
+    or loaded exactly; never a hang, never more memory than about the file's
+    size. A falsifying file is kept in build/fuzz.
+    """
+    install(session, "test")
+    out = ROOT / "build" / "fuzz"
+    out.mkdir(parents=True, exist_ok=True)
+    args = session.posargs or ["--minutes", "10"]
+    session.run("python", str(ROOT / "tests" / "fuzz" / "fuzz_checkpoints.py"),
+                *args, "--out", str(out))  # fmt: skip
+
+
+@nox.session
 def typecheck(session: nox.Session) -> None:
     """Type-check dlcomp with mypy --strict ([tool.mypy]): it ships py.typed."""
     install(session, "typecheck")
