@@ -51,6 +51,7 @@ from dlcomp._checkpoint import (
     os_error_in,
     write_failed,
 )
+from dlcomp._checks import check_module, check_optimizer
 
 __all__ = [
     "DistributedCheckpointManager",
@@ -309,6 +310,8 @@ class DistributedCheckpointManager(StepCheckpoints):
                 nothing was committed, the previous checkpoints are intact.
         """
         step = check_step(step)  # a Python int, even from np.int64(5)
+        check_module(model, "model", who="DistributedCheckpointManager.save")
+        check_optimizer(optimizer, who="DistributedCheckpointManager.save")
         final = self.path_for(step)
         manifest = {
             "step": step,
@@ -391,6 +394,8 @@ class DistributedCheckpointManager(StepCheckpoints):
             RuntimeError: the model is sharded or replicated but no process
                 group is initialized.
         """
+        check_module(model, "model", who="DistributedCheckpointManager.restore")
+        check_optimizer(optimizer, who="DistributedCheckpointManager.restore")
         _check_group(model, "restore")
         found = self.checkpoints()
         failures = []

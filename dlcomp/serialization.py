@@ -54,7 +54,7 @@ from dlcomp._checkpoint import (
     is_regular_file,
     names,
 )
-from dlcomp._checks import check_int
+from dlcomp._checks import check_int, check_module, check_optimizer
 from dlcomp._identity import view_key
 from dlcomp._torchfile import check_torch_file
 from dlcomp.models import mlp
@@ -144,6 +144,12 @@ def _check_materialized(model: nn.Module, what: str) -> None:
         )
 
 
+def _check_source(model: object, optimizer: object, *, who: str) -> None:
+    """The model and optimizer a save reads: a TypeError for another type."""
+    check_module(model, "model", who=who)
+    check_optimizer(optimizer, who=who)
+
+
 def _class_name(obj: object) -> str:
     kind = type(obj)
     return f"{kind.__module__}.{kind.__qualname__}"
@@ -218,6 +224,7 @@ def save_checkpoint(
         >>> info.step, info.extra
         (10, {'loss': 0.25})
     """
+    _check_source(model, optimizer, who="save_checkpoint")
     payload = _payload(model, optimizer, step, extra)
     path = Path(path)
     atomic_write(path, lambda f: torch.save(payload, f))
@@ -634,17 +641,12 @@ def _check_target(
     model: object, optimizer: object = None, *, who: str = "load_checkpoint"
 ) -> None:
     """The model and optimizer a load copies into: right types, real values."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"{who} loads into an nn.Module, got {type(model).__name__}")
-    if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
-        raise TypeError(
-            f"{who} takes a torch.optim.Optimizer or None as optimizer, got "
-            f"{type(optimizer).__name__}"
-        )
+    module = check_module(model, "model", who=who)
+    check_optimizer(optimizer, who=who)
     on_meta = [
         name
         for name, value in itertools.chain(
-            model.named_parameters(), model.named_buffers()
+            module.named_parameters(), module.named_buffers()
         )
         if value.device.type == "meta"
     ]
@@ -654,7 +656,7 @@ def _check_target(
             "have no memory to load into. Give them memory first "
             "(model.to_empty(device='cpu')), then load"
         )
-    if optimizer is not None and _lazy(model):
+    if optimizer is not None and _lazy(module):
         raise ValueError(
             "the model has uninitialized (lazy) parameters, and an optimizer "
             "built before they were initialized does not hold them. Run the "
@@ -917,6 +919,7 @@ class CheckpointManager(StepCheckpoints):
             OSError: the write failed; the directory is as it was.
         """
         self.wait()  # the previous background write: done, or its error raised
+        _check_source(model, optimizer, who="CheckpointManager.save")
         payload = _payload(model, optimizer, step, extra)
         path = self.path_for(step)
         if not self.background:
@@ -1182,6 +1185,7 @@ def save_safetensors(path: str | os.PathLike[str], model: nn.Module) -> Path:
     """  # noqa: E501
     from safetensors.torch import save
 
+    check_module(model, "model", who="save_safetensors")
     _check_materialized(model, "save")
     aliases = _tied_aliases(model)
     tensors = {

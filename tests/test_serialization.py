@@ -970,9 +970,9 @@ def test_a_module_with_extra_state_saves_and_loads(tmp_path):
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        (lambda p: load_checkpoint(p, "x"), "loads into an nn.Module, got str"),
+        (lambda p: load_checkpoint(p, "x"), "model must be an nn.Module, got str"),
         (lambda p: load_checkpoint(p, MLP(), "x"), "Optimizer or None"),
-        (lambda p: load_matching("x", {}), "loads into an nn.Module"),
+        (lambda p: load_matching("x", {}), "load_matching: model must be an nn"),
         (lambda p: load_matching(MLP(), [1, 2]), "takes a state dict"),
         (lambda p: load_matching(MLP(), {0: torch.ones(1)}, "0"), "takes a state dict"),
     ],
