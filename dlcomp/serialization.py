@@ -355,6 +355,19 @@ class Checkpoint:
         return CheckpointInfo(path=self.path, step=self.step, extra=self.extra)
 
 
+def _is_version(text: object) -> bool:
+    """Whether ``text`` is a plain version number (``1.2.0``, ``2.0rc1``).
+
+    A file's fields are quoted in a message only when they cannot be taken
+    for anything else (a shell command to paste, say).
+    """
+    return (
+        isinstance(text, str)
+        and len(text) <= 32
+        and bool(re.fullmatch(r"\d+(\.\d+){0,3}([a-z]+\d+)?", text, flags=re.ASCII))
+    )
+
+
 def _not_a_checkpoint(path: Path, data: object) -> CheckpointError:
     found = (
         f"a dict with keys {names([str(k) for k in data])}"
@@ -410,12 +423,12 @@ def read_checkpoint(
     if type(version) is not int or version < 1:
         raise CheckpointError(f"{path} has no valid format version ({version!r})")
     if version not in READS:
-        written_by = data.get("dlcomp")
-        by = f"dlcomp {written_by}" if isinstance(written_by, str) else "a newer dlcomp"
+        written_by = data.get("dlcomp")  # shown only if a plain version, never run
+        by = f"dlcomp {written_by}" if _is_version(written_by) else "a newer dlcomp"
         raise CheckpointError(
             f"{path} has checkpoint format version {version}, written by {by}; "
-            f"this dlcomp reads versions {READS[0]} to {READS[-1]}. Install a "
-            f"dlcomp that reads it: pip install 'dlcomp>={written_by or 'newer'}'"
+            f"this dlcomp reads versions {READS[0]} to {READS[-1]}. Upgrade "
+            "dlcomp to read it: pip install --upgrade dlcomp"
         )
     problems = []
     step, model, optimizer = data.get("step"), data.get("model"), data.get("optimizer")
@@ -1036,6 +1049,25 @@ def _selected(name: str, prefixes: tuple[str, ...] | None) -> bool:
     )
 
 
+# A dotted name (``0``, ``encoder.layer1``), and a trailing dot: a name's first
+# components, as state_dict keys spell them.
+_PREFIX = re.compile(r"\w+(\.\w+)*\.?")
+
+
+def _check_prefixes(prefixes: tuple[str, ...]) -> None:
+    """Refuse what would select nothing or everything by accident."""
+    allowed = (
+        "prefixes must be None (all shared names) or one or more dotted names "
+        "such as '0', '0.' or 'encoder.layer1' (letters, digits and underscores "
+        "between dots, no spaces)"
+    )
+    if not prefixes:
+        raise ValueError(f"load_matching: {allowed}, got an empty sequence")
+    for prefix in prefixes:
+        if not _PREFIX.fullmatch(prefix):
+            raise ValueError(f"load_matching: {allowed}, got {prefix!r}")
+
+
 def load_matching(
     model: nn.Module,
     state_dict: Mapping[str, Tensor],
@@ -1062,6 +1094,8 @@ def load_matching(
         MatchReport: the names loaded, not used, and left in the model.
 
     Raises:
+        ValueError: ``prefixes`` is empty, or one is not a dotted name
+            (``""``, ``" 0"``, ``"0,"``).
         CheckpointError: a selected entry's shape differs from the model's,
             a prefix selects names the model lacks, no name of the state
             dict is the model's (where ``load_state_dict(strict=False)``
@@ -1091,6 +1125,8 @@ def load_matching(
         prefixes = tuple(prefixes)
         if not all(isinstance(p, str) for p in prefixes):
             raise TypeError(f"prefixes must be strings, got {prefixes!r}")
+    if prefixes is not None:
+        _check_prefixes(prefixes)
     own = model.state_dict()
     selected = [k for k in state_dict if k in own and _selected(k, prefixes)]
     if prefixes is not None:

