@@ -1254,6 +1254,24 @@ def _aliases(path: Path, metadata: Mapping[str, str]) -> dict[str, str]:
     return aliases
 
 
+def _fill_tied(model: nn.Module, state: dict[str, Tensor]) -> None:
+    """Fill each missing name that ``model`` ties to a name ``state`` has.
+
+    Other writers store a tie once under a name of their choosing
+    (``safetensors.torch.save_model`` keeps one and drops the others): a name
+    the file lacks is filled only when, in the model, it is the very tensor
+    of a name the file has. A name tied to nothing stays missing.
+    """
+    tied: dict[str, list[str]] = {}
+    for alias, first in _tied_aliases(model).items():
+        tied.setdefault(first, [first]).append(alias)
+    for group in tied.values():
+        stored = next((name for name in group if name in state), None)
+        if stored is not None:
+            for name in group:
+                state.setdefault(name, state[stored])
+
+
 def load_safetensors(
     path: str | os.PathLike[str],
     model: nn.Module,
@@ -1262,8 +1280,10 @@ def load_safetensors(
 ) -> None:
     """Load weights written by :func:`save_safetensors` (or any ``.safetensors`` file).
 
-    Tied names are filled from the tensor they alias. Keys and shapes are
-    checked before anything is copied.
+    Tied names are filled from the tensor they alias: as the file's metadata
+    records them, or, for a file that stores a tie under one name only (as
+    ``safetensors.torch.save_model`` writes it), as ``model`` ties them. Keys
+    and shapes are checked before anything is copied.
 
     Args:
         path: the ``.safetensors`` file.
@@ -1313,6 +1333,7 @@ def load_safetensors(
     for name, target in _aliases(path, metadata).items():
         if target in state:
             state[name] = state[target]
+    _fill_tied(model, state)
     _check_state_dict(model, state, what="file")
     _copy_in(model, None, lambda target: target.load_state_dict(state), str(path))
 

@@ -450,6 +450,63 @@ def test_safetensors_of_another_architecture(tmp_path):
     assert same(snapshot(target), before)
 
 
+def untied_mlp():
+    """tied_mlp's layers, positions 2 and 4 two separate Linear(8, 8)."""
+    return nn.Sequential(
+        nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8),
+        nn.ReLU(), nn.Linear(8, 1),
+    )  # fmt: skip
+
+
+def test_safetensors_own_save_model_file_of_a_tied_model_loads(tmp_path):
+    from safetensors.torch import save_model
+
+    net = tied_mlp()
+    save_model(net, str(tmp_path / "t.safetensors"))  # stores 2.*, drops 4.*
+    clone = tied_mlp()
+    load_safetensors(tmp_path / "t.safetensors", clone)
+    assert same(snapshot(clone), snapshot(net))
+    assert clone[2].weight is clone[4].weight
+    X = torch.rand(3, 4)
+    assert torch.equal(clone(X), net(X))
+
+
+def test_a_tie_stored_under_its_later_name_loads(tmp_path):
+    from safetensors.torch import save_file
+
+    net = tied_mlp()
+    kept = {k: v.clone() for k, v in net.state_dict().items() if k[0] != "2"}
+    save_file(kept, tmp_path / "t.safetensors")  # 4.* only, no metadata
+    clone = tied_mlp()
+    load_safetensors(tmp_path / "t.safetensors", clone)
+    assert same(snapshot(clone), snapshot(net))
+
+
+def test_a_name_missing_from_the_file_and_tied_to_nothing_is_refused(tmp_path):
+    from safetensors.torch import save_model
+
+    save_model(tied_mlp(), str(tmp_path / "t.safetensors"))  # no 4.*
+    target = untied_mlp()  # 4.* is a tensor of its own here: nothing to fill it
+    before = snapshot(target)
+    with pytest.raises(CheckpointError, match=r"missing keys: 4\.weight, 4\.bias\."):
+        load_safetensors(tmp_path / "t.safetensors", target)
+    assert same(snapshot(target), before)
+
+
+def test_a_tied_model_missing_an_untied_name_is_refused(tmp_path):
+    from safetensors.torch import load_file, save_file, save_model
+
+    save_model(tied_mlp(), str(tmp_path / "t.safetensors"))
+    state = load_file(tmp_path / "t.safetensors")
+    del state["6.weight"]
+    save_file(state, tmp_path / "t.safetensors")
+    target = tied_mlp()
+    before = snapshot(target)
+    with pytest.raises(CheckpointError, match=r"missing keys: 6\.weight\."):
+        load_safetensors(tmp_path / "t.safetensors", target)
+    assert same(snapshot(target), before)
+
+
 def test_safetensors_file_contains_no_pickle(tmp_path):
     save_safetensors(tmp_path / "m.safetensors", MLP())
     with pytest.raises(pickle.UnpicklingError):
