@@ -44,6 +44,7 @@ __all__ = [
     "check_fits",
     "check_step",
     "fsync_directory",
+    "interruption_in",
     "is_regular_file",
     "names",
     "os_error_in",
@@ -159,6 +160,23 @@ def os_error_in(error: BaseException | None) -> OSError | None:
     return None
 
 
+def interruption_in(error: BaseException) -> BaseException | None:
+    """The KeyboardInterrupt or SystemExit that DCP wrapped in ``error``, if any.
+
+    DCP catches every ``BaseException`` of every rank and raises one
+    ``CheckpointException`` holding them (``.failures``: rank -> (exception,
+    traceback)). A Ctrl-C inside it must go on as itself, not become a
+    failed write (a ``CheckpointError`` is a ValueError, and ``except
+    ValueError`` would swallow it).
+    """
+    for failure in getattr(error, "failures", {}).values():
+        inner = failure[0] if isinstance(failure, tuple) else failure
+        inner = getattr(inner, "exc", inner)
+        if isinstance(inner, BaseException) and not isinstance(inner, Exception):
+            return inner
+    return None
+
+
 def write_failed(path: Path, cause: OSError) -> OSError:
     """The error a failed write raises: what failed, and that nothing changed."""
     return type(cause)(
@@ -228,7 +246,8 @@ def atomic_write(
     except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        if cause := os_error_in(error):
+        # (A Ctrl-C while torch.save handles a failed write stays a Ctrl-C.)
+        if isinstance(error, Exception) and (cause := os_error_in(error)):
             raise write_failed(path, cause) from error
         raise
     fsync_directory(directory)

@@ -47,6 +47,7 @@ from dlcomp._checkpoint import (
     check_fits,
     check_step,
     fsync_directory,
+    interruption_in,
     names,
     os_error_in,
     write_failed,
@@ -342,6 +343,8 @@ class DistributedCheckpointManager(StepCheckpoints):
                 raise
             if _rank() == 0:
                 shutil.rmtree(staging, ignore_errors=True)
+            if interrupted := interruption_in(error):  # Ctrl-C, sys.exit()
+                raise interrupted from None
             if cause := os_error_in(error):
                 raise write_failed(final, cause) from None
             raise CheckpointError(

@@ -258,6 +258,30 @@ def test_a_write_that_fails_part_way_leaves_the_old_checkpoint(tmp_path, monkeyp
     assert same(snapshot(restored), snapshot(old_model))
 
 
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, SystemExit])
+def test_ctrl_c_while_a_failed_write_is_handled_stays_a_ctrl_c(
+    tmp_path, monkeypatch, stop
+):
+    path = tmp_path / "c.pt"
+    save_checkpoint(path, MLP(), step=1)
+    old_bytes = path.read_bytes()
+
+    def interrupted_while_handling_a_full_disk(obj, f):
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:
+            raise stop from None  # __context__ is still the OSError
+
+    monkeypatch.setattr(
+        serialization.torch, "save", interrupted_while_handling_a_full_disk
+    )
+    with pytest.raises(stop):  # not an OSError saying the write failed
+        save_checkpoint(path, MLP(), step=2)
+    monkeypatch.undo()
+    assert path.read_bytes() == old_bytes
+    assert temporaries(tmp_path) == []
+
+
 def test_a_permission_error_on_rename_leaves_no_temporary(tmp_path, monkeypatch):
     path = tmp_path / "c.pt"
     save_checkpoint(path, MLP(), step=1)
