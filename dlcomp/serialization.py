@@ -791,6 +791,21 @@ def _writer() -> ThreadPoolExecutor:
     return _WRITER[0]
 
 
+def _forget_writes() -> None:
+    """In a forked child: the parent's writes and writer thread are not its own.
+
+    The child has a copy of the parent's pending futures but no thread that
+    will finish them: waiting for them (at exit, or in a manager's next
+    call) would hang. The parent still writes, and reports, its own.
+    """
+    _WRITER.clear()
+    _UNSEEN.clear()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_forget_writes)
+
+
 @atexit.register
 def _finish_writes() -> None:
     """At exit, finish the background writes in flight; a failure is raised here.
@@ -861,7 +876,9 @@ class CheckpointManager(StepCheckpoints):
     next :meth:`save`, :meth:`wait`, :meth:`restore` and the interpreter's
     exit wait for the write in flight, and a write that failed is raised
     there: it is never lost silently. Training goes on while the file is
-    written; the cost is one copy of the state in memory.
+    written; the cost is one copy of the state in memory. A process forked
+    while a write is in flight leaves that write to its parent: the child
+    neither waits for it nor reports it, and its own saves work.
 
     Args:
         directory: where the checkpoints go (created if needed).
@@ -941,8 +958,9 @@ class CheckpointManager(StepCheckpoints):
         # Training may change the tensors from now on: copy them. (The
         # previous write is done, so its buffers can be reused.)
         payload = _to_host(payload, self._buffers)
-        self._pending = _writer().submit(self._write, path, payload)
-        _UNSEEN.add(self._pending)
+        pending = _writer().submit(self._write, path, payload)
+        _UNSEEN.add(pending)  # first: wait() takes a write it lacks for a parent's
+        self._pending = pending
         return path
 
     def _write(self, path: Path, payload: dict[str, Any]) -> Path:
@@ -969,6 +987,9 @@ class CheckpointManager(StepCheckpoints):
         """
         pending = self._pending
         if pending is None:
+            return None
+        if pending not in _UNSEEN:  # a forked child's copy of its parent's write
+            self._pending = None
             return None
         try:
             return pending.result()  # may be interrupted (Ctrl-C): then kept
