@@ -865,7 +865,11 @@ class CheckpointManager(StepCheckpoints):
     deletes older files only after the new one is safely in place, so a
     crash never leaves the directory without a complete checkpoint (once one
     was written). :meth:`restore` loads the newest checkpoint that loads; a
-    damaged newer file is reported with a warning and skipped.
+    damaged newer file is reported with a warning and skipped. Something
+    else named like a checkpoint (a symbolic link, a FIFO, a directory) is
+    skipped with a RuntimeWarning naming it: never followed, read or
+    deleted. An old checkpoint that cannot be deleted after a save is a
+    RuntimeWarning too: the save succeeded.
 
     Several processes may save into one directory: renames and deletions
     are serialized by a lock file (``.dlcomp.lock``), and a process removes
@@ -947,11 +951,14 @@ class CheckpointManager(StepCheckpoints):
             TypeError: as :func:`save_checkpoint`.
             ValueError: as :func:`save_checkpoint`.
             OSError: the write failed; the directory is as it was.
+            FileExistsError: something that is not a checkpoint (a symbolic
+                link, say) has the name of this step's; nothing was written.
         """
         self.wait()  # the previous background write: done, or its error raised
         _check_source(model, optimizer, who="CheckpointManager.save")
         payload = _payload(model, optimizer, step, extra)
         path = self.path_for(step)
+        self.refuse_foreign(path)  # a symbolic link of that name, say
         if not self.background:
             self._write(path, payload)
             return path

@@ -787,7 +787,14 @@ def test_restore_falls_back_past_a_directory_and_a_fifo_named_like_checkpoints(
     signal.alarm(60)  # a FIFO opened for reading would block forever
     try:
         target = MLP()
-        assert manager.restore(target).step == 10
+        with pytest.warns(RuntimeWarning, match="named like a checkpoint") as warned:
+            assert manager.restore(target).step == 10
+        said = " ".join(str(w.message) for w in warned)
+        assert (
+            "step-000000020.pt: it is named like a checkpoint but is a directory"
+            in said
+        )
+        assert "step-000000030.pt: it is named like a checkpoint but is a FIFO" in said
         with pytest.raises(CheckpointError, match="not a regular file"):
             load_checkpoint(tmp_path / "step-000000030.pt", MLP())
         with pytest.raises(CheckpointError, match="not a regular file"):
