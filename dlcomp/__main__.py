@@ -5,34 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 
-
-def _check_out(out: Path) -> str | None:
-    """What makes ``out`` unusable as the output folder, or ``None``; creates it.
-
-    Checked before measuring, so that a bad ``--out`` fails at once, not
-    after minutes of measurements that then cannot be written.
-    """
-    try:
-        existing = next((p for p in (out, *out.parents) if p.exists()), None)
-        if existing is not None and not existing.is_dir():
-            what = "a file, not a folder" if existing.is_file() else "not a folder"
-            where = "" if existing == out else f"cannot create {out}: "
-            return f"{where}{existing} is {what}"
-    except OSError as error:
-        return f"cannot use {out}: {error.strerror or error}"
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        return f"cannot create {out}: {error.strerror or error}"
-    try:
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as error:
-        return f"cannot write in {out}: {error.strerror or error}"
-    return None
+from dlcomp._cli import folder_problem
 
 
 def _no_matplotlib() -> str | None:
@@ -197,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         devices = [str(d) for d in check_devices(args.devices)]
     except ValueError as error:
         bench.error(f"argument --device: {error}")
-    problem = _check_out(args.out)
+    problem = folder_problem(args.out, create=True)  # before minutes of measuring
     if problem is not None:
         bench.error(f"argument --out: {problem}")
 

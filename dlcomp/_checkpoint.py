@@ -10,7 +10,10 @@
 - :class:`StepCheckpoints`: entries named by step (``step-000000120``), the
   newest ``keep`` kept, commits and deletions serialized by a lock file so
   that several processes can save into one directory, and temporary files
-  removed only when they are provably abandoned;
+  removed only when they are provably abandoned. An entry named like a
+  checkpoint that is not what the manager writes (a symbolic link, a FIFO,
+  a directory among files, a file among directories) is skipped with a
+  RuntimeWarning naming it: never followed, read, replaced or deleted;
 - :func:`check_fits`: the comparison of a checkpoint's keys and shapes with
   a model's, and its message.
 
@@ -25,10 +28,12 @@ that finds a listed checkpoint gone (deleted by a writer's cleanup) skips it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import stat
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +49,7 @@ __all__ = [
     "check_fits",
     "check_step",
     "fsync_directory",
+    "interruption_in",
     "is_regular_file",
     "names",
     "os_error_in",
@@ -159,6 +165,23 @@ def os_error_in(error: BaseException | None) -> OSError | None:
     return None
 
 
+def interruption_in(error: BaseException) -> BaseException | None:
+    """The KeyboardInterrupt or SystemExit that DCP wrapped in ``error``, if any.
+
+    DCP catches every ``BaseException`` of every rank and raises one
+    ``CheckpointException`` holding them (``.failures``: rank -> (exception,
+    traceback)). A Ctrl-C inside it must go on as itself, not become a
+    failed write (a ``CheckpointError`` is a ValueError, and ``except
+    ValueError`` would swallow it).
+    """
+    for failure in getattr(error, "failures", {}).values():
+        inner = failure[0] if isinstance(failure, tuple) else failure
+        inner = getattr(inner, "exc", inner)
+        if isinstance(inner, BaseException) and not isinstance(inner, Exception):
+            return inner
+    return None
+
+
 def write_failed(path: Path, cause: OSError) -> OSError:
     """The error a failed write raises: what failed, and that nothing changed."""
     return type(cause)(
@@ -218,6 +241,7 @@ def atomic_write(
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
     fd, tmp = _own_temporary(directory)
+    replaced = False
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -225,10 +249,14 @@ def atomic_write(
             os.fsync(f.fileno())
             with commit() if commit else contextlib.nullcontext():
                 os.replace(tmp, path)
+                replaced = True
     except BaseException as error:
+        if replaced:  # the new file is in place: not "nothing was replaced"
+            raise
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        if cause := os_error_in(error):
+        # (A Ctrl-C while torch.save handles a failed write stays a Ctrl-C.)
+        if isinstance(error, Exception) and (cause := os_error_in(error)):
             raise write_failed(path, cause) from error
         raise
     fsync_directory(directory)
@@ -241,10 +269,12 @@ class StepCheckpoints:
     """Entries of a directory named by step, the newest ``keep`` kept.
 
     Subclasses set ``SUFFIX`` (``".pt"`` for files, ``""`` for directories)
-    and say what a complete entry is (:meth:`_complete`).
+    and ``DIRECTORIES`` (whether a checkpoint is a directory), and say what
+    a complete entry is (:meth:`_complete`).
     """
 
     SUFFIX = ""
+    DIRECTORIES = False
 
     def __init__(self, directory: str | os.PathLike[str], keep: int) -> None:
         self.directory = Path(directory)
@@ -272,8 +302,54 @@ class StepCheckpoints:
             match = self._pattern.fullmatch(path.name.removeprefix(prefix))
             step = int(match.group(1)) if match else -1
             if match and path.name == prefix + self.path_for(step).name:
-                found.append((step, path))  # (not the same step with more zeros)
+                # (not the same step with more zeros)
+                with contextlib.suppress(FileNotFoundError):  # removed meanwhile
+                    if (what := self._foreign(path)) is None:
+                        found.append((step, path))
+                    else:
+                        self._warn_foreign(path, what)
         return found
+
+    def _foreign(self, path: Path) -> str | None:
+        """What ``path`` is if not what this manager writes, else ``None``.
+
+        Judged from ``os.lstat``: a symbolic link is never followed, whatever
+        it points to. Raises FileNotFoundError if ``path`` is gone.
+        """
+        mode = os.lstat(path).st_mode
+        if stat.S_ISDIR(mode) if self.DIRECTORIES else stat.S_ISREG(mode):
+            return None
+        return _kind(mode)
+
+    def _warn_foreign(self, path: Path, what: str) -> None:
+        expected = "directory" if self.DIRECTORIES else "regular file"
+        warnings.warn(
+            f"skipping {path}: it is named like a checkpoint but is {what}, not "
+            f"the {expected} a checkpoint is; dlcomp neither follows, reads nor "
+            "deletes it (move it away to silence this warning)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+    def refuse_foreign(self, path: Path) -> None:
+        """Raise FileExistsError if a save of ``path`` would replace a foreign entry.
+
+        A symbolic link, FIFO or other entry named like the checkpoint to
+        write was not written by dlcomp: a save neither replaces it nor
+        writes through it. Called before anything is written.
+        """
+        try:
+            what = self._foreign(path)
+        except FileNotFoundError:
+            return
+        if what is not None:
+            raise FileExistsError(
+                errno.EEXIST,
+                f"cannot save {path}: {what} of that name is there, not a "
+                "checkpoint, and dlcomp neither replaces nor writes through "
+                "it. Move it away, or save another step. Nothing was written",
+                str(path),
+            )
 
     def checkpoints(self) -> list[tuple[int, Path]]:
         """``(step, path)`` of every complete checkpoint, oldest first."""
@@ -309,8 +385,19 @@ class StepCheckpoints:
         """
         for _, old in self.checkpoints()[: -self.keep]:
             if old != just_written:
-                with contextlib.suppress(FileNotFoundError):
+                try:
                     remove(old)
+                except FileNotFoundError:
+                    pass
+                except OSError as error:  # the save itself succeeded: say so
+                    warnings.warn(
+                        f"could not delete the old checkpoint {old} "
+                        f"({error.strerror or error}); the new one, "
+                        f"{just_written.name}, is saved. The next save tries "
+                        "again",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
 
     def remove_abandoned_temporaries(self) -> None:
         """Remove temporary files left by writers that died (hold :meth:`locked`).
@@ -322,14 +409,42 @@ class StepCheckpoints:
         """
         for pattern in (f"{TEMP_PREFIX}*{TEMP_SUFFIX}", ".step-*.tmp"):  # and 0.1's
             for path in self.directory.glob(pattern):
-                _remove_if_abandoned(path)
+                try:
+                    _remove_if_abandoned(path)
+                except OSError as error:  # after a commit: the save succeeded
+                    warnings.warn(
+                        f"could not remove the temporary file {path} "
+                        f"({error.strerror or error})",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
+
+
+def _kind(mode: int) -> str:
+    """What an ``os.lstat`` mode is, in words (``"a symbolic link"``)."""
+    kinds = [
+        (stat.S_ISLNK, "a symbolic link"),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISREG, "a regular file"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a device"),
+        (stat.S_ISBLK, "a device"),
+    ]
+    return next((what for test, what in kinds if test(mode)), "a special file")
 
 
 def _remove_if_abandoned(path: Path) -> None:
+    # Never through a symbolic link (ELOOP), never blocking on a FIFO.
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, flags)
     except FileNotFoundError:
         return
+    except OSError as error:
+        if error.errno == errno.ELOOP:  # a symbolic link: not our temporary file
+            return
+        raise
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
@@ -384,8 +499,15 @@ def check_fits(
 
 
 def is_regular_file(path: Path) -> bool:
-    """Whether ``path`` is a regular file (not a directory, FIFO or device)."""
+    """Whether ``path`` is a regular file (not a directory, FIFO or device).
+
+    A symbolic link to a regular file is one; a link that loops is not.
+    """
     try:
         return stat.S_ISREG(os.stat(path).st_mode)
     except (FileNotFoundError, NotADirectoryError):
         return False
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return False
+        raise

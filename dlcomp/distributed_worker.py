@@ -41,7 +41,14 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from dlcomp._checks import check_int
-from dlcomp._cli import int_option, number, option, steps_option
+from dlcomp._cli import (
+    folder_problem,
+    int_option,
+    number,
+    option,
+    steps_option,
+    writable_folder,
+)
 from dlcomp.distributed import (
     DistributedCheckpointManager,
     destroy_process_group,
@@ -189,8 +196,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     ``--steps``, checkpointing every ``--save-every`` steps and at the end
     (the extras hold the mean loss over the ranks of every step), then
     leaves the group. A bad argument (``--save-every 0``, a file as ``DIR``,
-    a ``--pid-dir`` that does not exist) is a usage error (exit status 2)
-    that names the option, before the job starts.
+    a ``--pid-dir`` that does not exist, a ``DIR``, ``--state-out`` or
+    ``--pid-dir`` below a file or in a folder this process cannot write in)
+    is a usage error (exit status 2) that names the option, before the job
+    starts.
 
     Args:
         argv: the command-line arguments (default: ``sys.argv[1:]``):
@@ -295,24 +304,29 @@ def _check_seed(seed: object, name: str, *, who: str | None, below: int) -> int:
 
 
 def _check_folder(text: str, name: str) -> str:
-    """The job's folder: not empty, not a file (created if missing)."""
+    """The job's folder: not empty, not a file (created if missing), writable."""
     expected = f"{name} must be a folder (created if missing)"
     if not text:
         raise ValueError(f"{expected}, got an empty path; give e.g. 'runs/ckpt'")
     if os.path.exists(text) and not os.path.isdir(text):
         raise ValueError(f"{expected}, got {text!r}, which is a file")
-    return text
+    return writable_folder(text, name)
 
 
 def _check_file_out(text: str, name: str) -> str:
-    """A file to write at the end: its folder must exist now, it must not be one."""
+    """A file to write at the end: in a folder that exists now and can be written."""
     folder = os.path.dirname(text) or "."
     if not text or os.path.isdir(text):
         raise ValueError(f"{name} must be a file name, got {text!r}, which is a folder")
-    if not os.path.isdir(folder):
+    if not os.path.isdir(folder):  # below a file, say, or just missing
+        why = folder_problem(Path(folder)) or f"create {folder!r} first"
         raise ValueError(
-            f"{name} must be a file in a folder that exists, got {text!r}: "
-            f"create {folder!r} first"
+            f"{name} must be a file in a folder that exists, got {text!r}: {why}"
+        )
+    if problem := folder_problem(Path(folder)):
+        raise ValueError(
+            f"{name} must be a file in a folder this process can write in, got "
+            f"{text!r}: {problem}"
         )
     return text
 
@@ -320,7 +334,7 @@ def _check_file_out(text: str, name: str) -> str:
 def _check_pid_dir(text: str, name: str) -> str:
     if not text or not os.path.isdir(text):
         raise ValueError(f"{name} must be a folder that exists, got {text!r}")
-    return text
+    return writable_folder(text, name)
 
 
 def _seed_option(text: str, name: str) -> int:

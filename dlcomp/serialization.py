@@ -26,6 +26,7 @@ import copy
 import itertools
 import json
 import os
+import re
 import reprlib
 import warnings
 from collections import OrderedDict
@@ -51,7 +52,7 @@ from dlcomp._checkpoint import (
     is_regular_file,
     names,
 )
-from dlcomp._checks import check_int
+from dlcomp._checks import check_int, check_module, check_optimizer
 from dlcomp._format import (
     FORMAT,
     VERSION,
@@ -100,6 +101,12 @@ def _check_materialized(model: nn.Module, what: str) -> None:
             f"buffers ({names(lazy)}): they have no values yet. Run the model "
             "once on a sample batch (or dlcomp.materialize(model, sample)) first"
         )
+
+
+def _check_source(model: object, optimizer: object, *, who: str) -> None:
+    """The model and optimizer a save reads: a TypeError for another type."""
+    check_module(model, "model", who=who)
+    check_optimizer(optimizer, who=who)
 
 
 def _class_name(obj: object) -> str:
@@ -177,13 +184,6 @@ def _payload(
 ) -> Encoded:
     """The checkpoint to write, encoded; checks everything it contains."""
     step = check_step(step)
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"save takes an nn.Module as model, got {type(model).__name__}")
-    if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
-        raise TypeError(
-            "save takes a torch.optim.Optimizer or None as optimizer, got "
-            f"{type(optimizer).__name__}"
-        )
     if not isinstance(rng, bool):
         raise TypeError(f"rng must be True or False, got {type(rng).__name__}")
     _check_materialized(model, "save")
@@ -255,6 +255,7 @@ def save_checkpoint(
         >>> info.step, info.extra
         (10, {'loss': 0.25})
     """
+    _check_source(model, optimizer, who="save_checkpoint")
     payload = _payload(model, optimizer, step, extra, rng)
     path = Path(path)
     atomic_write(path, lambda f: write(f, payload))
@@ -563,17 +564,12 @@ def _check_target(
     model: object, optimizer: object = None, *, who: str = "load_checkpoint"
 ) -> None:
     """The model and optimizer a load copies into: right types, real values."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"{who} loads into an nn.Module, got {type(model).__name__}")
-    if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
-        raise TypeError(
-            f"{who} takes a torch.optim.Optimizer or None as optimizer, got "
-            f"{type(optimizer).__name__}"
-        )
+    module = check_module(model, "model", who=who)
+    check_optimizer(optimizer, who=who)
     on_meta = [
         name
         for name, value in itertools.chain(
-            model.named_parameters(), model.named_buffers()
+            module.named_parameters(), module.named_buffers()
         )
         if value.device.type == "meta"
     ]
@@ -583,7 +579,7 @@ def _check_target(
             "have no memory to load into. Give them memory first "
             "(model.to_empty(device='cpu')), then load"
         )
-    if optimizer is not None and _lazy(model):
+    if optimizer is not None and _lazy(module):
         raise ValueError(
             "the model has uninitialized (lazy) parameters, and an optimizer "
             "built before they were initialized does not hold them. Run the "
@@ -713,6 +709,21 @@ def _writer() -> ThreadPoolExecutor:
     return _WRITER[0]
 
 
+def _forget_writes() -> None:
+    """In a forked child: the parent's writes and writer thread are not its own.
+
+    The child has a copy of the parent's pending futures but no thread that
+    will finish them: waiting for them (at exit, or in a manager's next
+    call) would hang. The parent still writes, and reports, its own.
+    """
+    _WRITER.clear()
+    _UNSEEN.clear()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_forget_writes)
+
+
 @atexit.register
 def _finish_writes() -> None:
     """At exit, finish the background writes in flight; a failure is raised here.
@@ -738,7 +749,11 @@ class CheckpointManager(StepCheckpoints):
     deletes older files only after the new one is safely in place, so a
     crash never leaves the directory without a complete checkpoint (once one
     was written). :meth:`restore` loads the newest checkpoint that loads; a
-    damaged newer file is reported with a warning and skipped.
+    damaged newer file is reported with a warning and skipped. Something
+    else named like a checkpoint (a symbolic link, a FIFO, a directory) is
+    skipped with a RuntimeWarning naming it: never followed, read or
+    deleted. An old checkpoint that cannot be deleted after a save is a
+    RuntimeWarning too: the save succeeded.
 
     Several processes may save into one directory: renames and deletions
     are serialized by a lock file (``.dlcomp.lock``), and a process removes
@@ -749,7 +764,9 @@ class CheckpointManager(StepCheckpoints):
     next :meth:`save`, :meth:`wait`, :meth:`restore` and the interpreter's
     exit wait for the write in flight, and a write that failed is raised
     there: it is never lost silently. Training goes on while the file is
-    written; the cost is one copy of the state in memory.
+    written; the cost is one copy of the state in memory. A process forked
+    while a write is in flight leaves that write to its parent: the child
+    neither waits for it nor reports it, and its own saves work.
 
     Each checkpoint also holds the states of torch's random number generators
     (the CPU's and every accelerator's), and :meth:`restore` sets them back,
@@ -829,18 +846,23 @@ class CheckpointManager(StepCheckpoints):
             TypeError: as :func:`save_checkpoint`.
             ValueError: as :func:`save_checkpoint`.
             OSError: the write failed; the directory is as it was.
+            FileExistsError: something that is not a checkpoint (a symbolic
+                link, say) has the name of this step's; nothing was written.
         """
         self.wait()  # the previous background write: done, or its error raised
+        _check_source(model, optimizer, who="CheckpointManager.save")
         payload = _payload(model, optimizer, step, extra, self.rng)
         path = self.path_for(step)
+        self.refuse_foreign(path)  # a symbolic link of that name, say
         if not self.background:
             self._write(path, payload)
             return path
         # Training may change the tensors from now on: copy them. (The
         # previous write is done, so its buffers can be reused.)
         payload = payload.to_host(self._buffers)
-        self._pending = _writer().submit(self._write, path, payload)
-        _UNSEEN.add(self._pending)
+        pending = _writer().submit(self._write, path, payload)
+        _UNSEEN.add(pending)  # first: wait() takes a write it lacks for a parent's
+        self._pending = pending
         return path
 
     def _write(self, path: Path, payload: Encoded) -> Path:
@@ -867,6 +889,9 @@ class CheckpointManager(StepCheckpoints):
         """
         pending = self._pending
         if pending is None:
+            return None
+        if pending not in _UNSEEN:  # a forked child's copy of its parent's write
+            self._pending = None
             return None
         try:
             return pending.result()  # may be interrupted (Ctrl-C): then kept
@@ -947,6 +972,25 @@ def _selected(name: str, prefixes: tuple[str, ...] | None) -> bool:
     )
 
 
+# A dotted name (``0``, ``encoder.layer1``), and a trailing dot: a name's first
+# components, as state_dict keys spell them.
+_PREFIX = re.compile(r"\w+(\.\w+)*\.?")
+
+
+def _check_prefixes(prefixes: tuple[str, ...]) -> None:
+    """Refuse what would select nothing or everything by accident."""
+    allowed = (
+        "prefixes must be None (all shared names) or one or more dotted names "
+        "such as '0', '0.' or 'encoder.layer1' (letters, digits and underscores "
+        "between dots, no spaces)"
+    )
+    if not prefixes:
+        raise ValueError(f"load_matching: {allowed}, got an empty sequence")
+    for prefix in prefixes:
+        if not _PREFIX.fullmatch(prefix):
+            raise ValueError(f"load_matching: {allowed}, got {prefix!r}")
+
+
 def load_matching(
     model: nn.Module,
     state_dict: Mapping[str, Tensor],
@@ -973,6 +1017,8 @@ def load_matching(
         MatchReport: the names loaded, not used, and left in the model.
 
     Raises:
+        ValueError: ``prefixes`` is empty, or one is not a dotted name
+            (``""``, ``" 0"``, ``"0,"``).
         CheckpointError: a selected entry's shape differs from the model's,
             a prefix selects names the model lacks, no name of the state
             dict is the model's (where ``load_state_dict(strict=False)``
@@ -1002,6 +1048,8 @@ def load_matching(
         prefixes = tuple(prefixes)
         if not all(isinstance(p, str) for p in prefixes):
             raise TypeError(f"prefixes must be strings, got {prefixes!r}")
+    if prefixes is not None:
+        _check_prefixes(prefixes)
     own = model.state_dict()
     selected = [k for k in state_dict if k in own and _selected(k, prefixes)]
     if prefixes is not None:
@@ -1094,6 +1142,7 @@ def save_safetensors(path: str | os.PathLike[str], model: nn.Module) -> Path:
         >>> torch.equal(clone[4].weight, net[2].weight), clone[2].weight is clone[4].weight
         (True, True)
     """  # noqa: E501
+    check_module(model, "model", who="save_safetensors")
     _check_materialized(model, "save")
     aliases = _tied_aliases(model)
     tensors = {
@@ -1128,6 +1177,24 @@ def _aliases(path: Path, metadata: Mapping[str, str]) -> dict[str, str]:
     return aliases
 
 
+def _fill_tied(model: nn.Module, state: dict[str, Tensor]) -> None:
+    """Fill each missing name that ``model`` ties to a name ``state`` has.
+
+    Other writers store a tie once under a name of their choosing
+    (``safetensors.torch.save_model`` keeps one and drops the others): a name
+    the file lacks is filled only when, in the model, it is the very tensor
+    of a name the file has. A name tied to nothing stays missing.
+    """
+    tied: dict[str, list[str]] = {}
+    for alias, first in _tied_aliases(model).items():
+        tied.setdefault(first, [first]).append(alias)
+    for group in tied.values():
+        stored = next((name for name in group if name in state), None)
+        if stored is not None:
+            for name in group:
+                state.setdefault(name, state[stored])
+
+
 def load_safetensors(
     path: str | os.PathLike[str],
     model: nn.Module,
@@ -1136,8 +1203,10 @@ def load_safetensors(
 ) -> None:
     """Load weights written by :func:`save_safetensors` (or any ``.safetensors`` file).
 
-    Tied names are filled from the tensor they alias. Keys and shapes are
-    checked before anything is copied.
+    Tied names are filled from the tensor they alias: as the file's metadata
+    records them, or, for a file that stores a tie under one name only (as
+    ``safetensors.torch.save_model`` writes it), as ``model`` ties them. Keys
+    and shapes are checked before anything is copied.
 
     Args:
         path: the ``.safetensors`` file.
@@ -1187,6 +1256,7 @@ def load_safetensors(
     for name, target in _aliases(path, metadata).items():
         if target in state:
             state[name] = state[target]
+    _fill_tied(model, state)
     _check_state_dict(model, state, what="file")
     _copy_in(model, None, lambda target: target.load_state_dict(state), str(path))
 

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 import torch
 
 from dlcomp._checks import check_int
-from dlcomp._cli import int_option, number, option, steps_option
+from dlcomp._cli import int_option, number, option, steps_option, writable_folder
 from dlcomp.serialization import TrainingRun, resumable_training
 
 __all__ = ["main", "train"]
@@ -104,8 +104,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     Prints ``ready`` once it has parsed and checked its arguments, then
     trains with :func:`train`. A bad argument (``--steps -1``, a file as
-    ``DIR``) is a usage error (exit status 2) that names the option, before
-    ``ready``.
+    ``DIR``, a ``DIR`` below a file or in a folder this process cannot
+    write in) is a usage error (exit status 2) that names the option,
+    before ``ready``.
 
     Args:
         argv: the command-line arguments (default: ``sys.argv[1:]``):
@@ -125,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         prog="python -m dlcomp.train_worker",
         description="Train (or resume) a small model, checkpointing to DIR.",
     )
-    parser.add_argument("directory", metavar="DIR", type=option(_check_folder, "DIR"))
+    parser.add_argument("directory", metavar="DIR", type=option(_folder_option, "DIR"))
     parser.add_argument("--steps", type=steps_option, default=60)
     parser.add_argument("--save-every", type=int_option("--save-every", 1), default=5)
     parser.add_argument("--seed", type=option(_seed_option, "--seed"), default=0)
@@ -159,6 +160,11 @@ def _check_folder(path: object, name: str, who: str | None = None) -> str:
     if os.path.exists(text) and not os.path.isdir(text):
         raise ValueError(f"{expected}, got {text!r}, which is a file")
     return text
+
+
+def _folder_option(text: str, name: str) -> str:
+    """``DIR``: a folder (created if missing) this process can write in."""
+    return writable_folder(_check_folder(text, name), name)
 
 
 def _check_seed(seed: object, name: str, who: str | None = None) -> int:

@@ -145,3 +145,65 @@ def test_buffers_of_other_dtypes_keep_their_dtype(tmp_path):
         torch.int32,
     ]
     assert torch.equal(state["d"], torch.ones(4).view(torch.int32))
+
+
+FORK_WHILE_WRITING = """
+import os, sys, threading, time
+from torch import nn
+from dlcomp import CheckpointManager, serialization
+
+started = threading.Event()
+real_write = serialization.write
+parent = os.getpid()
+
+def slow_write(f, payload):  # the parent's write stays in flight while it forks
+    if os.getpid() == parent:
+        started.set()
+        time.sleep(3)
+    real_write(f, payload)
+
+serialization.write = slow_write
+manager = CheckpointManager(sys.argv[1], background=True)
+manager.save(1, nn.Linear(4, 4))
+assert started.wait(60)
+pid = os.fork()
+if pid == 0:  # the child: its own saves work, and it exits (atexit handlers run)
+    print("child: started", file=sys.stderr, flush=True)
+    assert manager.wait() is None  # the parent's write is not the child's
+    print("child: did not wait for the parent's write", file=sys.stderr, flush=True)
+    child = CheckpointManager(sys.argv[2], background=True)
+    child.save(2, nn.Linear(4, 4))
+    assert child.wait() is not None
+    print("child: saved its own; exiting", file=sys.stderr, flush=True)
+    sys.exit(0)
+deadline = time.monotonic() + 30
+while time.monotonic() < deadline:
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if done:
+        print("child exit", os.waitstatus_to_exitcode(status), flush=True)
+        break
+    time.sleep(0.05)
+else:
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    print("child hung at exit", flush=True)
+    sys.exit(1)
+assert manager.wait() is not None  # the parent's own write completes
+"""
+
+
+def test_a_forked_child_exits_while_the_parent_writes(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-c", FORK_WHILE_WRITING, tmp_path / "a", tmp_path / "b"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    tail = f"exit {result.returncode}; stdout: {result.stdout!r}; stderr ends:\n"
+    tail += result.stderr[-3000:]
+    assert result.returncode == 0, tail
+    assert "child exit 0" in result.stdout, tail
+    steps = [step for step, _ in CheckpointManager(tmp_path / "a").checkpoints()]
+    assert steps == [1], tail  # the parent's write, made once, by the parent
+    steps = [step for step, _ in CheckpointManager(tmp_path / "b").checkpoints()]
+    assert steps == [2], tail  # the child's own

@@ -3,7 +3,9 @@
 The same mistake gets the same error everywhere: a bool, a float or a string
 is a TypeError, an int out of range a ValueError, and the message names the
 argument, what came (type and value) and what is allowed. NumPy integers are
-accepted.
+accepted. The same for models and optimizers (dlcomp._checks.check_module and
+check_optimizer): a TypeError naming the function and the argument, never an
+AttributeError from deep inside.
 """
 
 import contextlib
@@ -366,3 +368,83 @@ def test_track_norms_checks_what_it_trains(arguments, message):
     error = ValueError if "nan" in message else TypeError
     with pytest.raises(error, match=f"^{re.escape(message)}"):
         track_norms(**given)
+
+
+def _model_calls(tmp_path):
+    """Every public call that takes a model (and an optimizer): label -> call."""
+    return {
+        "save_checkpoint": lambda m, o: save_checkpoint(
+            tmp_path / "c.pt", m, o, step=1
+        ),
+        "CheckpointManager.save": lambda m, o: CheckpointManager(tmp_path).save(
+            1, m, o
+        ),
+        "DistributedCheckpointManager.save": lambda m, o: DistributedCheckpointManager(
+            tmp_path / "dcp"
+        ).save(1, m, o),
+        "DistributedCheckpointManager.restore": lambda m, o: (
+            DistributedCheckpointManager(tmp_path / "dcp").restore(m, o)
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    "who",
+    [
+        "save_checkpoint",
+        "CheckpointManager.save",
+        "DistributedCheckpointManager.save",
+        "DistributedCheckpointManager.restore",
+    ],
+)
+@pytest.mark.parametrize("model", [None, "net.pt", nn.Linear(2, 2).state_dict()])
+def test_a_model_of_another_type_is_a_type_error_naming_it(tmp_path, who, model):
+    call = _model_calls(tmp_path)[who]
+    message = f"{who}: model must be an nn.Module, got {type(model).__name__}"
+    with pytest.raises(TypeError, match=f"^{re.escape(message)}$"):
+        call(model, None)
+    assert not list(tmp_path.glob("**/step-*"))
+
+
+@pytest.mark.parametrize(
+    "who",
+    [
+        "save_checkpoint",
+        "CheckpointManager.save",
+        "DistributedCheckpointManager.save",
+        "DistributedCheckpointManager.restore",
+    ],
+)
+@pytest.mark.parametrize("optimizer", ["sgd", nn.Linear(2, 2)])
+def test_an_optimizer_of_another_type_is_a_type_error_naming_it(
+    tmp_path, who, optimizer
+):
+    call = _model_calls(tmp_path)[who]
+    message = (
+        f"{who}: optimizer must be a torch.optim.Optimizer or None, got "
+        f"{type(optimizer).__name__}"
+    )
+    with pytest.raises(TypeError, match=f"^{re.escape(message)}$"):
+        call(nn.Linear(2, 2), optimizer)
+    assert not list(tmp_path.glob("**/step-*"))
+
+
+@pytest.mark.parametrize("net", [None, [nn.Linear(2, 2)]])
+def test_functions_of_one_model_name_it_when_it_is_not_one(tmp_path, net):
+    from dlcomp import materialize, save_safetensors, uninitialized_parameters
+
+    got = type(net).__name__
+    with pytest.raises(
+        TypeError, match=f"^save_safetensors: model must be an nn.Module, got {got}$"
+    ):
+        save_safetensors(tmp_path / "w.safetensors", net)
+    with pytest.raises(
+        TypeError,
+        match=f"^uninitialized_parameters: net must be an nn.Module, got {got}$",
+    ):
+        uninitialized_parameters(net)
+    with pytest.raises(
+        TypeError, match=f"^materialize: net must be an nn.Module, got {got}$"
+    ):
+        materialize(net, torch.rand(1, 2))
+    assert not list(tmp_path.iterdir())

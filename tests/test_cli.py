@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import dlcomp.__main__
+import dlcomp._cli
 import dlcomp.bench
 from dlcomp import try_all_gpus
 from dlcomp.bench import check_results, load_results
@@ -182,7 +183,7 @@ def test_out_is_not_writable_as_root_too(monkeypatch, capsys, tmp_path):
     def refuse(**kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(dlcomp.__main__.tempfile, "TemporaryFile", refuse)
+    monkeypatch.setattr(dlcomp._cli.tempfile, "TemporaryFile", refuse)
     with pytest.raises(SystemExit) as info:
         dlcomp.__main__.main(["bench", "--device", "cpu", "--out", str(tmp_path)])
     assert info.value.code == 2

@@ -224,3 +224,19 @@ def test_a_bad_option_is_a_usage_error_before_ready(tmp_path):
     )
     assert result.stdout == ""
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("module", ["dlcomp.train_worker", "dlcomp.distributed_worker"])
+def test_a_dir_below_a_file_is_a_usage_error_before_ready(tmp_path, module):
+    """Was: ``ready`` (or the job's start), then a traceback from mkdir."""
+    file = tmp_path / "file"
+    file.write_text("not a folder")
+    command = [sys.executable, "-m", module, str(file / "run"), "--steps", "2"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    tail = f"exit {result.returncode}; stderr ends:\n{result.stderr[-3000:]}"
+    assert result.returncode == 2, tail
+    assert "argument DIR: DIR must be a folder this process can write in" in (
+        result.stderr
+    ), tail
+    assert "Traceback" not in result.stderr, tail
+    assert result.stdout == "", tail  # neither "ready" nor the start event

@@ -135,6 +135,44 @@ def test_a_full_disk_during_a_save_is_an_os_error(tmp_path, monkeypatch):
     assert not list(tmp_path.glob(".staging-*"))
 
 
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, SystemExit])
+def test_ctrl_c_during_a_save_stays_a_keyboard_interrupt(tmp_path, monkeypatch, stop):
+    import torch.distributed.checkpoint.filesystem as fs
+
+    manager = DistributedCheckpointManager(tmp_path)
+    manager.save(1, nn.Linear(4, 2))
+
+    def interrupted(*args, **kwargs):
+        raise stop  # DCP wraps it in a CheckpointException
+
+    monkeypatch.setattr(fs, "_write_item", interrupted)
+    with pytest.raises(stop) as raised:  # not a CheckpointError (a ValueError)
+        manager.save(2, nn.Linear(4, 2))
+    assert type(raised.value) is stop
+    monkeypatch.undo()
+    assert [step for step, _ in manager.checkpoints()] == [1]
+    assert not list(tmp_path.glob(".staging-*"))
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, SystemExit])
+def test_ctrl_c_during_a_restore_stays_a_keyboard_interrupt(
+    two_checkpoints, monkeypatch, stop
+):
+    from dlcomp._safe_dcp import SafeFileSystemReader
+
+    manager, _ = two_checkpoints
+
+    def interrupted(*args, **kwargs):
+        raise stop
+
+    monkeypatch.setattr(SafeFileSystemReader, "read_data", interrupted)
+    target = nn.Linear(4, 2)
+    before = snapshot(target)
+    with pytest.raises(stop):  # not "skipping ...", for the next checkpoint
+        manager.restore(target)
+    assert same(snapshot(target), before)
+
+
 def test_extras_cannot_override_the_manifest(tmp_path):
     manager = DistributedCheckpointManager(tmp_path)
     manager.save(3, nn.Linear(4, 2), world_size=64, path="elsewhere")

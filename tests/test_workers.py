@@ -5,6 +5,8 @@ option, before anything trains; bad arguments of the library functions are a
 TypeError or ValueError that names the function and the argument.
 """
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -61,6 +63,88 @@ def test_a_file_or_an_empty_path_as_dir_is_a_usage_error(module, tmp_path, capsy
     assert f"DIR must be a folder (created if missing), got {str(file)!r}" in out.err
     out = usage_error(module.main, [""], capsys)
     assert "DIR must be a folder (created if missing), got an empty path" in out.err
+
+
+@pytest.mark.parametrize("module", [train_worker, distributed_worker])
+def test_a_dir_below_a_file_is_a_usage_error(module, tmp_path, capsys):
+    """Was: ``ready`` (the job started), then a traceback from mkdir."""
+    file = tmp_path / "file"
+    file.write_text("not a folder")
+    out = usage_error(module.main, [str(file / "run"), "--steps", "2"], capsys)
+    assert out.out == ""  # neither "ready" nor the start event
+    assert (
+        f"argument DIR: DIR must be a folder this process can write in: cannot "
+        f"create {file / 'run'}: {file} is a file, not a folder"
+    ) in out.err
+    assert file.read_text() == "not a folder"
+
+
+def test_distributed_outputs_below_a_file_are_usage_errors(tmp_path, capsys):
+    file = tmp_path / "file"
+    file.write_text("not a folder")
+    run = str(tmp_path / "run")
+    state = file / "state.pt"
+    out = usage_error(distributed_worker.main, [run, "--state-out", str(state)], capsys)
+    assert (
+        f"argument --state-out: --state-out must be a file in a folder that "
+        f"exists, got {str(state)!r}: {file} is a file, not a folder"
+    ) in out.err
+    state = file / "sub" / "state.pt"
+    out = usage_error(distributed_worker.main, [run, "--state-out", str(state)], capsys)
+    assert f"cannot create {file / 'sub'}: {file} is a file, not a folder" in out.err
+    out = usage_error(distributed_worker.main, [run, "--pid-dir", str(file)], capsys)
+    assert "argument --pid-dir: --pid-dir must be a folder that exists" in out.err
+    assert out.out == ""
+    assert not (tmp_path / "run").exists()
+
+
+ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+needs_permissions = pytest.mark.skipif(
+    ROOT, reason="root may write in any folder: a read-only folder proves nothing"
+)
+
+
+@pytest.fixture
+def read_only(tmp_path):
+    """A folder this process cannot write in (for a user other than root)."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o500)
+    yield folder
+    folder.chmod(0o700)
+
+
+@needs_permissions
+@pytest.mark.parametrize("module", [train_worker, distributed_worker])
+@pytest.mark.parametrize("below", [False, True])
+def test_a_dir_that_cannot_be_written_is_a_usage_error(
+    module, below, read_only, capsys
+):
+    folder = read_only / "run" if below else read_only
+    out = usage_error(module.main, [str(folder)], capsys)
+    assert out.out == ""
+    assert "argument DIR: DIR must be a folder this process can write in" in out.err
+    assert f"cannot write in {read_only}: Permission denied" in out.err
+
+
+@needs_permissions
+def test_distributed_outputs_that_cannot_be_written_are_usage_errors(
+    tmp_path, read_only, capsys
+):
+    run, state = str(tmp_path / "run"), str(read_only / "state.pt")
+    out = usage_error(distributed_worker.main, [run, "--state-out", state], capsys)
+    assert (
+        "argument --state-out: --state-out must be a file in a folder this "
+        f"process can write in, got {state!r}: cannot write in {read_only}"
+    ) in out.err
+    out = usage_error(
+        distributed_worker.main, [run, "--pid-dir", str(read_only)], capsys
+    )
+    assert (
+        "argument --pid-dir: --pid-dir must be a folder this process can write "
+        f"in: cannot write in {read_only}"
+    ) in out.err
+    assert not (tmp_path / "run").exists()
 
 
 def test_distributed_output_paths_are_checked_before_training(tmp_path, capsys):
