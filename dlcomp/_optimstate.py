@@ -93,7 +93,7 @@ from torch import Tensor
 
 from dlcomp._checkpoint import CheckpointError, names
 
-__all__ = ["check_optimizer_state"]
+__all__ = ["ADVICE", "check_optimizer_state", "dtype_kind"]
 
 ADVICE = (
     "Build the optimizer as when saving (the same class, parameter groups and "
@@ -138,7 +138,8 @@ def check_optimizer_state(
         optimizer: the optimizer that will load the state (its class, parameter
             groups and settings are what the state is checked against).
         state: a state in the layout of ``optimizer.state_dict()``.
-        where: what the state comes from (a path), to begin messages with.
+        where: where the state comes from (a path, "this checkpoint"), for
+            the messages.
         keys: the ids the state uses for this optimizer's parameters, in the
             order of its groups (the fully qualified names of a DCP state dict);
             ``None`` for parameter numbers, mapped by their place in the
@@ -160,7 +161,7 @@ def check_optimizer_state(
         >>> check_optimizer_state(torch.optim.Adam(net.parameters()), saved, "c.pt")
         Traceback (most recent call last):
         ...
-        dlcomp.CheckpointError: c.pt: the optimizer state does not fit this
+        dlcomp.CheckpointError: the optimizer state in c.pt does not fit this
         optimizer: parameter 0 exp_avg: () in the file, (2, 3) expected. ...
     """
     groups, entries = _structure(optimizer, state, where, keys)
@@ -184,7 +185,7 @@ def check_optimizer_state(
         )
     if problems:
         raise CheckpointError(
-            f"{where}: the optimizer state does not fit this optimizer: "
+            f"the optimizer state in {where} does not fit this optimizer: "
             f"{names(problems)}. {ADVICE}"
         )
 
@@ -207,7 +208,7 @@ def _structure(
 
     def damaged(why: str) -> CheckpointError:
         return CheckpointError(
-            f"{where}: the optimizer state is damaged ({why}). Nothing was loaded"
+            f"the optimizer state in {where} is damaged ({why}). Nothing was loaded"
         )
 
     groups = state.get("param_groups") if isinstance(state, Mapping) else None
@@ -228,7 +229,7 @@ def _structure(
     own_sizes = [len(g["params"]) for g in optimizer.param_groups]
     if sizes != own_sizes:
         raise CheckpointError(
-            f"{where}: the optimizer state does not fit this optimizer: parameter "
+            f"the optimizer state in {where} does not fit this optimizer: parameter "
             f"groups of sizes {sizes} in the file, {own_sizes} here. {ADVICE}"
         )
     ids = [i for g in groups for i in g["params"]]
@@ -245,7 +246,7 @@ def _structure(
             start += len(found)
             if found != own:
                 raise CheckpointError(
-                    f"{where}: the optimizer state does not fit this optimizer: "
+                    f"the optimizer state in {where} does not fit this optimizer: "
                     f"parameter group {n} holds {names([str(k) for k in found])}, "
                     f"this optimizer's {names([str(k) for k in own])}. {ADVICE}"
                 )
@@ -541,7 +542,8 @@ class _ProbeFailed(Exception):
     pass
 
 
-def _dtype_kind(dtype: torch.dtype) -> str:
+def dtype_kind(dtype: torch.dtype) -> str:
+    """What a state tensor's dtype must keep: complex, real floating, integer, bool."""
     if dtype.is_complex:
         return "complex"
     if dtype.is_floating_point:
@@ -642,7 +644,7 @@ def _probe_once(
             real = found if how == "meta" else _real_shape(found, small, shape)
             if real is None:
                 raise _ProbeFailed(f"{name} of shape {found} for a {small} stand-in")
-            values[name] = _Value(real, _dtype_kind(value.dtype), value.layout)
+            values[name] = _Value(real, dtype_kind(value.dtype), value.layout)
         else:
             values[name] = _Value(None, type(value).__name__)
     return _Spec(values, initial, numbers)
@@ -829,7 +831,7 @@ def _value_problem(value: object, want: _Value, number_ok: bool) -> str | None:
             return f"a {type(value).__name__} in the file, a tensor expected"
         if tuple(value.shape) != want.shape:
             return f"{tuple(value.shape)} in the file, {want.shape} expected"
-        if _dtype_kind(value.dtype) != want.kind:
+        if dtype_kind(value.dtype) != want.kind:
             return f"{value.dtype} in the file, a {want.kind} tensor expected"
         if want.layout is not None and value.layout != want.layout:
             return f"{value.layout} in the file, {want.layout} expected"
@@ -903,7 +905,7 @@ def _consistency_problems(
                 else ("0-dim" if value.dim() == 0 else "shaped")
             )
             kind = (
-                _dtype_kind(value.dtype)
+                dtype_kind(value.dtype)
                 if isinstance(value, Tensor)
                 else type(value).__name__
             )
@@ -930,7 +932,7 @@ def _loose_problem(value: object, param: Tensor, own: object) -> str | None:
                 return (
                     f"shape {tuple(value.shape)} in the file, {tuple(own.shape)} here"
                 )
-            if _dtype_kind(own.dtype) != _dtype_kind(value.dtype):
+            if dtype_kind(own.dtype) != dtype_kind(value.dtype):
                 return f"{value.dtype} in the file, {own.dtype} here"
         return None
     if not _plain(value):
@@ -973,7 +975,7 @@ def _lbfgs_problems(
         return (
             isinstance(value, Tensor)
             and tuple(value.shape) == (numel,)
-            and _dtype_kind(value.dtype) == "real floating"
+            and dtype_kind(value.dtype) == "real floating"
             and value.layout == torch.strided
             and value.device.type != "meta"
         )
@@ -982,7 +984,7 @@ def _lbfgs_problems(
         return _is_number(value) or (
             isinstance(value, Tensor)
             and value.dim() == 0
-            and _dtype_kind(value.dtype) in ("real floating", "integer")
+            and dtype_kind(value.dtype) in ("real floating", "integer")
             and value.device.type != "meta"
         )
 
