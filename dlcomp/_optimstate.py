@@ -30,7 +30,8 @@ creates:
   state (it never had a gradient), unless the class creates state with the
   optimizer (Adagrad).
 - **Settings that change the state**: the file's settings, stepped in a
-  probe, must create the same state names and shapes as this optimizer's
+  probe (once per group, number of dimensions and dtype), must create the
+  same state names and shapes as this optimizer's
   (SGD with ``momentum=0`` saved, ``momentum=0.9`` here: the file has no
   buffers and its setting would turn momentum off), and must run at all
   (a setting the class needs and the file lacks is refused).
@@ -734,6 +735,7 @@ def _group_problems(
     """The state of group ``n``'s parameters, against probes with its settings."""
     params = [p for g in optimizer.param_groups for p in g["params"]]
     specs: dict[tuple[tuple[int, ...], torch.dtype], _Spec | None] = {}
+    settings_probed: set[tuple[int, torch.dtype]] = set()
     problems: list[str] = []
     for j in members:
         signature = (tuple(params[j].shape), params[j].dtype)
@@ -744,8 +746,11 @@ def _group_problems(
         except _ProbeFailed:
             spec = None
         specs[signature] = spec
-        if spec is None or not settings_ok:
+        # the file's settings: once per number of dimensions and dtype
+        rank = (len(signature[0]), signature[1])
+        if spec is None or not settings_ok or rank in settings_probed:
             continue
+        settings_probed.add(rank)
         try:
             with_theirs = _probe(optimizer, ours, theirs, *signature)
         except _ProbeFailed as error:
@@ -899,21 +904,25 @@ def _consistency_problems(
             if problem:
                 problems.append(f"{labels[j]} {name}: {problem}")
                 continue
-            rank = (
-                "none"
-                if not isinstance(value, Tensor)
-                else ("0-dim" if value.dim() == 0 else "shaped")
-            )
-            kind = (
-                dtype_kind(value.dtype)
-                if isinstance(value, Tensor)
-                else type(value).__name__
-            )
-            seen = kinds.setdefault(name, (rank, kind, labels[j]))
-            if seen[:2] != (rank, kind):
+            if isinstance(value, Tensor):
+                kind = f"{dtype_kind(value.dtype)} tensor"
+                # a 0-dim parameter's state is both parameter-shaped and 0-dim
+                rank = (
+                    ""
+                    if param.dim() == 0
+                    else "0-dim "
+                    if value.dim() == 0
+                    else ("parameter-shaped ")
+                )
+            else:
+                kind, rank = type(value).__name__, ""
+            seen = kinds.get(name)
+            if seen is None or (rank and not seen[0]):
+                kinds[name] = (rank, kind, labels[j])
+            elif seen[1] != kind or (rank and seen[0] != rank):
                 problems.append(
-                    f"{labels[j]} {name}: a {rank} {kind} value in the file, a "
-                    f"{seen[0]} {seen[1]} one for {seen[2]}"
+                    f"{labels[j]} {name}: a {rank}{kind} in the file, a "
+                    f"{seen[0]}{seen[1]} for {seen[2]}"
                 )
     return problems
 
