@@ -854,7 +854,8 @@ def _value_problem(value: object, want: _Value, number_ok: bool) -> str | None:
     }.get(want.kind, lambda v: type(v).__name__ == want.kind)
     if fits(value):
         return None
-    return f"a {type(value).__name__} in the file, a {want.kind} expected"
+    article = "an" if want.kind[0] in "aeiou" else "a"
+    return f"a {type(value).__name__} in the file, {article} {want.kind} expected"
 
 
 def _is_number(value: object) -> bool:
@@ -998,6 +999,8 @@ def _lbfgs_problems(
         )
 
     history = optimizer.param_groups[0].get("history_size")
+    dirs = entry.get("old_dirs")
+    kept = len(dirs) if isinstance(dirs, list) else -1  # how many steps it keeps
     for name, value in entry.items():
         if name in ("func_evals", "n_iter"):
             ok, want = _is_int(value), "an int"
@@ -1010,7 +1013,7 @@ def _lbfgs_problems(
             ok = (
                 isinstance(value, list)
                 and all(scalar(v) for v in value)
-                and len(value) == len(entry.get("old_dirs") or [])
+                and len(value) == kept
             )
             want = "a list of numbers as long as old_dirs"
         elif name == "al":
@@ -1019,7 +1022,7 @@ def _lbfgs_problems(
         else:  # t, H_diag, prev_loss
             ok, want = scalar(value), "a number"
         if ok and name in ("old_dirs", "old_stps") and isinstance(history, int):
-            ok = len(value) <= history and len(value) == len(entry.get("old_dirs", []))
+            ok = len(value) <= history and len(value) == kept
             want += f", at most history_size={history}, as many as old_dirs"
         if not ok:
             problems.append(

@@ -474,7 +474,7 @@ def test_a_number_step_from_older_torch_passes_and_loads(tmp_path):
         (
             "SparseAdam",  # step is a Python int
             lambda s: s[0].update(step=torch.tensor(2.0)),
-            r"parameter 0 step: a Tensor in the file, a int expected",
+            r"parameter 0 step: a Tensor in the file, an int expected",
         ),
         (
             "Adam",
@@ -530,6 +530,10 @@ def test_a_state_value_unlike_the_classs_own_is_refused(name, edit, message):
             r"old_dirs: .* as many as old_dirs|ro: .* as long as old_dirs",
         ),
         (lambda s: s[0].update(n_iter=1.5), r"n_iter: 1\.5 in the file, an int"),
+        (
+            lambda s: s[0].update(old_dirs=torch.zeros(3)),
+            r"old_dirs: a tensor of shape \(3,\) .* a list of 1-D real tensors",
+        ),
         (lambda s: s[0].update(extra=1), r"state \['extra'\] in the file"),
     ],
     ids=[
@@ -537,6 +541,7 @@ def test_a_state_value_unlike_the_classs_own_is_refused(name, edit, message):
         "state on parameter 1",
         "old_dirs longer",
         "float n_iter",
+        "old_dirs a tensor",
         "unknown name",
     ],
 )
