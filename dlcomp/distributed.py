@@ -53,6 +53,7 @@ from dlcomp._checkpoint import (
     write_failed,
 )
 from dlcomp._checks import check_module, check_optimizer
+from dlcomp._optimstate import ADVICE, check_optimizer_state, dtype_kind
 
 __all__ = [
     "DistributedCheckpointManager",
@@ -483,8 +484,11 @@ def _manifest(path: Path) -> tuple[CheckpointInfo, str | None]:
     return info, optimizer_class
 
 
-def _check_fits(path: Path, states: dict[str, Any], model: nn.Module) -> None:
-    """Compare the checkpoint's keys and shapes with the model's, before loading."""
+def _check_fits(path: Path, states: dict[str, Any], model: nn.Module) -> dict[str, Any]:
+    """Compare the checkpoint's keys and shapes with the model's, before loading.
+
+    Returns the checkpoint's ``state_dict_metadata``.
+    """
     from dlcomp._safe_dcp import read_metadata
 
     saved = read_metadata(path).state_dict_metadata
@@ -496,12 +500,13 @@ def _check_fits(path: Path, states: dict[str, Any], model: nn.Module) -> None:
     wanted = {k: tuple(v.shape) for k, v in states["model"].items()}
     check_fits(wanted, in_file, what="checkpoint", model=type(model).__name__)
     if "optim" not in states:
-        return
+        return saved
     if not any(k.startswith("optim.") for k in saved):
         raise CheckpointError(
             "it holds no optimizer state (it was saved without an optimizer)"
         )
     _check_optimizer_keys(saved, states["optim"])
+    return saved
 
 
 _SAME_OPTIMIZER = (
@@ -560,26 +565,54 @@ def _check_optimizer_keys(saved: dict[str, Any], optim: dict[str, Any]) -> None:
         )
 
 
-def _check_groups(saved: dict[str, Any], ours: dict[str, Any]) -> None:
-    """The loaded parameter groups (``saved``) must list this optimizer's parameters.
+def _set_aside(optim: dict[str, Any], saved: dict[str, Any]) -> dict[Any, Any]:
+    """Take out the optimizer tensors the checkpoint has in another shape or dtype kind.
 
-    Each group names its parameters (``params``, fully qualified names); they
-    are read from the checkpoint, after the keys were compared.
+    DCP would refuse to load them (another shape) or convert them (complex
+    into real); they come back, as meta tensors of the checkpoint's shape and
+    dtype, for :func:`check_optimizer_state` to name.
     """
-    for number, (theirs, here) in enumerate(
-        zip(saved["param_groups"], ours["param_groups"], strict=True)
-    ):
-        found = theirs.get("params") if isinstance(theirs, dict) else None
-        if found != here["params"]:
-            listed = (
-                names(found)
-                if isinstance(found, list) and all(isinstance(n, str) for n in found)
-                else f"a {type(found).__name__}"
-            )
-            raise CheckpointError(
-                f"its optimizer's parameter group {number} holds {listed}, this "
-                f"optimizer's {names(here['params'])}. {_SAME_OPTIMIZER}"
-            )
+    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+
+    aside = {}
+    for fqn, entry in optim["state"].items():
+        for name, value in list(entry.items()):
+            found = saved.get(f"optim.state.{fqn}.{name}")
+            if (
+                isinstance(value, torch.Tensor)
+                and isinstance(found, TensorStorageMetadata)
+                and (
+                    tuple(found.size) != tuple(value.shape)
+                    or dtype_kind(found.properties.dtype) != dtype_kind(value.dtype)
+                )
+            ):
+                dtype = found.properties.dtype
+                aside[fqn, name] = torch.empty(found.size, dtype=dtype, device="meta")
+                del entry[name]
+    return aside
+
+
+def _check_optimizer(
+    optimizer: torch.optim.Optimizer,
+    ours: dict[str, Any],
+    loaded: dict[str, Any],
+    aside: dict[Any, Any],
+    path: Path,
+) -> None:
+    """The loaded optimizer state (and what was set aside) against ``optimizer``."""
+    view = {
+        "param_groups": loaded["param_groups"],
+        "state": {fqn: dict(entry) for fqn, entry in loaded["state"].items()},
+    }
+    for (fqn, name), value in aside.items():
+        view["state"][fqn][name] = value
+    keys = [fqn for group in ours["param_groups"] for fqn in group["params"]]
+    check_optimizer_state(optimizer, view, "this checkpoint", keys=keys)
+    if aside:  # named by the check above; this holds if it did not
+        raise CheckpointError(
+            f"its optimizer state has {names([f'{f}.{n}' for f, n in aside])} in "
+            f"another shape or dtype kind than this optimizer's. {ADVICE}"
+        )
 
 
 def _class_name(obj: object) -> str:
@@ -614,10 +647,11 @@ def _read(
             )
         ours = _states(model, optimizer)
         states = _clone(ours)
-        _check_fits(path, states, model)
+        saved = _check_fits(path, states, model)
+        aside = {} if optimizer is None else _set_aside(states["optim"], saved)
         load(states, path)
         if optimizer is not None:
-            _check_groups(states["optim"], ours["optim"])
+            _check_optimizer(optimizer, ours["optim"], states["optim"], aside, path)
     except CheckpointError:
         raise
     except FileNotFoundError as error:

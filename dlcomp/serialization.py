@@ -64,6 +64,7 @@ from dlcomp._format import (
     write_safetensors,
 )
 from dlcomp._identity import view_key
+from dlcomp._optimstate import check_optimizer_state
 from dlcomp.devices import current_accelerator
 from dlcomp.models import mlp
 
@@ -440,97 +441,7 @@ def _check_optimizer_state(
             "hyperparameters) would not fit. Build the same optimizer as when "
             "saving, or load the model alone (optimizer=None). Nothing was loaded"
         )
-    groups, saved = state.get("param_groups"), state.get("state")
-    if not (
-        isinstance(groups, list)
-        and all(
-            isinstance(g, dict)
-            and isinstance(g.get("params"), list)
-            and all(type(i) is int for i in g["params"])
-            for g in groups
-        )
-        and isinstance(saved, dict)
-        and all(type(i) is int for i in saved)
-    ):
-        raise CheckpointError(
-            f"{checkpoint.path}: the optimizer state is damaged (param_groups "
-            "should list parameter numbers, state map them to dicts). Nothing was "
-            "loaded"
-        )
-    sizes = [len(g["params"]) for g in groups]
-    own_sizes = [len(g["params"]) for g in optimizer.param_groups]
-    if sizes != own_sizes:
-        raise CheckpointError(
-            "the checkpoint's optimizer state does not fit this optimizer: "
-            f"parameter groups of sizes {sizes} in the file, {own_sizes} here. "
-            "Nothing was loaded"
-        )
-    params = [p for g in optimizer.param_groups for p in g["params"]]
-    ids = [i for g in groups for i in g["params"]]
-    problems = [f"state for parameter {i}, which no group lists" for i in saved
-                if i not in ids]  # fmt: skip
-    for number, (theirs, ours) in enumerate(
-        zip(groups, optimizer.param_groups, strict=True)
-    ):
-        for key, value in theirs.items():
-            if key != "params" and key in ours and not _same_kind(value, ours[key]):
-                problems.append(
-                    f"group {number} {key}: {value!r} in the file, a "
-                    f"{type(ours[key]).__name__} here"
-                )
-    for index, (i, param) in enumerate(zip(ids, params, strict=True)):
-        entry = saved.get(i)
-        if entry is None:
-            continue
-        if not isinstance(entry, dict):
-            problems.append(f"parameter {index}: state is a {type(entry).__name__}")
-            continue
-        own = optimizer.state.get(param)
-        if own and set(own) != set(entry):
-            problems.append(
-                f"parameter {index}: keys {sorted(entry)} in the file, "
-                f"{sorted(own)} here"
-            )
-        for key, value in entry.items():
-            if own and key in own and not _same_kind(value, own[key]):
-                problems.append(
-                    f"parameter {index} {key}: a {type(value).__name__} in the file, "
-                    f"a {type(own[key]).__name__} here"
-                )
-            elif not isinstance(value, Tensor | int | float | bool | type(None)):
-                problems.append(
-                    f"parameter {index} {key}: a {type(value).__name__}, not a "
-                    "tensor or number"
-                )
-            elif (
-                isinstance(value, Tensor)
-                and value.dim() > 0
-                and (value.shape != param.shape)
-            ):
-                problems.append(
-                    f"parameter {index} {key}: {tuple(value.shape)} in the file, "
-                    f"parameter of shape {tuple(param.shape)} here"
-                )
-    if problems:
-        raise CheckpointError(
-            "the checkpoint's optimizer state does not fit this optimizer: "
-            f"{names(problems)}. Nothing was loaded"
-        )
-
-
-def _same_kind(value: object, ours: object) -> bool:
-    """Whether a saved optimizer value can stand where this optimizer has ``ours``."""
-    if isinstance(ours, Tensor):
-        return isinstance(value, Tensor) and (value.dim() > 0) == (ours.dim() > 0)
-    if ours is None:  # a setting left to its default (foreach=None, say)
-        return True
-    if isinstance(ours, bool):
-        return isinstance(value, bool)
-    if isinstance(ours, int | float):
-        return isinstance(value, int | float | Tensor) and not isinstance(value, bool)
-    if isinstance(ours, tuple | list):
-        return isinstance(value, tuple | list) and len(value) == len(ours)
-    return True
+    check_optimizer_state(optimizer, state, str(checkpoint.path))
 
 
 @contextmanager

@@ -65,3 +65,27 @@ def edit_manifest(path: Path, edit: Callable[[dict], object]) -> Path:
     header, manifest, data = split(path)
     edit(manifest)
     return join(path, header, manifest, data)
+
+
+def rewrite(path: Path, edit: Callable[[dict], object]) -> Path:
+    """Decode a version-3 file's fields, ``edit`` them, and write them back, valid.
+
+    The fields are those :func:`dlcomp._format.read` returns (``step``,
+    ``model``, ``optimizer``, ``extra``, ...), with tensors as tensors.
+    """
+    from dlcomp import _format
+
+    fields = _format.read(Path(path))
+    edit(fields)
+    encoded = _format.encode_checkpoint(
+        step=fields["step"],
+        model=fields["model"],
+        model_metadata=fields["model_metadata"],
+        optimizer=fields["optimizer"],
+        optimizer_class=fields["optimizer_class"],
+        extra=fields["extra"],
+        rng=fields["rng"],
+        version=fields["dlcomp"],
+    )
+    Path(path).write_bytes(_format.write_bytes(encoded))
+    return Path(path)
