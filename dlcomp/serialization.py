@@ -28,8 +28,6 @@ import itertools
 import json
 import numbers
 import os
-import pickle
-import re
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
@@ -56,7 +54,7 @@ from dlcomp._checkpoint import (
 )
 from dlcomp._checks import check_int
 from dlcomp._identity import view_key
-from dlcomp._torchfile import check_torch_file
+from dlcomp._torchzip import load_torch_file
 from dlcomp.models import mlp
 
 __all__ = [
@@ -227,39 +225,6 @@ def save_checkpoint(
 # --- reading: safe, checked, all or nothing -------------------------------------------
 
 
-# torch.save's legacy (pre-1.6, not zip) format starts with its pickled magic number.
-_LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
-
-
-def _would_run_code(path: Path, what: str) -> CheckpointError:
-    return CheckpointError(
-        f"{path} was not loaded: it holds {what}, which would run code when "
-        "unpickled, and checkpoints are loaded with weights_only=True. Only if "
-        "you trust where the file came from: torch.load(path, "
-        "weights_only=False), or allow that one name with "
-        "torch.serialization.safe_globals([...])"
-    )
-
-
-def _device_error(path: Path, message: str, map_location: Any) -> CheckpointError:
-    found = re.search(r"on a (\w+) device", message)
-    device = found.group(1) if found else "an accelerator"
-    if map_location is not None:
-        where = (
-            f"map_location={map_location!r} asks for a {device} device, and "
-            "this machine has none"
-        )
-    else:
-        where = (
-            f"it holds tensors saved on a {device} device, and this machine has none"
-        )
-    return CheckpointError(
-        f"{path} was not loaded: {where}. Load it onto the CPU with "
-        "map_location='cpu' (or onto the device you have, e.g. "
-        "map_location=dlcomp.try_gpu())"
-    )
-
-
 def _check_map_location(map_location: Any) -> None:
     """A device name that does not parse is the caller's mistake, not the file's."""
     if isinstance(map_location, str):
@@ -273,54 +238,11 @@ def _check_map_location(map_location: Any) -> None:
 
 
 def _safe_load(path: Path, map_location: Any) -> Any:
-    """``torch.load(weights_only=True)``, with its failures as CheckpointError."""
+    """``torch.load(weights_only=True)`` of a file vetted byte by byte, or a refusal."""
     _check_map_location(map_location)
     if not path.exists():
         raise FileNotFoundError(2, f"no checkpoint at {path}", str(path))
-    if not is_regular_file(path):
-        raise CheckpointError(
-            f"{path} is not a regular file (a directory, FIFO or device): "
-            "not a checkpoint"
-        )
-    try:
-        with open(path, "rb") as f:
-            head = f.read(len(_LEGACY_MAGIC))
-    except PermissionError as error:
-        raise CheckpointError(
-            f"{path} cannot be read (permission denied): not loaded"
-        ) from error
-    if head.startswith(b"\x80") and not head.startswith(_LEGACY_MAGIC):
-        raise _would_run_code(path, "a raw pickle (not a torch.save file)")
-    check_torch_file(path)  # before torch.load allocates or inflates anything
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except FileNotFoundError:
-        raise
-    except pickle.UnpicklingError as error:
-        message = str(error)
-        found = re.search(r"GLOBAL (\S+) whose module \S+ is blocked", message)
-        found = found or re.search(r"Unsupported global: GLOBAL (\S+)", message)
-        if found:
-            what = f"a Python object ({found.group(1)})"
-            raise _would_run_code(path, what) from error
-        raise _damaged(path, error) from error
-    except RuntimeError as error:
-        if "deserialize object on a" in str(error) or "is_available() is False" in (
-            str(error)
-        ):
-            raise _device_error(path, str(error), map_location) from error
-        raise _damaged(path, error) from error
-    except Exception as error:  # whatever a damaged file makes torch's reader raise
-        raise _damaged(path, error) from error
-
-
-def _damaged(path: Path, error: BaseException) -> CheckpointError:
-    size = path.stat().st_size if path.exists() else 0
-    reason = str(error).split(". ")[0] or type(error).__name__
-    return CheckpointError(
-        f"{path} is not a readable checkpoint ({size} bytes): it is not a file "
-        f"written by torch.save, or it is truncated or corrupted ({reason})"
-    )
+    return load_torch_file(path, map_location)
 
 
 @dataclass(frozen=True)
