@@ -947,52 +947,6 @@ def write_bytes(encoded: Encoded) -> bytes:
 
 LEGACY_VERSIONS = (1, 2)  # torch.save files of dlcomp 0.1 (read, never written)
 
-# torch.save's legacy (pre-1.6, not zip) format starts with its pickled magic number.
-_LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
-
-
-def would_run_code(path: Path, what: str) -> CheckpointError:
-    """The refusal of a file whose pickle names something that could run code."""
-    return CheckpointError(
-        f"{path} was not loaded: it holds {what}, which would run code when "
-        "unpickled, and dlcomp loads files with weights_only=True. Only if "
-        "you trust where the file came from: torch.load(path, "
-        "weights_only=False), or allow that one name with "
-        "torch.serialization.safe_globals([...])"
-    )
-
-
-def _torch_damaged(path: Path, error: BaseException) -> CheckpointError:
-    size = path.stat().st_size if path.exists() else 0
-    reason = str(error).split(". ")[0][:200] or type(error).__name__
-    return CheckpointError(
-        f"{path} is not a readable checkpoint ({size} bytes): it is not a file "
-        f"written by torch.save, or it is truncated or corrupted ({reason})"
-    )
-
-
-def load_torch_file(path: Path, device: torch.device) -> Any:
-    """A ``torch.save`` file, vetted, loaded (``weights_only=True``) to ``device``."""
-    import pickle
-
-    from dlcomp._torchfile import check_torch_file
-
-    check_torch_file(path)  # before torch.load allocates or inflates anything
-    try:
-        return torch.load(path, map_location=device, weights_only=True)
-    except FileNotFoundError:
-        raise
-    except pickle.UnpicklingError as error:
-        message = str(error)
-        found = re.search(r"GLOBAL (\S+) whose module \S+ is blocked", message)
-        found = found or re.search(r"Unsupported global: GLOBAL (\S+)", message)
-        if found:
-            what = f"a Python object ({found.group(1)[:100]})"
-            raise would_run_code(path, what) from error
-        raise _torch_damaged(path, error) from error
-    except Exception as error:  # whatever a damaged file makes torch's reader raise
-        raise _torch_damaged(path, error) from error
-
 
 def _not_a_checkpoint(path: Path, data: object) -> CheckpointError:
     found = (
@@ -1009,6 +963,8 @@ def _not_a_checkpoint(path: Path, data: object) -> CheckpointError:
 
 def _read_legacy(path: Path, device: torch.device) -> dict[str, Any]:
     """A version-1 or -2 checkpoint (a dict saved with ``torch.save``), its fields."""
+    from dlcomp._torchzip import load_torch_file
+
     data = load_torch_file(path, device)
     if not (isinstance(data, dict) and data.get("format") == FORMAT):
         raise _not_a_checkpoint(path, data)
@@ -1037,24 +993,16 @@ def read_file(path: Path, map_location: object = None) -> dict[str, Any]:
     """The fields of the checkpoint at ``path``, whichever version wrote it, verified.
 
     Version 3 is read by :func:`read`; versions 1 and 2 (``torch.save``
-    files) through the vetting of :func:`load_torch_file`.
+    files) through the vetting of :func:`dlcomp._torchzip.load_torch_file`.
     """
     device = check_map_location(map_location)
     with open_regular(path, "checkpoint") as file:
-        head = file.read(len(_LEGACY_MAGIC))
+        head = file.read(9)
     kind = sniff(head)
     if kind == "safetensors":
         return read(path, device)
-    if kind == "zip":
+    if kind == "zip" or head.startswith(b"\x80"):  # torch.save's, or a pickle
         return _read_legacy(path, device)
-    if head.startswith(_LEGACY_MAGIC):
-        raise CheckpointError(
-            f"{path} is in torch.save's format of before PyTorch 1.6, which "
-            "dlcomp does not read: load it with that PyTorch and save it again "
-            "with a current one. Nothing was loaded"
-        )
-    if head.startswith(b"\x80"):
-        raise would_run_code(path, "a raw pickle (not a torch.save file)")
     size = os.path.getsize(path)
     raise CheckpointError(
         f"{path} is not a checkpoint ({size} bytes): it is neither a file "

@@ -15,12 +15,13 @@ changes, all in :class:`SafeFileSystemReader`:
   ``torch.Size``, torch dtypes and layouts, a ``pathlib`` path); anything
   else is refused before it is imported. Every item must live in a file of
   the checkpoint directory itself.
-- every item to be read (tensor or not) is vetted first, from the zip
-  directory of its byte range only (:func:`~dlcomp._torchfile.check_torch_item`):
-  no compressed records (a deflated record of a 1 MB checkpoint can inflate
-  to gigabytes inside ``torch.load``), declared sizes within the item's
-  length, the range inside its file, no two items sharing bytes, and no DCP
-  transforms (compression by a DCP extension, which dlcomp never writes);
+- every item to be read (tensor or not) is vetted first, byte by byte
+  (:func:`~dlcomp._torchzip.vet_item`): laid out exactly as torch.save lays
+  out an archive, CRC-32s matching, no compressed records (a deflated record
+  of a 1 MB checkpoint can inflate to gigabytes inside ``torch.load``), no
+  global in its pickle but tensors' and containers', the range inside its
+  file, no two items sharing bytes, and no DCP transforms (compression by a
+  DCP extension, which dlcomp never writes);
 - non-tensor items are read with ``torch.load(weights_only=True)``, all of
   them before any tensor is copied, so a refused item leaves the tensors of
   the state dict as they were.
@@ -87,7 +88,7 @@ from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
 from torch.futures import Future
 
 from dlcomp._checkpoint import CheckpointError
-from dlcomp._torchfile import check_torch_item
+from dlcomp._torchzip import vet_item
 
 __all__ = [
     "SafeFileSystemReader",
@@ -342,13 +343,12 @@ class SafeFileSystemReader(dcp.FileSystemReader):
         return found
 
     def _vet(self, plan: LoadPlan) -> None:
-        """Check every item ``plan`` reads, from zip directories only; load none.
+        """Check every item ``plan`` reads, byte by byte; load none.
 
         Each item of a file must lie inside it, share no byte with another
         one (overlapping items would multiply the memory a load takes), carry
-        no DCP transform, and be a torch.save archive whose records are
-        stored uncompressed and fit in the item
-        (:func:`~dlcomp._torchfile.check_torch_item`).
+        no DCP transform, and be a torch.save archive exactly as torch.save
+        lays it out (:func:`~dlcomp._torchzip.vet_item`).
         """
         per_file: dict[str, dict[Any, filesystem._StorageInfo]] = {}
         for item in plan.items:
@@ -378,7 +378,7 @@ class SafeFileSystemReader(dcp.FileSystemReader):
                     )
             with self.fs.create_stream(path, "rb") as stream:
                 for index, info in ranges:
-                    check_torch_item(
+                    vet_item(
                         cast(IO[bytes], stream),  # a binary stream, typed IOBase
                         info.offset,
                         info.length,

@@ -835,18 +835,12 @@ def code_payloads(folder):
     return {"modern": modern, "legacy": legacy, "raw pickle": raw, "raw pickle 2": raw2}
 
 
-@pytest.mark.parametrize("kind", ["modern", "raw pickle", "raw pickle 2"])
+@pytest.mark.parametrize("kind", ["modern", "legacy", "raw pickle", "raw pickle 2"])
 def test_a_code_payload_is_called_code_not_corruption(tmp_path, kind):
     path = code_payloads(tmp_path)[kind]
     with pytest.raises(CheckpointError, match="would run code") as caught:
         load_checkpoint(path, MLP())
     assert "corrupted" not in str(caught.value)
-
-
-def test_the_format_of_before_pytorch_1_6_is_refused_unread(tmp_path):
-    path = code_payloads(tmp_path)["legacy"]
-    with pytest.raises(CheckpointError, match=r"before PyTorch 1\.6.*save it again"):
-        load_checkpoint(path, MLP())
 
 
 def gpu_checkpoint(path):
