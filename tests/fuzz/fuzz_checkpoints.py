@@ -26,6 +26,7 @@ import hashlib
 import json
 import random
 import resource
+import shutil
 import signal
 import sys
 import tempfile
@@ -41,7 +42,12 @@ from hypothesis import strategies as st
 from torch import nn
 
 import dlcomp
-from dlcomp import CheckpointError, CheckpointManager, load_checkpoint
+from dlcomp import (
+    CheckpointError,
+    CheckpointManager,
+    DistributedCheckpointManager,
+    load_checkpoint,
+)
 
 DEADLINE_S = 20  # per case: generous for a loaded 2-core machine
 MEMORY_MARGIN = 512 * 2**20  # the most a case may add to the address space
@@ -108,6 +114,13 @@ class Targets:
             target, target_optimizer = model_and_optimizer(seed=1)
             load_checkpoint(path, target, target_optimizer, rng=False)
             self.expected[name] = state_of(target, target_optimizer)
+        self.dcp = DistributedCheckpointManager(folder / "dcp").save(
+            3, model, optimizer, losses=[1.5, 0.5]
+        )
+        self.dcp_files = {p.name: p.read_bytes() for p in sorted(self.dcp.iterdir())}
+        target, target_optimizer = model_and_optimizer(seed=1)
+        DistributedCheckpointManager(folder / "dcp").restore(target, target_optimizer)
+        self.expected["dcp"] = state_of(target, target_optimizer)
         self.case = 0
 
     def path(self) -> Path:
@@ -117,6 +130,16 @@ class Targets:
 
 class Failure(Exception):
     pass
+
+
+class Files:
+    """A DCP checkpoint's files, shown by their names and sizes."""
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.files = files
+
+    def __repr__(self) -> str:
+        return ", ".join(f"{n}: {len(d)} bytes" for n, d in self.files.items())
 
 
 class Content:
@@ -283,6 +306,62 @@ def zip_trick(draw: st.DrawFn, data: bytes) -> bytes:
 # --- the run ------------------------------------------------------------------
 
 
+def restore_dcp(
+    targets: Targets, files: dict[str, bytes], *, damaged_only: bool
+) -> str:
+    """Restore a DCP directory made of ``files``: 'refused' or 'loaded', or Failure."""
+    directory = Path(tempfile.mkdtemp(dir=targets.folder))
+    step = directory / targets.dcp.name
+    step.mkdir()
+    for name, data in files.items():
+        (step / name).write_bytes(data)
+    model, optimizer = model_and_optimizer(seed=1)
+    before = state_of(model, optimizer)
+    signal.alarm(DEADLINE_S)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # "skipping checkpoint"
+            info = DistributedCheckpointManager(directory).restore(model, optimizer)
+    except CheckpointError:
+        if not same_state(state_of(model, optimizer), before):
+            raise Failure(
+                "a refused restore changed the model or the optimizer"
+            ) from None
+        return "refused"
+    except MemoryError:
+        raise Failure("a restore tried to allocate far more than the files") from None
+    except Failure:
+        raise
+    except Exception as error:
+        raise Failure(f"a restore raised {type(error).__name__}") from error
+    finally:
+        signal.alarm(0)
+        shutil.rmtree(directory, ignore_errors=True)
+    if info is None:
+        raise Failure("a restore of a checkpoint directory returned None")
+    if damaged_only and not same_state(
+        state_of(model, optimizer), targets.expected["dcp"]
+    ):
+        raise Failure("a damaged DCP checkpoint restored different values")
+    return "loaded"
+
+
+@st.composite
+def dcp_damage(draw: st.DrawFn, files: dict[str, bytes]) -> dict[str, bytes]:
+    """One file of a DCP checkpoint damaged byte by byte, or its manifest forged."""
+    name = draw(st.sampled_from(sorted(files)))
+    out = dict(files)
+    if name.endswith(".json") and draw(st.booleans()):
+        manifest = json.loads(files[name])
+        paths = _paths(manifest)
+        if len(paths) > 1:
+            _set(manifest, draw(st.sampled_from(paths[1:])), draw(JSON_VALUES))
+        out[name] = json.dumps(manifest).encode()
+        return out
+    out[name] = draw(byte_damage(files[name]))
+    return out
+
+
 def fuzz(targets: Targets, seconds: float, seed: int) -> dict[str, dict[str, int]]:
     counts: dict[str, dict[str, int]] = {}
     stop = time.monotonic() + seconds
@@ -318,6 +397,34 @@ def fuzz(targets: Targets, seconds: float, seed: int) -> dict[str, dict[str, int
 
         run()
 
+    def dcp_case() -> None:
+        @settings(
+            max_examples=100,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+            verbosity=Verbosity.quiet,
+            print_blob=False,
+        )
+        @given(dcp_damage(targets.dcp_files).map(Files))
+        def run(files: Files) -> None:
+            damaged = any(
+                not name.endswith(".json") and data != targets.dcp_files.get(name)
+                for name, data in files.files.items()
+            )
+            try:
+                outcome = restore_dcp(targets, files.files, damaged_only=damaged)
+                record("DistributedCheckpointManager.restore", outcome)
+            except Failure:
+                kept = targets.out / "fuzz-failure-dcp"
+                kept.mkdir(parents=True, exist_ok=True)
+                for name, data in files.files.items():
+                    (kept / name).write_bytes(data)
+                print(f"dcp: the falsifying directory is {kept}", file=sys.stderr)
+                raise
+
+        run()
+
     def manager_case(rng: random.Random) -> None:
         """A run's directory whose newest files are damaged: restore finds one."""
         directory = Path(tempfile.mkdtemp(dir=targets.folder))
@@ -349,6 +456,7 @@ def fuzz(targets: Targets, seconds: float, seed: int) -> dict[str, dict[str, int
         case("v3, forged JSON", "v3", forged_v3(v3), damaged_only=False)
         case("v2, damaged bytes", "v2", byte_damage(v2), damaged_only=True)
         case("v2, zip tricks", "v2", zip_trick(v2), damaged_only=True)
+        dcp_case()
         for _ in range(20):
             manager_case(rng)
     return counts
