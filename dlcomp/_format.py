@@ -725,6 +725,11 @@ def read_header(file: IO[bytes], size: int, where: str, *, canonical: bool) -> H
             nbytes *= n
             if nbytes > data_size:
                 break
+        if offsets[1] > data_size and offsets[1] - offsets[0] == nbytes:
+            raise damaged(
+                f"tensor {name[:60]!r} ends at byte {offsets[1]} of the data, and "
+                f"the file holds {data_size}: the file is truncated"
+            )
         if offsets[1] - offsets[0] != nbytes or offsets[1] > data_size:
             raise damaged(
                 f"tensor {name[:60]!r} occupies bytes {offsets[0]} to {offsets[1]} of "

@@ -119,8 +119,12 @@ def test_read_write_page_shows_safety_and_resume(site: Path):
     assert "model unchanged: True" in text
     assert "optimizer unchanged: True" in text
     assert "holds the state of a torch.optim.sgd.SGD" in text  # optimizer class
-    assert "format version 3, written by dlcomp 2.0" in text
-    assert "which a safe load (weights_only=True) cannot read back" in text
+    assert "do not match their SHA-256" in text  # one flipped bit
+    assert "gadget.pt refers to __builtin__.bytearray" in text  # 512 MiB, refused
+    assert "the file is truncated" in text
+    assert "which a checkpoint cannot store" in text  # the defaultdict extra
+    assert "rng=True   resumed run bitwise the same: True" in text
+    assert "rng=False  resumed run bitwise the same: False" in text
     assert "the file holds the weights of the moment of save: True" in text
     assert "same losses:  True" in text
     assert "dlcomp imported: False" in text  # the .pt2 file loaded without the class
