@@ -34,7 +34,6 @@ import hashlib
 import io
 import json
 import math
-import numbers
 import os
 import re
 import stat
@@ -135,6 +134,27 @@ def strict_json(text: str | bytes, where: str) -> Any:
         raise CheckpointError(
             f"{where} is not valid JSON ({why[:120]}): the file is damaged"
         ) from None
+
+
+def json_memory(text: bytes) -> int:
+    """About how many bytes of memory reading the JSON ``text`` takes, at most.
+
+    Counted from the characters that make new objects, without parsing: a
+    container costs 72 bytes, twice (the manifest's containers are copied
+    when its values are decoded), a string 56, any value 40 (a float and its
+    slot); every byte inside strings counts as if it were structure (an
+    overestimate), and the text itself is held twice (the header, then the
+    manifest inside it). ``[[],[],...]`` takes about 50 times its size; a
+    list of floats about four times.
+
+    Examples:
+        >>> json_memory(b"[" + b"[]," * 999 + b"[]]") > 40 * 3000
+        True
+    """
+    containers = text.count(b"[") + text.count(b"{")
+    strings = text.count(b'"') // 2
+    values = text.count(b",") + text.count(b":") + 1
+    return 144 * containers + 56 * strings + 40 * values + 2 * len(text)
 
 
 def dumps(value: object) -> str:
@@ -390,8 +410,8 @@ def _encode(value: object, path: _Path, tensors: _Tensors) -> Any:
         return {"$dtype": str(value).removeprefix("torch.")}
     if kind is torch.device:
         return {"$device": str(value)}
-    if isinstance(value, numbers.Number) and hasattr(value, "item"):
-        item = value.item()  # a NumPy scalar
+    if type(value).__module__ == "numpy" and hasattr(value, "item"):
+        item = value.item()  # a NumPy scalar: np.float64, np.int64, np.bool_
         if type(item) in (bool, int, float):
             return _encode(item, path, tensors)
     where = _where(path)
@@ -685,6 +705,12 @@ def read_header(file: IO[bytes], size: int, where: str, *, canonical: bool) -> H
         )
     raw = bytes(_exact_read(file, length, where))
     text = raw.rstrip(b" ")
+    needed = json_memory(text)
+    if needed > max(4 * size, 2**26):
+        raise damaged(
+            f"its header of {length} bytes would take about {needed >> 20} MiB of "
+            f"memory to read, far more than the file's {size} bytes: it is crafted"
+        )
     if canonical and (length % 8 or len(raw) - len(text) >= 8):
         raise damaged("its header is not padded as dlcomp pads it")
     header = strict_json(text, f"{where}'s header") if text.isascii() else None
@@ -815,23 +841,34 @@ def _checked_manifest(header: Header, where: str) -> dict[str, Any]:
 
 
 def _viewed(base: Tensor, view: object, where: str) -> Tensor:
-    """``base`` seen with the shape and strides a stored view records."""
+    """``base`` seen with the shape and strides a stored view records.
+
+    No memory is allocated: the view shares ``base``'s, and ``base`` holds
+    every element it reaches.
+    """
     if not (
         isinstance(view, dict)
         and set(view) == {"shape", "stride"}
         and type(view["shape"]) is list
         and type(view["stride"]) is list
         and len(view["shape"]) == len(view["stride"]) <= 64
-        and all(type(n) is int and n >= 0 for n in view["shape"] + view["stride"])
+        and all(
+            type(n) is int and 0 <= n < 2**62 for n in view["shape"] + view["stride"]
+        )
         and base.dim() == 1
     ):
         raise _damaged(where)("a tensor's view is malformed")
     shape, stride = view["shape"], view["stride"]
+    if math.prod(shape) >= 2**62:
+        raise _damaged(where)("a tensor's view has more elements than torch allows")
     if 0 not in shape:
         span = 1 + sum((n - 1) * s for n, s in zip(shape, stride, strict=True))
         if span > base.numel():
             raise _damaged(where)("a tensor's view reaches past its stored bytes")
-    return torch.as_strided(base, shape, stride)
+    try:
+        return torch.as_strided(base, shape, stride)
+    except RuntimeError as error:
+        raise _damaged(where)(f"a tensor's view cannot be made ({error})") from None
 
 
 def check_map_location(map_location: object) -> torch.device:
@@ -922,9 +959,11 @@ def read(path: Path, map_location: object = None) -> dict[str, Any]:
                     f"tensor {name[:60]!r} holds bools that are not 0 or 1"
                 )
             tensor = flat.view(dtype).reshape(shape)
+            if device.type != "cpu":  # the stored bytes only, never a dense copy
+                tensor = tensor.to(device)
             if "view" in manifest["tensors"][name]:
                 tensor = _viewed(tensor, manifest["tensors"][name]["view"], where)
-            tensors[name] = tensor if device.type == "cpu" else tensor.to(device)
+            tensors[name] = tensor
         if file.read(1):  # pragma: no cover - read_header checked the size
             raise _damaged(where)("it has bytes past its last tensor")
     budget = _Budget(where, _damaged(where))

