@@ -258,7 +258,7 @@ def _structure(
     entries: list[Mapping[Any, Any] | None] = []
     for number, i in enumerate(ids):
         entry = saved.get(i)
-        if entry is not None and not isinstance(entry, Mapping):
+        if i in saved and not isinstance(entry, Mapping):  # None too: not "no state"
             raise damaged(
                 f"the state of parameter {number} is a {type(entry).__name__}, "
                 "not a dict"

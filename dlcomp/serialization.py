@@ -461,7 +461,7 @@ def _check_optimizer_state(
     check_optimizer_state(optimizer, state, str(checkpoint.path))
     overlapping = [
         f"parameter {number} {name}"
-        for number, entry in (state.get("state") or {}).items()
+        for number, entry in _entries(state.get("state"))
         for name, value in entry.items()
         if isinstance(value, Tensor) and _overlaps(value)
     ]
@@ -472,6 +472,13 @@ def _check_optimizer_state(
             "write into and no optimizer saves: the file is crafted. Nothing was "
             "loaded"
         )
+
+
+def _entries(state: object) -> list[tuple[object, dict[str, Any]]]:
+    """The per-parameter entries of an optimizer state that are dicts."""
+    if not isinstance(state, dict):
+        return []
+    return [(k, v) for k, v in state.items() if isinstance(v, dict)]
 
 
 def _overlaps(tensor: Tensor) -> bool:

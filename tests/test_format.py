@@ -444,3 +444,18 @@ def test_numpy_bools_are_stored_as_python_bools(tmp_path):
     save_checkpoint(tmp_path / "c.pt", nn.Linear(1, 1), step=1, done=np.bool_(True))
     done = read_checkpoint(tmp_path / "c.pt").extra["done"]
     assert done is True
+
+
+def test_an_optimizer_state_entry_that_is_not_a_dict_is_a_checkpoint_error(tmp_path):
+    """Found by the fuzzer: None as a parameter's state raised AttributeError."""
+    net = nn.Linear(2, 2)
+    sgd = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    net(torch.ones(1, 2)).sum().backward()
+    sgd.step()
+    path = save_checkpoint(tmp_path / "c.pt", net, sgd, step=1)
+    rewrite(path, lambda fields: fields["optimizer"]["state"].update({0: None}))
+    target = nn.Linear(2, 2)
+    with pytest.raises(CheckpointError):
+        load_checkpoint(
+            path, target, torch.optim.SGD(target.parameters(), momentum=0.9)
+        )
