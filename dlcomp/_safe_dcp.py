@@ -971,14 +971,14 @@ def full_model_state(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """
     path = Path(path)
     manifest = read_manifest(path)
+    reader = JsonFileSystemReader(path, manifest)
+    reader.check_files()  # the files hold the bytes the manifest says, first
     state = {}
     for key, entry in manifest.metadata.state_dict_metadata.items():
         if key.startswith("model.") and isinstance(entry, TensorStorageMetadata):
             state[key] = torch.empty(entry.size, dtype=entry.properties.dtype)
     if not state:
         raise CheckpointError(f"{path} holds no model state")
-    reader = JsonFileSystemReader(path, manifest)
-    reader.check_files()
     load(state, reader, path, alone=True)
     return {key.removeprefix("model."): tensor for key, tensor in state.items()}
 

@@ -510,7 +510,7 @@ def _describe(
     try:
         section = describe(metadata, values)
         share = hash_items(staging, section, _rank(), _world_size())
-    except (CheckpointError, OSError) as failed:
+    except Exception as failed:  # any: every rank must reach the gather
         error = failed
     shares = _gathered(share)
     if error is None and any(part is None for part in shares):

@@ -756,3 +756,31 @@ def test_a_value_that_is_not_plain_data_stops_the_save(tmp_path):
     with pytest.raises(TypeError, match=r"'model\._extra_state' is a builtins.object"):
         manager.save(1, Odd(4, 2))
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_manifest_that_overstates_its_files_allocates_nothing(tmp_path, monkeypatch):
+    """Sizes that tile, in files the manifest says are 1 GiB: checked before any."""
+    saved = DistributedCheckpointManager(tmp_path / "ckpt").save(1, nn.Linear(2, 2))
+
+    def overstated(manifest):
+        manifest["dcp"]["files"]["__0_0.distcp"] = 2**31
+        manifest["dcp"]["items"]["model.weight"]["size"] = [16384, 16384]
+        _chunk(manifest, "model.weight").update(
+            sizes=[16384, 16384], offset=2**30, length=2**30
+        )
+
+    _edit_manifest(saved, overstated)
+    allocated = []
+    empty = torch.empty
+
+    def recorded(*args, **kwargs):
+        allocated.append(args)
+        return empty(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "empty", recorded)
+    with pytest.raises(
+        CheckpointError, match=r"has \d+ bytes, and the manifest recorded"
+    ):
+        consolidate(saved, tmp_path / "w.pt")
+    assert allocated == []
+    assert not (tmp_path / "w.pt").exists()
