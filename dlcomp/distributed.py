@@ -370,21 +370,17 @@ class DistributedCheckpointManager(StepCheckpoints):
                 f"could not write {final}: {error}. Nothing was committed"
             ) from None
         # every rank's part is written; each hashes a share of the files
-        section = _describe(staging, final, metadata, values)
-        if _rank() == 0:
-            import dlcomp
-            from dlcomp._safe_dcp import manifest_text
+        import dlcomp
 
-            text = manifest_text({
-                "dlcomp": dlcomp.__version__,
-                "step": step,
-                "world_size": _world_size(),
-                "optimizer_class": (
-                    None if optimizer is None else _class_name(optimizer)
-                ),
-                "extra": extra_json,
-                "dcp": section,
-            })  # fmt: skip
+        fields = {
+            "dlcomp": dlcomp.__version__,
+            "step": step,
+            "world_size": _world_size(),
+            "optimizer_class": None if optimizer is None else _class_name(optimizer),
+            "extra": extra_json,
+        }
+        text = _manifest_text(staging, final, metadata, values, fields)
+        if _rank() == 0:
             with open(staging / MANIFEST, "w", encoding="ascii") as f:
                 f.write(text)
                 f.flush()
@@ -495,16 +491,27 @@ def _own_states(
         )
 
 
-def _describe(
-    staging: Path, final: Path, metadata: Any, values: dict[str, Any]
-) -> dict[str, Any]:
-    """The manifest's description of what ``dcp.save`` wrote (collective).
+def _manifest_text(
+    staging: Path,
+    final: Path,
+    metadata: Any,
+    values: dict[str, Any],
+    fields: dict[str, Any],
+) -> str:
+    """The manifest of what ``dcp.save`` wrote, in every rank (collective).
 
     Every rank describes the metadata and hashes its share of the data files;
-    the shares are gathered. If any rank failed, every rank raises and rank 0
-    removes the staging directory: nothing is committed.
+    the shares are gathered, and every rank builds the same text. If any rank
+    failed, or the text is larger than a manifest may be, every rank raises
+    and rank 0 removes the staging directory: nothing is committed.
     """
-    from dlcomp._safe_dcp import describe, fill_hashes, hash_items
+    from dlcomp._safe_dcp import (
+        MAX_MANIFEST,
+        describe,
+        fill_hashes,
+        hash_items,
+        manifest_text,
+    )
 
     section, share, error = None, None, None
     try:
@@ -515,7 +522,17 @@ def _describe(
     shares = _gathered(share)
     if error is None and any(part is None for part in shares):
         error = CheckpointError("another process could not hash its files")
-    if error is not None or section is None:
+    text = ""
+    if error is None and section is not None:
+        fill_hashes(section, shares)
+        text = manifest_text({**fields, "dcp": section})
+        if len(text) > MAX_MANIFEST:
+            error = CheckpointError(
+                f"its manifest would take {len(text)} bytes, more than the "
+                f"{MAX_MANIFEST} a manifest may hold (too many chunks: save "
+                "from fewer processes, or a model of fewer tensors)"
+            )
+    if error is not None:
         if _rank() == 0:
             shutil.rmtree(staging, ignore_errors=True)
         if isinstance(error, OSError):
@@ -523,8 +540,7 @@ def _describe(
         raise CheckpointError(
             f"could not write {final}: {error}. Nothing was committed"
         ) from None
-    fill_hashes(section, shares)
-    return section
+    return text
 
 
 def _gathered(share: Any) -> list[Any]:

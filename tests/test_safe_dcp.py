@@ -784,3 +784,15 @@ def test_a_manifest_that_overstates_its_files_allocates_nothing(tmp_path, monkey
         consolidate(saved, tmp_path / "w.pt")
     assert allocated == []
     assert not (tmp_path / "w.pt").exists()
+
+
+def test_a_manifest_too_large_to_read_back_is_not_committed(tmp_path, monkeypatch):
+    from dlcomp import _safe_dcp
+
+    manager = DistributedCheckpointManager(tmp_path)
+    manager.save(1, nn.Linear(4, 2))
+    monkeypatch.setattr(_safe_dcp, "MAX_MANIFEST", 1000)
+    with pytest.raises(CheckpointError, match="more than the 1000 a manifest may hold"):
+        manager.save(2, nn.Linear(4, 2), losses=list(range(1000)))
+    assert [step for step, _ in manager.checkpoints()] == [1]
+    assert not list(tmp_path.glob(".staging-*"))
