@@ -254,6 +254,12 @@ def describe(metadata: Metadata, values: Mapping[str, Any]) -> dict[str, Any]:
                 f"the item {key!r} has DCP storage metadata of type "
                 f"{type(entry).__name__}, which dlcomp does not describe"
             )
+        dtype = str(entry.properties.dtype).removeprefix("torch.")
+        if dtype not in DTYPES:
+            raise CheckpointError(
+                f"the tensor {key!r} has dtype {dtype}, which dlcomp does not "
+                "describe (it describes bool, integer, floating and complex dtypes)"
+            )
         chunks = []
         for number, chunk in enumerate(entry.chunks):
             info = storage[MetadataIndex(key, chunk.offsets, number)]
@@ -269,7 +275,7 @@ def describe(metadata: Metadata, values: Mapping[str, Any]) -> dict[str, Any]:
             })  # fmt: skip
         items[key] = {
             "path": path,
-            "dtype": str(entry.properties.dtype).removeprefix("torch."),
+            "dtype": dtype,
             "size": _sizes(entry.size),
             "chunks": chunks,
         }
