@@ -38,7 +38,9 @@ those bytes; every non-tensor item carries its value, as tagged JSON
 text without it, as :func:`dlcomp._format.dumps` writes it. ``extra`` is
 tagged JSON too (a NaN loss is ``{"$float": "nan"}``).
 
-Reading (:func:`read_manifest`) parses the manifest strictly (bounded size,
+Reading (:func:`read_manifest`) parses the manifest strictly (at most
+``MAX_MANIFEST`` bytes whose parse takes at most about four times the
+checkpoint's size or 64 MiB, as :func:`dlcomp._format.json_memory` counts;
 no duplicate keys, no NaN), verifies its hash, and checks everything DCP
 would trust before anything is allocated: every file is a plain name of the
 directory ending in ``.distcp``; every chunk lies inside its tensor, and the
@@ -120,6 +122,7 @@ from dlcomp._format import (
     decode,
     dumps,
     encode,
+    json_memory,
     open_regular,
     strict_json,
 )
@@ -395,6 +398,14 @@ def read_manifest(path: Path) -> Manifest:
                 where, f"it has {size} bytes; a manifest holds at most {MAX_MANIFEST}"
             )
         text = file.read(MAX_MANIFEST + 1)
+    total = len(text) + _data_bytes(path)
+    needed = json_memory(text)
+    if needed > max(4 * total, 2**26):
+        raise _damaged(
+            where,
+            f"reading it would take about {needed >> 20} MiB of memory, far more "
+            f"than the checkpoint's {total} bytes: it is crafted",
+        )
     manifest = strict_json(text, where)
     if not isinstance(manifest, dict):
         raise _damaged(where, "it is not a JSON object")
@@ -430,6 +441,16 @@ def read_manifest(path: Path) -> Manifest:
     found = Manifest(path, step, world, optimizer_class, extra, Metadata({}))
     _build_metadata(manifest["dcp"], where, found)
     return found
+
+
+def _data_bytes(path: Path) -> int:
+    """The size of the ``.distcp`` files in ``path``, as listed (nothing opened)."""
+    total = 0
+    with contextlib.suppress(OSError), os.scandir(path) as entries:
+        for entry in entries:
+            if entry.name.endswith(".distcp") and entry.is_file():
+                total += entry.stat().st_size
+    return total
 
 
 def _int_list(value: object, length: int | None = None) -> list[int] | None:

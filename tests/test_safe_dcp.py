@@ -796,3 +796,76 @@ def test_a_manifest_too_large_to_read_back_is_not_committed(tmp_path, monkeypatc
         manager.save(2, nn.Linear(4, 2), losses=list(range(1000)))
     assert [step for step, _ in manager.checkpoints()] == [1]
     assert not list(tmp_path.glob(".staging-*"))
+
+
+def test_a_manifest_that_would_take_far_more_memory_than_the_files_is_refused(
+    two_steps,
+):
+    manager, first = two_steps
+    newest = manager.latest() / "dlcomp.json"
+    nested = b"[" + b"[]," * (2**21) + b"[]]"  # 6 MiB of text, ~300 MiB parsed
+    newest.write_bytes(newest.read_bytes()[:-1] + b',"pad":' + nested + b"}")
+    with _deadline(30):
+        _falls_back(manager, first, r"would take about \d+ MiB of memory")
+
+
+_PEAK = """
+import sys
+
+import dlcomp
+from dlcomp import _safe_dcp  # the baseline imports what consolidate imports
+
+path, action = sys.argv[1], sys.argv[2]
+outcome = "imports only"
+if action == "consolidate":
+    try:
+        dlcomp.consolidate(path, path + "/w.pt")
+        outcome = "loaded"
+    except dlcomp.CheckpointError as error:
+        outcome = f"CheckpointError: {error}"
+with open("/proc/self/status") as status:  # the child's own high-water mark
+    peak = next(line for line in status if line.startswith("VmHWM:")).split()[1]
+print(int(peak) * 1024)
+print(outcome)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="Linux's /proc")
+def test_a_bomb_in_a_chunk_is_refused_without_inflating_it(two_steps, deflated):
+    import hashlib
+    import subprocess
+    import sys
+
+    manager, _ = two_steps
+    saved = manager.latest()
+    info = _storage(saved, "model.weight")
+    with open(saved / info.relative_path, "rb") as f:
+        f.seek(info.offset)
+        bomb = deflated(f.read(info.length), 256 * 2**20)  # inflates to 256 MiB
+    (saved / "bomb.distcp").write_bytes(bomb)
+
+    def to_the_bomb(manifest):  # as a forger who can write the directory would
+        manifest["dcp"]["files"]["bomb.distcp"] = len(bomb)
+        _chunk(manifest, "model.weight").update(
+            file="bomb.distcp",
+            offset=0,
+            length=len(bomb),
+            sha256=hashlib.sha256(bomb).hexdigest(),
+        )
+
+    _edit_manifest(saved, to_the_bomb)
+
+    def child(action):
+        done = subprocess.run(
+            [sys.executable, "-c", _PEAK, str(saved), action],
+            capture_output=True, text=True, timeout=300, check=True,
+        )  # fmt: skip
+        peak, outcome = done.stdout.splitlines()[-2:]
+        return int(peak), outcome
+
+    baseline, _ = child("imports")
+    peak, outcome = child("consolidate")
+    assert len(bomb) < 2**20
+    assert peak - baseline < 64 * 2**20, (peak - baseline, outcome)
+    assert "'model.weight'" in outcome, outcome
+    assert "is compressed (deflate) and would inflate" in outcome, outcome
