@@ -13,8 +13,12 @@ any number of processes ("resharding"), or by one, into a plain model.
 guarantees of :class:`~dlcomp.CheckpointManager`:
 
 - a checkpoint directory is complete or ignored: all ranks write into a
-  staging directory; after a barrier, rank 0 adds a manifest
-  (``dlcomp.json``), fsyncs, and renames the directory into place;
+  staging directory; then rank 0 adds a manifest (``dlcomp.json``), fsyncs,
+  and renames the directory into place;
+- the manifest describes the whole checkpoint in JSON (DCP's metadata, the
+  SHA-256 of every tensor chunk, the value of every setting), and loading
+  reads only that: dlcomp never unpickles ``.metadata``, which it leaves for
+  plain DCP;
 - the newest ``keep`` checkpoints are kept, older ones deleted only after
   the new one is in place;
 - :meth:`~dlcomp.DistributedCheckpointManager.restore` resumes from the
@@ -29,12 +33,12 @@ Works with or without an initialized process group (one process needs none).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -54,6 +58,9 @@ from dlcomp._checkpoint import (
 )
 from dlcomp._checks import check_module, check_optimizer
 from dlcomp._optimstate import ADVICE, check_optimizer_state, dtype_kind
+
+if TYPE_CHECKING:
+    from dlcomp._safe_dcp import JsonFileSystemReader, Manifest
 
 __all__ = [
     "DistributedCheckpointManager",
@@ -220,13 +227,20 @@ class DistributedCheckpointManager(StepCheckpoints):
     anything. One job writes to a directory at a time (its rank 0 commits
     and deletes under the directory's lock file).
 
-    Loading is safe: the ``.metadata`` file and non-tensor items are read
-    through a restricted reader (plain DCP unpickles them, which can run
-    code), every item is vetted from its zip directory before any is loaded
-    (a compressed record could inflate a small checkpoint to gigabytes), and
-    a checkpoint that does not load (damaged, refused, another
-    architecture) is skipped with a warning, in every process alike, for the
-    next newest one.
+    Loading runs no code and trusts nothing it has not checked: rank 0
+    writes the whole DCP metadata into the manifest as JSON (every tensor's
+    chunks and where their bytes lie, with their SHA-256, and the value of
+    every non-tensor item, such as the learning rate), and :meth:`restore`
+    reads only that: the pickled ``.metadata`` stays for plain DCP, and
+    dlcomp never unpickles it. Before anything is allocated, the chunks of
+    every tensor must tile it exactly and fit in the bytes the files hold;
+    every value must fit the setting it replaces (a number for ``lr``);
+    every chunk's bytes must match their hash and be an archive
+    ``torch.save`` wrote (no compressed records). A checkpoint that does not
+    load (damaged, refused, another architecture) is skipped with a warning,
+    in every process alike, for the next newest one; a directory dlcomp did
+    not write is refused, with how to read it with plain DCP at your own
+    risk.
 
     Args:
         directory: where the checkpoints go; the same path in every process
@@ -258,7 +272,7 @@ class DistributedCheckpointManager(StepCheckpoints):
         _barrier()
 
     def _complete(self, path: Path) -> bool:
-        return (path / MANIFEST).is_file() and (path / ".metadata").is_file()
+        return (path / MANIFEST).is_file()  # written last, by rank 0
 
     def _replaced(self) -> list[tuple[int, Path]]:
         """``(step, path)`` of every checkpoint moved aside by a re-save."""
@@ -306,10 +320,15 @@ class DistributedCheckpointManager(StepCheckpoints):
         """Write the checkpoint of ``step`` from every process; return its path.
 
         ``extra`` must be JSON-serializable (numbers, strings, lists, dicts):
-        it goes into the manifest, which any process can read without torch.
+        it goes into the manifest, which any process can read without torch
+        (a NaN or infinity as ``{"$float": "nan"}``). So does everything
+        :meth:`restore` needs: the DCP metadata, the SHA-256 of every tensor
+        chunk's bytes, and the value of every non-tensor item (learning
+        rates, betas, ...), which must be plain data too.
 
         Raises:
-            TypeError: ``step`` is not an int, or ``extra`` is not JSON.
+            TypeError: ``step`` is not an int, or ``extra`` is not JSON, or a
+                non-tensor item of the states is not plain data.
             ValueError: ``step`` is negative.
             OSError: the write failed (disk full, ...) in some process;
                 nothing was committed, the previous checkpoints are intact.
@@ -321,19 +340,12 @@ class DistributedCheckpointManager(StepCheckpoints):
         check_optimizer(optimizer, who="DistributedCheckpointManager.save")
         final = self.path_for(step)
         self.refuse_foreign(final)  # a symbolic link of that name, say
-        manifest = {
-            "step": step,
-            "world_size": _world_size(),
-            "optimizer_class": None if optimizer is None else _class_name(optimizer),
-            "extra": extra,
-        }
-        try:  # fail early, in every rank, on what JSON cannot hold
-            manifest_text = json.dumps(manifest)
-        except (TypeError, ValueError) as error:
-            raise TypeError(
-                f"extra must be JSON (numbers, strings, lists, dicts): {error}"
-            ) from None
+        from dlcomp._safe_dcp import encode_extra, encode_values
+
+        extra_json = encode_extra(extra)  # fail early, in every rank: TypeError
         _check_group(model, "save")
+        states = _states(model, optimizer)
+        values = encode_values(states)  # the manifest holds them: TypeError
         import torch.distributed.checkpoint as dcp
 
         from dlcomp._safe_dcp import single_process_quietly
@@ -344,7 +356,7 @@ class DistributedCheckpointManager(StepCheckpoints):
         _barrier()
         try:
             with single_process_quietly():
-                dcp.save(_states(model, optimizer), checkpoint_id=staging)
+                metadata = dcp.save(states, checkpoint_id=staging)
         except BaseException as error:  # DCP's CheckpointException is a BaseException
             if type(error).__name__ != "CheckpointException":
                 raise
@@ -357,10 +369,20 @@ class DistributedCheckpointManager(StepCheckpoints):
             raise CheckpointError(
                 f"could not write {final}: {error}. Nothing was committed"
             ) from None
-        _barrier()  # every rank's part is written
+        # every rank's part is written; each hashes a share of the files
+        import dlcomp
+
+        fields = {
+            "dlcomp": dlcomp.__version__,
+            "step": step,
+            "world_size": _world_size(),
+            "optimizer_class": None if optimizer is None else _class_name(optimizer),
+            "extra": extra_json,
+        }
+        text = _manifest_text(staging, final, metadata, values, fields)
         if _rank() == 0:
-            with open(staging / MANIFEST, "w") as f:
-                f.write(manifest_text)
+            with open(staging / MANIFEST, "w", encoding="ascii") as f:
+                f.write(text)
                 f.flush()
                 os.fsync(f.fileno())
             fsync_directory(staging)
@@ -413,23 +435,31 @@ class DistributedCheckpointManager(StepCheckpoints):
         # state (get_state_dict takes a step with zero grads and lr 0); if
         # nothing loads, it is emptied again, as it was.
         fresh = optimizer is not None and not optimizer.state
+        ours, unreadable = _own_states(model, optimizer, found)
         for _, path in reversed(found):
+            prepared, error = None, unreadable
             try:
-                info, states = _read(path, model, optimizer)
-                error = None
+                if ours is not None:
+                    prepared = _prepare(path, model, optimizer, ours)
             except CheckpointError as failed:
                 error = failed
-            if not _everywhere(error is None):
-                error = error or CheckpointError("it did not load in another process")
-                failures.append(f"{path.name}: {error}")
-                warnings.warn(
-                    f"skipping checkpoint {path.name}, which does not load: {error}",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-                continue
-            _apply(model, optimizer, states)
-            return info
+            # Every rank loads (a collective), or none: a rank that refused
+            # the checkpoint never leaves the others waiting inside DCP.
+            if _everywhere(error is None) and prepared is not None:
+                try:
+                    _load(prepared, optimizer)
+                except CheckpointError as failed:
+                    error = failed
+                if _everywhere(error is None):
+                    _apply(model, optimizer, prepared.states)
+                    return prepared.info
+            error = error or CheckpointError("it did not load in another process")
+            failures.append(f"{path.name}: {error}")
+            warnings.warn(
+                f"skipping checkpoint {path.name}, which does not load: {error}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         if failures:
             if fresh and optimizer is not None:
                 optimizer.state.clear()
@@ -438,6 +468,93 @@ class DistributedCheckpointManager(StepCheckpoints):
                 + " | ".join(failures)
             )
         return None
+
+
+def _own_states(
+    model: nn.Module, optimizer: torch.optim.Optimizer | None, found: list[Any]
+) -> tuple[dict[str, Any] | None, CheckpointError | None]:
+    """The states to load into (once, in every rank), or why there are none.
+
+    ``get_state_dict`` steps a fresh optimizer to create its state; an
+    optimizer that cannot take that step (LBFGS needs a closure, SparseAdam
+    sparse gradients) cannot be restored through DCP: every checkpoint is then
+    skipped with that reason.
+    """
+    if not found:
+        return None, None
+    try:
+        return _states(model, optimizer), None
+    except Exception as error:
+        return None, CheckpointError(
+            "this model and optimizer cannot give DCP a state to load into "
+            f"({_first_line(error)})"
+        )
+
+
+def _manifest_text(
+    staging: Path,
+    final: Path,
+    metadata: Any,
+    values: dict[str, Any],
+    fields: dict[str, Any],
+) -> str:
+    """The manifest of what ``dcp.save`` wrote, in every rank (collective).
+
+    Every rank describes the metadata and hashes its share of the data files;
+    the shares are gathered, and every rank builds the same text. If any rank
+    failed, or the text is larger than a manifest may be, every rank raises
+    and rank 0 removes the staging directory: nothing is committed.
+    """
+    from dlcomp._safe_dcp import (
+        MAX_MANIFEST,
+        describe,
+        fill_hashes,
+        hash_items,
+        manifest_text,
+    )
+
+    section, share, error = None, None, None
+    try:
+        section = describe(metadata, values)
+        share = hash_items(staging, section, _rank(), _world_size())
+    except Exception as failed:  # any: every rank must reach the gather
+        error = failed
+    shares = _gathered(share)
+    if error is None and any(part is None for part in shares):
+        error = CheckpointError("another process could not hash its files")
+    text = ""
+    if error is None and section is not None:
+        fill_hashes(section, shares)
+        text = manifest_text({**fields, "dcp": section})
+        if len(text) > MAX_MANIFEST:
+            error = CheckpointError(
+                f"its manifest would take {len(text)} bytes, more than the "
+                f"{MAX_MANIFEST} a manifest may hold (too many chunks: save "
+                "from fewer processes, or a model of fewer tensors)"
+            )
+    if error is not None:
+        if _rank() == 0:
+            shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(error, OSError):
+            raise write_failed(final, error) from None
+        raise CheckpointError(
+            f"could not write {final}: {error}. Nothing was committed"
+        ) from None
+    return text
+
+
+def _gathered(share: Any) -> list[Any]:
+    """``share`` of every rank, in rank order (collective with a group).
+
+    The objects travel pickled between this job's own processes, never
+    through a file.
+    """
+    dist = _dist()
+    if dist is None:
+        return [share]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, share)
+    return out
 
 
 def _everywhere(ok: bool) -> bool:
@@ -451,47 +568,27 @@ def _everywhere(ok: bool) -> bool:
     return bool(flag.item())
 
 
-def _manifest(path: Path) -> tuple[CheckpointInfo, str | None]:
-    """The checkpoint's manifest, checked: its step, world size and extras.
+def _manifest(path: Path) -> Manifest:
+    """The checkpoint's manifest, checked (its step is its name's)."""
+    from dlcomp._safe_dcp import read_manifest
 
-    And the class of the optimizer saved with it (``None``: none, or a
-    checkpoint written before dlcomp recorded it).
-    """
-    try:
-        manifest = json.loads((path / MANIFEST).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+    manifest = read_manifest(path)
+    if path.name.removeprefix(REPLACED) != f"step-{manifest.step:09d}":
         raise CheckpointError(
-            f"its manifest {MANIFEST} is unreadable ({error})"
-        ) from None
-    if not isinstance(manifest, dict):
-        manifest = {}
-    step, world, extra = (manifest.get(k) for k in ("step", "world_size", "extra"))
-    optimizer_class = manifest.get("optimizer_class")
-    if not (
-        type(step) is int
-        and path.name.removeprefix(REPLACED) == f"step-{step:09d}"
-        and type(world) is int
-        and world >= 1
-        and isinstance(extra, dict)
-        and (optimizer_class is None or type(optimizer_class) is str)
-    ):
-        raise CheckpointError(
-            f"its manifest {MANIFEST} is damaged: expected the step of its name, "
-            "a world size, extras and an optimizer class name, found "
-            f"{str(manifest)[:120]}"
+            f"its manifest {MANIFEST} is damaged: it is the manifest of step "
+            f"{manifest.step}, not of the step its name says"
         )
-    info = CheckpointInfo(path=path, step=step, extra=extra, world_size=world)
-    return info, optimizer_class
+    return manifest
 
 
-def _check_fits(path: Path, states: dict[str, Any], model: nn.Module) -> dict[str, Any]:
+def _check_fits(
+    manifest: Manifest, states: dict[str, Any], model: nn.Module
+) -> dict[str, Any]:
     """Compare the checkpoint's keys and shapes with the model's, before loading.
 
     Returns the checkpoint's ``state_dict_metadata``.
     """
-    from dlcomp._safe_dcp import read_metadata
-
-    saved = read_metadata(path).state_dict_metadata
+    saved = manifest.metadata.state_dict_metadata
     in_file = {
         k.removeprefix("model."): tuple(v.size) if hasattr(v, "size") else None
         for k, v in saved.items()
@@ -615,6 +712,33 @@ def _check_optimizer(
         )
 
 
+def _check_settings(
+    optimizer: torch.optim.Optimizer,
+    manifest: Manifest,
+    ours: dict[str, Any],
+    states: dict[str, Any],
+    aside: dict[Any, Any],
+) -> None:
+    """Before anything is read: the manifest's settings against ``optimizer``.
+
+    The parameter groups are the manifest's values (``lr``, ``betas``,
+    ``params``, ...), the per-parameter state this optimizer's own (its
+    shapes stand for the checkpoint's, which :func:`_check_fits` and
+    :func:`_set_aside` compared), so a setting of another type is refused
+    before DCP reads any tensor.
+    """
+    groups = []
+    for number, group in enumerate(ours["param_groups"]):
+        prefix = f"optim.param_groups.{number}."
+        groups.append({
+            name: manifest.value(prefix + name) if prefix + name in manifest.values
+            else value
+            for name, value in group.items()
+        })  # fmt: skip
+    view = {"param_groups": groups, "state": states["state"]}
+    _check_optimizer(optimizer, ours, view, aside, manifest.path)
+
+
 def _class_name(obj: object) -> str:
     kind = type(obj)
     return f"{kind.__module__}.{kind.__qualname__}"
@@ -627,17 +751,33 @@ def _clone(state: Any) -> Any:
     return tree_map(lambda x: x.clone() if isinstance(x, torch.Tensor) else x, state)
 
 
-def _read(
-    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None
-) -> tuple[CheckpointInfo, dict[str, Any]]:
-    """Read the checkpoint at ``path`` into copies of the model's states.
+@dataclass
+class _Prepared:
+    """A checkpoint checked against the model and optimizer, ready to load."""
 
-    Raises CheckpointError for anything wrong; the model is not touched.
+    info: CheckpointInfo
+    ours: dict[str, Any]  # the model's (and optimizer's) states
+    states: dict[str, Any]  # copies of them, to load into
+    aside: dict[Any, Any]  # optimizer tensors of another shape (_set_aside)
+    reader: JsonFileSystemReader
+
+
+def _prepare(
+    path: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    ours: dict[str, Any],
+) -> _Prepared:
+    """Check the checkpoint at ``path`` against ``ours``, its files; load nothing.
+
+    ``ours`` is ``_states(model, optimizer)``. Raises CheckpointError for
+    anything wrong.
     """
-    from dlcomp._safe_dcp import load
+    from dlcomp._safe_dcp import JsonFileSystemReader
 
     try:
-        info, saved_class = _manifest(path)
+        manifest = _manifest(path)
+        saved_class = manifest.optimizer_class
         if optimizer is not None and saved_class not in (None, _class_name(optimizer)):
             raise CheckpointError(
                 f"it holds the state of a {saved_class}, and the optimizer given "
@@ -645,24 +785,53 @@ def _read(
                 "fit. Build the same optimizer as when saving, or restore the "
                 "model alone (optimizer=None)"
             )
-        ours = _states(model, optimizer)
         states = _clone(ours)
-        saved = _check_fits(path, states, model)
+        saved = _check_fits(manifest, states, model)
         aside = {} if optimizer is None else _set_aside(states["optim"], saved)
-        load(states, path)
         if optimizer is not None:
-            _check_optimizer(optimizer, ours["optim"], states["optim"], aside, path)
+            _check_settings(optimizer, manifest, ours["optim"], states["optim"], aside)
+        reader = JsonFileSystemReader(path, manifest)
+        reader.check_files()
     except CheckpointError:
         raise
     except FileNotFoundError as error:
         raise CheckpointError(f"a file is missing ({error})") from None
-    except BaseException as error:  # DCP's CheckpointException is a BaseException
-        if not isinstance(error, Exception) and (
-            type(error).__name__ != "CheckpointException"
-        ):
-            raise  # KeyboardInterrupt, SystemExit
+    except Exception as error:
         raise CheckpointError(f"it is damaged ({_first_line(error)})") from None
-    return info, states
+    info = CheckpointInfo(
+        path=path,
+        step=manifest.step,
+        extra=manifest.extra,
+        world_size=manifest.world_size,
+    )
+    return _Prepared(info, ours, states, aside, reader)
+
+
+def _load(prepared: _Prepared, optimizer: torch.optim.Optimizer | None) -> None:
+    """Read the checkpoint into ``prepared.states`` (collective), not into the model.
+
+    Raises CheckpointError for anything wrong; a KeyboardInterrupt or
+    SystemExit is raised as itself.
+    """
+    from dlcomp._safe_dcp import load
+
+    path = prepared.info.path
+    try:
+        load(prepared.states, prepared.reader, path)
+        if optimizer is not None:  # before anything is applied
+            _check_optimizer(
+                optimizer,
+                prepared.ours["optim"],
+                prepared.states["optim"],
+                prepared.aside,
+                path,
+            )
+    except CheckpointError:
+        raise
+    except FileNotFoundError as error:
+        raise CheckpointError(f"a file is missing ({error})") from None
+    except Exception as error:
+        raise CheckpointError(f"it is damaged ({_first_line(error)})") from None
 
 
 def _first_line(error: BaseException) -> str:
@@ -700,12 +869,16 @@ def consolidate(
     In one process, without a process group. A ``.safetensors`` path gives a
     safetensors file; any other a ``torch.save`` file of the state dict
     (load it with ``torch.load(path, weights_only=True)``). Both are written
-    atomically. The checkpoint is read through the same restricted reader as
-    :meth:`DistributedCheckpointManager.restore`: it cannot run code.
+    atomically. The checkpoint is read as
+    :meth:`DistributedCheckpointManager.restore` reads it, from its JSON
+    manifest, unpickling nothing; a tensor is allocated only once its chunks
+    are known to tile it, so the weights take at most about the size of the
+    checkpoint's files.
 
     Raises:
-        CheckpointError: ``checkpoint`` is not a complete DCP checkpoint, is
-            damaged, or holds something that would run code.
+        CheckpointError: ``checkpoint`` is not a complete checkpoint that
+            dlcomp wrote (the message says how to read another with plain
+            DCP, at your own risk), or it is damaged.
 
     Examples:
         >>> import tempfile, pathlib
@@ -717,19 +890,14 @@ def consolidate(
         ['bias', 'weight']
     """
     checkpoint, path = Path(checkpoint), Path(path)
-    if not (checkpoint / ".metadata").is_file():
-        raise CheckpointError(
-            f"{checkpoint} is not a complete DCP checkpoint (no .metadata file)"
-        )
-    from dlcomp._safe_dcp import to_torch_save_state
+    from dlcomp._safe_dcp import full_model_state
 
-    full = to_torch_save_state(checkpoint)
-    model = full.get("model") if isinstance(full, dict) else None
-    if not isinstance(model, dict):
-        raise CheckpointError(f"{checkpoint} holds no model state")
-    weights = {
-        k: v.contiguous() for k, v in model.items() if isinstance(v, torch.Tensor)
-    }
+    try:
+        weights = full_model_state(checkpoint)
+    except FileNotFoundError as error:
+        raise CheckpointError(
+            f"{checkpoint} is damaged: a file is missing ({error})"
+        ) from None
     if path.suffix == ".safetensors":
         from safetensors.torch import save
 

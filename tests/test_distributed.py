@@ -148,6 +148,36 @@ def test_two_process_checkpoint_loads_into_one_and_two_processes(tmp_path, wrap)
     TIMES[f"{wrap} 2->1, 2->2"] = time.perf_counter() - start
 
 
+def test_a_chunk_one_rank_reads_damaged_is_skipped_by_both_ranks(tmp_path):
+    """Rank 1 alone reads the flipped chunk; both skip the checkpoint, none hangs."""
+    start = time.perf_counter()
+    ckpt = tmp_path / "ckpt"
+    worker(ckpt, "--steps", 4, "--save-every", 2)
+    newest = DistributedCheckpointManager(ckpt).latest()
+    manifest = json.loads((newest / "dlcomp.json").read_text())
+    (chunk,) = [
+        c
+        for c in manifest["dcp"]["items"]["model.0.weight"]["chunks"]
+        if c["file"] == "__1_0.distcp"
+    ]
+    part = newest / chunk["file"]
+    data = bytearray(part.read_bytes())
+    data[chunk["offset"] + chunk["length"] // 2] ^= 0x01
+    part.write_bytes(bytes(data))
+
+    resumed = worker(ckpt, "--wrap", "fsdp", "--steps", 4,
+                     "--state-out", tmp_path / "resumed.pt")  # fmt: skip
+    assert '"resumed_from": 2' in resumed.stdout, resumed.stderr[-3000:]
+    skipped = re.findall(
+        r"skipping checkpoint step-000000004, .*SHA-256", resumed.stderr
+    )
+    assert len(skipped) == 2, resumed.stderr[-3000:]  # a warning in each rank
+    worker(tmp_path / "reference", "--wrap", "fsdp", "--steps", 4,
+           "--state-out", tmp_path / "reference.pt")  # fmt: skip
+    assert_same_state(load(tmp_path / "resumed.pt"), load(tmp_path / "reference.pt"))
+    TIMES["damaged chunk, 2 ranks"] = time.perf_counter() - start
+
+
 PAGE = Path(__file__).parents[1] / "docs" / "distributed-checkpoints.md"
 
 

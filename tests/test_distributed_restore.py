@@ -6,9 +6,11 @@ and fails without its fix.
 """
 
 import errno
+import hashlib
 import io
 import json
 import os
+import pathlib
 import pickle
 import struct
 import zipfile
@@ -48,8 +50,11 @@ def damage_manifest_empty(path):
     (path / "dlcomp.json").write_text("{}")
 
 
-def damage_metadata_garbage(path):
-    (path / ".metadata").write_bytes(os.urandom(300))
+def damage_manifest_edited(path):
+    manifest = path / "dlcomp.json"
+    manifest.write_text(
+        manifest.read_text().replace('"world_size":1', '"world_size":3')
+    )
 
 
 def damage_distcp_truncated(path):
@@ -66,7 +71,7 @@ def damage_distcp_missing(path):
     [
         damage_manifest_torn,
         damage_manifest_empty,
-        damage_metadata_garbage,
+        damage_manifest_edited,
         damage_distcp_truncated,
         damage_distcp_missing,
     ],
@@ -102,20 +107,40 @@ class Marker:
         self.path = path
 
     def __reduce__(self):
-        return (open, (str(self.path), "w"))
+        return (pathlib.Path.touch, (pathlib.Path(self.path),))
 
 
-def test_a_crafted_metadata_file_is_refused_and_runs_nothing(two_checkpoints, tmp_path):
-    manager, first = two_checkpoints
+def test_a_crafted_metadata_file_is_never_read_and_runs_nothing(
+    two_checkpoints, tmp_path
+):
+    manager, _ = two_checkpoints
     marker = tmp_path / "PWNED"
+    newest = snapshot_of_latest(manager)
     (manager.latest() / ".metadata").write_bytes(pickle.dumps(Marker(marker)))
     target = nn.Linear(4, 2)
-    with pytest.warns(RuntimeWarning, match="skipping checkpoint step-000000002"):
-        assert manager.restore(target).step == 1
-    with pytest.raises(CheckpointError):
-        consolidate(manager.latest(), tmp_path / "w.pt")
+    assert manager.restore(target).step == 2  # from the manifest: no warning
+    assert same(snapshot(target), newest)
+    consolidate(manager.latest(), tmp_path / "w.pt")
     assert not marker.exists()
-    assert same(snapshot(target), first)
+
+    # plain DCP runs it
+    from torch.distributed.checkpoint import FileSystemReader
+
+    with pytest.raises(AttributeError):  # None, what touch returned, is no Metadata
+        FileSystemReader(manager.latest()).read_metadata()
+    assert marker.exists()
+
+
+def test_a_garbage_metadata_file_does_not_matter(two_checkpoints):
+    manager, _ = two_checkpoints
+    (manager.latest() / ".metadata").write_bytes(os.urandom(300))
+    assert manager.restore(nn.Linear(4, 2)).step == 2
+
+
+def snapshot_of_latest(manager):
+    net = nn.Linear(4, 2)
+    manager.restore(net)
+    return snapshot(net)
 
 
 def test_a_full_disk_during_a_save_is_an_os_error(tmp_path, monkeypatch):
@@ -158,14 +183,14 @@ def test_ctrl_c_during_a_save_stays_a_keyboard_interrupt(tmp_path, monkeypatch, 
 def test_ctrl_c_during_a_restore_stays_a_keyboard_interrupt(
     two_checkpoints, monkeypatch, stop
 ):
-    from dlcomp._safe_dcp import SafeFileSystemReader
+    from dlcomp._safe_dcp import JsonFileSystemReader
 
     manager, _ = two_checkpoints
 
     def interrupted(*args, **kwargs):
         raise stop
 
-    monkeypatch.setattr(SafeFileSystemReader, "read_data", interrupted)
+    monkeypatch.setattr(JsonFileSystemReader, "read_data", interrupted)
     target = nn.Linear(4, 2)
     before = snapshot(target)
     with pytest.raises(stop):  # not "skipping ...", for the next checkpoint
@@ -203,8 +228,11 @@ def test_a_bad_step_is_a_clear_error(tmp_path, step, error):
 def deflate_an_item(path, fqn, deflated, padding=8 * 2**20):
     """Rewrite the item ``fqn`` of ``path``: a deflated zip, ``padding`` bytes larger.
 
-    The new item goes to a file of its own; the ``.metadata`` points at it.
+    The new item goes to a file of its own; the ``.metadata`` points at it,
+    and so does the manifest (re-hashed), as an attacker would do.
     """
+    from dlcomp._safe_dcp import manifest_text
+
     meta = pickle.loads((path / ".metadata").read_bytes())  # trusted: ours
     (index,) = [i for i in meta.storage_data if i.fqn == fqn]
     info = meta.storage_data[index]
@@ -215,20 +243,31 @@ def deflate_an_item(path, fqn, deflated, padding=8 * 2**20):
     (path / "bomb.distcp").write_bytes(bomb)
     meta.storage_data[index] = _StorageInfo("bomb.distcp", 0, len(bomb))
     (path / ".metadata").write_bytes(pickle.dumps(meta))
+    manifest = json.loads((path / "dlcomp.json").read_text())
+    manifest["dcp"]["files"]["bomb.distcp"] = len(bomb)
+    for chunk in manifest["dcp"]["items"][fqn].get("chunks", ()):
+        chunk.update(
+            file="bomb.distcp",
+            offset=0,
+            length=len(bomb),
+            sha256=hashlib.sha256(bomb).hexdigest(),
+        )
+    fields = {k: v for k, v in manifest.items() if k not in ("format", "version")}
+    del fields["sha256"]
+    (path / "dlcomp.json").write_text(manifest_text(fields))
 
 
-@pytest.mark.parametrize("fqn", ["optim.param_groups.0.lr", "model.weight"])
-def test_a_deflated_item_is_skipped_without_inflating_it(tmp_path, fqn, deflated):
+def test_a_deflated_chunk_is_skipped_without_inflating_it(tmp_path, deflated):
     manager = DistributedCheckpointManager(tmp_path)
     first = nn.Linear(4, 2)
     manager.save(1, first, torch.optim.Adam(first.parameters()))
     newer = nn.Linear(4, 2)
     saved = manager.save(2, newer, torch.optim.Adam(newer.parameters()))
-    deflate_an_item(saved, fqn, deflated)
+    deflate_an_item(saved, "model.weight", deflated)
     target = nn.Linear(4, 2)
     with pytest.warns(
         RuntimeWarning,
-        match=rf"skipping checkpoint step-000000002, .* the item '{fqn}' of "
+        match=r"skipping checkpoint step-000000002, .* of 'model\.weight' in "
         r"\S+bomb\.distcp .* is compressed \(deflate\) and would inflate",
     ):
         restored = manager.restore(target, torch.optim.Adam(target.parameters()))
@@ -238,10 +277,21 @@ def test_a_deflated_item_is_skipped_without_inflating_it(tmp_path, fqn, deflated
         consolidate(manager.path_for(2), tmp_path / "w.pt")
 
 
+def test_a_deflated_value_item_is_never_read(tmp_path, deflated):
+    manager = DistributedCheckpointManager(tmp_path)
+    newer = nn.Linear(4, 2)
+    saved = manager.save(2, newer, torch.optim.Adam(newer.parameters(), lr=0.25))
+    deflate_an_item(saved, "optim.param_groups.0.lr", deflated)
+    target = nn.Linear(4, 2)
+    optimizer = torch.optim.Adam(target.parameters())
+    assert manager.restore(target, optimizer).step == 2  # lr from the manifest
+    assert optimizer.param_groups[0]["lr"] == 0.25
+
+
 # --- consolidate: a damaged checkpoint is a CheckpointError ---------------------------
 
 
-def garble_a_pickle(path):
+def garble_a_pickle(path):  # the manifest's hash of the chunk refuses it
     """Overwrite the pickle of the first item with bytes that are no pickle."""
     meta = pickle.loads((path / ".metadata").read_bytes())  # trusted: ours
     info = min(meta.storage_data.values(), key=lambda info: info.offset)
