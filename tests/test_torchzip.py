@@ -2,7 +2,7 @@
 
 The findings of the issue "checkpoints safe by construction" are each
 reproduced here through the public loaders (``dlcomp.load_checkpoint``,
-``dlcomp.read_checkpoint``, ``dlcomp._safe_dcp``), so that each test fails
+``dlcomp.read_checkpoint``, and ``vet_item`` for DCP chunks), so that each test fails
 on a dlcomp without this module:
 
 - S1: a second central directory hides a deflated record from Python's
@@ -71,8 +71,6 @@ def own_peak_kib():
 import torch
 from torch import nn
 import dlcomp
-if sys.argv[3] == "dcp":  # imported by the baseline too: it takes memory of its own
-    from dlcomp import _safe_dcp
 path, action = Path(sys.argv[1]), sys.argv[2]
 started = time.perf_counter()
 try:
@@ -86,9 +84,6 @@ try:
     elif action == "read_checkpoint":
         dlcomp.read_checkpoint(path)
         outcome = "loaded"
-    elif action == "to_torch_save_state":
-        _safe_dcp.to_torch_save_state(path)
-        outcome = "loaded"
     else:
         raise SystemExit(f"unknown action {action!r}")
 except dlcomp.CheckpointError as error:
@@ -100,10 +95,9 @@ print(json.dumps({"peak_kib": own_peak_kib(), "outcome": outcome, "seconds": sec
 
 def run_child(path: Path, action: str, timeout: int = CHILD_TIMEOUT) -> dict:
     """Run ``action`` on ``path`` in a fresh interpreter; its report, peak in bytes."""
-    imports = "dcp" if action.startswith("to_torch_save_state") else "torch"
     try:
         proc = subprocess.run(
-            [sys.executable, "-c", PEAK, str(path), action, imports],
+            [sys.executable, "-c", PEAK, str(path), action],
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -124,17 +118,15 @@ def run_child(path: Path, action: str, timeout: int = CHILD_TIMEOUT) -> dict:
     return report
 
 
-_BASELINES: dict[bool, int] = {}
+_BASELINE: list[int] = []
 
 
 def growth(path: Path, action: str) -> tuple[int, dict]:
     """How much more memory ``action`` took than the imports alone, and its report."""
-    dcp = action == "to_torch_save_state"
-    if dcp not in _BASELINES:
-        imports = "to_torch_save_state imports" if dcp else "imports only"
-        _BASELINES[dcp] = run_child(path, imports)["peak"]
+    if not _BASELINE:
+        _BASELINE.append(run_child(path, "imports only")["peak"])
     report = run_child(path, action)
-    return report["peak"] - _BASELINES[dcp], report
+    return report["peak"] - _BASELINE[0], report
 
 
 # --- crafted archives -----------------------------------------------------------------
@@ -278,51 +270,21 @@ def test_s1_a_second_directory_is_refused_without_inflating_it(file_bomb):
 # --- S1 in one item of a DCP checkpoint -----------------------------------------------
 
 
-def _quiet(run):
-    with warnings.catch_warnings():  # one process, no process group: on purpose
-        warnings.filterwarnings(
-            "ignore",
-            message="torch.distributed is disabled, unavailable or uninitialized",
-            category=UserWarning,
-        )
-        return run()
+def test_s1_in_a_dcp_item_is_refused_from_its_bytes_alone():
+    """A DCP chunk is vetted as a file is; loading it is tests/test_safe_dcp.py's."""
+    from dlcomp._torchzip import vet_item
 
-
-def dcp_checkpoint(path: Path) -> Path:
-    import torch.distributed.checkpoint as dcp
-
-    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
-    _quiet(lambda: dcp.save({"model": net.state_dict()}, checkpoint_id=path))
-    return path
-
-
-def replace_item(saved: Path, fqn: str, data: bytes) -> None:
-    """Point the item ``fqn`` at ``data``, in a file of the directory of its own."""
-    from torch.distributed.checkpoint.filesystem import _StorageInfo
-
-    (saved / "crafted.distcp").write_bytes(data)
-    meta = pickle.loads((saved / ".metadata").read_bytes())  # trusted: ours
-    for index in meta.storage_data:
-        if index.fqn == fqn:
-            meta.storage_data[index] = _StorageInfo("crafted.distcp", 0, len(data))
-    (saved / ".metadata").write_bytes(pickle.dumps(meta))
-
-
-def test_s1_in_a_dcp_item_is_refused_without_inflating_it(tmp_path):
-    saved = dcp_checkpoint(tmp_path / "ckpt")
     pickled = torch_pickle(_Tensor(_Storage(ITEM_BOMB_BYTES // 4)))  # a bare tensor
     item = second_directory_bomb(pickled, ITEM_BOMB_BYTES)
-    replace_item(saved, "model.0.weight", item)
     assert len(item) < 300 * 1024
-    grew, report = growth(saved, "to_torch_save_state")
-    outcome = report["outcome"]
-    assert grew < 20 * len(item), (grew, len(item), outcome)
-    assert outcome.startswith("CheckpointError: "), outcome
-    assert "the item 'model.0.weight' of " in outcome, outcome
+    data = io.BytesIO(b"x" * 100 + item)  # the chunk starts 100 bytes in
+    with pytest.raises(CheckpointError) as refused:
+        vet_item(data, 100, len(item), "the item 'model.0.weight'")
+    assert "the item 'model.0.weight'" in str(refused.value)
     assert (
         f"is compressed (deflate) and would inflate to {ITEM_BOMB_BYTES} bytes"
-        in outcome
-    ), outcome
+        in str(refused.value)
+    )
 
 
 # --- S2: an allocation gadget on torch's allowlist ------------------------------------
