@@ -71,8 +71,8 @@ print("resumed run finished, exit code", process.returncode)
 # ---------------------------
 # Each run's last checkpoint holds its final weights and, among its extras,
 # the loss of every step. :func:`dlcomp.read_checkpoint` reads a checkpoint
-# file safely (``weights_only=True``) and checks it, without loading it into
-# a model.
+# file and verifies it (its tensors' hashes, every field), without loading
+# it into a model.
 reference = workdir / "reference"
 process = start(reference)
 process.communicate()
