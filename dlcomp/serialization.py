@@ -493,29 +493,119 @@ def _overlaps(tensor: Tensor) -> bool:
 
 @contextmanager
 def _all_or_nothing(
-    model: nn.Module, optimizer: torch.optim.Optimizer | None
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    *,
+    copy_model: bool = True,
 ) -> Iterator[None]:
     """Undo every change to ``model`` and ``optimizer`` if the block fails.
 
     Even a KeyboardInterrupt between the two loads leaves both as they were.
-    Costs one copy of the model's state while the block runs.
+    The optimizer's state is kept by reference (``load_state_dict`` replaces
+    it, leaving the old tensors as they were); the model's is copied, unless
+    ``copy_model`` is false because the block puts tensors in place itself
+    and undoes that (:func:`_swap_in`).
     """
-    saved_model = {
-        k: v.detach().clone()
-        for k, v in model.state_dict().items()
-        if isinstance(v, Tensor)
-        and not isinstance(v, UninitializedParameter | UninitializedBuffer)
-    }
-    saved_optimizer = (
-        None if optimizer is None else copy.deepcopy(optimizer.state_dict())
+    saved_model = (
+        {
+            k: v.detach().clone()
+            for k, v in model.state_dict().items()
+            if isinstance(v, Tensor)
+            and not isinstance(v, UninitializedParameter | UninitializedBuffer)
+        }
+        if copy_model
+        else None
     )
+    saved_optimizer = None
+    if optimizer is not None:
+        saved_optimizer = optimizer.state_dict()  # references: replaced, not changed
+        saved_optimizer["state"] = {
+            k: dict(v) for k, v in saved_optimizer["state"].items()
+        }
     try:
         yield
     except BaseException:
-        model.load_state_dict(saved_model, strict=False)
+        if saved_model is not None:
+            model.load_state_dict(saved_model, strict=False)
         if optimizer is not None and saved_optimizer is not None:
             optimizer.load_state_dict(saved_optimizer)
         raise
+
+
+# Modules whose _load_from_state_dict only adds what an older file lacks (a
+# BatchNorm's num_batches_tracked): a state with every key needs nothing of it.
+_PLAIN_LOADERS = (nn.Module._load_from_state_dict,)
+
+
+def _swappable(model: nn.Module) -> bool:
+    """Whether loading ``model`` is only putting tensors in place.
+
+    True when no module has its own loading code, load hooks or extra state,
+    and every parameter and buffer is a plain tensor: then
+    :func:`_swap_in` does what ``load_state_dict`` would, without a copy.
+    """
+    from torch.nn.modules.batchnorm import _NormBase
+
+    for module in model.modules():
+        kind = type(module)
+        loader = kind._load_from_state_dict
+        if (
+            loader not in _PLAIN_LOADERS
+            and loader is not _NormBase._load_from_state_dict
+        ):
+            return False
+        if module._load_state_dict_pre_hooks or module._load_state_dict_post_hooks:
+            return False
+        if kind.get_extra_state is not nn.Module.get_extra_state:
+            return False
+    return all(
+        type(t) in (Tensor, nn.Parameter)
+        for t in itertools.chain(model.parameters(), model.buffers())
+    )
+
+
+def _swap_in(model: nn.Module, state: Mapping[str, Tensor]) -> Callable[[], None]:
+    """Put the loaded tensors in place of the model's; return how to undo it.
+
+    Each parameter and buffer keeps its identity (an optimizer still holds
+    it) and gets the loaded tensor as its ``.data``, converted to its device,
+    dtype and strides where they differ: the model's old values are not
+    copied, they are kept until the load is over. Tied entries are swapped
+    once.
+    """
+    targets = dict(
+        itertools.chain(
+            model.named_parameters(remove_duplicate=False),
+            model.named_buffers(remove_duplicate=False),
+        )
+    )
+    prepared: dict[int, tuple[Tensor, Tensor]] = {}
+    taken: set[int] = set()
+    for name, value in state.items():
+        target = targets.get(name)
+        if target is None or id(target) in prepared:
+            continue  # not persistent, or tied: swapped once
+        new = value.detach().to(device=target.device, dtype=target.dtype)
+        if new.stride() != target.stride() or id(new) in taken:
+            new = torch.empty_strided(
+                target.shape, target.stride(), dtype=target.dtype, device=target.device
+            ).copy_(new)
+        taken.add(id(new))
+        prepared[id(target)] = (target, new)
+    swapped: list[tuple[Tensor, Tensor]] = []
+
+    def undo() -> None:
+        for target, old in reversed(swapped):
+            target.data = old
+
+    try:
+        for target, new in prepared.values():
+            swapped.append((target, target.data))
+            target.data = new
+    except BaseException:
+        undo()
+        raise
+    return undo
 
 
 def _check_target(
@@ -557,6 +647,8 @@ def _copy_in(
     optimizer: torch.optim.Optimizer | None,
     load: Callable[[nn.Module], None],
     where: str,
+    *,
+    copy_model: bool = True,
 ) -> None:
     """Run ``load`` on ``model`` (and load the optimizer): all of it, or none.
 
@@ -566,7 +658,7 @@ def _copy_in(
     try:
         if _lazy(model):
             load(copy.deepcopy(model))
-        with _all_or_nothing(model, optimizer):
+        with _all_or_nothing(model, optimizer, copy_model=copy_model):
             load(model)
     except Exception as error:
         raise CheckpointError(
@@ -585,9 +677,21 @@ def _load_into(
     _check_state_dict(model, checkpoint.model)
     if optimizer is not None:
         _check_optimizer_state(optimizer, checkpoint)
+    swap = not _lazy(model) and _swappable(model)
 
     def load(target: nn.Module) -> None:
-        target.load_state_dict(checkpoint.model)
+        if swap and target is model:
+            undo = _swap_in(target, checkpoint.model)
+            try:
+                _load_rest(target)
+            except BaseException:
+                undo()
+                raise
+        else:
+            target.load_state_dict(checkpoint.model)
+            _load_rest(target)
+
+    def _load_rest(target: nn.Module) -> None:
         if optimizer is not None and target is model:
             # _check_optimizer_state made sure the checkpoint has one
             optimizer.load_state_dict(cast("dict[str, Any]", checkpoint.optimizer))
@@ -595,7 +699,7 @@ def _load_into(
             # last, and inside the rollback: a state torch refuses undoes it all
             _set_rng_states(checkpoint.rng, checkpoint.path)
 
-    _copy_in(model, optimizer, load, str(checkpoint.path))
+    _copy_in(model, optimizer, load, str(checkpoint.path), copy_model=not swap)
 
 
 def load_checkpoint(
