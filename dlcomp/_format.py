@@ -573,12 +573,19 @@ def _sha256(tensor: Tensor) -> str:
     return hashlib.sha256(_memory(tensor)).hexdigest()
 
 
+# Hashing runs in threads beside the writes and reads (hashlib and file I/O
+# release the GIL on large buffers): two, one per core of a small machine.
+_THREADS = 2
+_PARALLEL = 2**24  # bytes below which hashing in threads costs more than it saves
+_CHUNK = 2**22  # bytes read at a time, each hashed while the next is read
+
+
 def _hashes(tensors: Iterable[Tensor]) -> list[str]:
     """SHA-256 of each tensor's bytes; two threads (hashlib releases the GIL)."""
     items = list(tensors)
-    if sum(t.numel() * t.element_size() for t in items) < 2**24:
+    if sum(t.numel() * t.element_size() for t in items) < _PARALLEL:
         return [_sha256(t) for t in items]
-    with ThreadPoolExecutor(2) as pool:
+    with ThreadPoolExecutor(_THREADS) as pool:
         return list(pool.map(_sha256, items))
 
 
@@ -589,16 +596,8 @@ def _on_host(tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
     }
 
 
-def write_safetensors(
-    file: IO[bytes], tensors: Mapping[str, Tensor], metadata: Mapping[str, str]
-) -> None:
-    """Write a safetensors file: header, then each tensor's bytes, streamed.
-
-    ``tensors`` are contiguous (on any device: each is copied to the CPU in
-    turn). The header is the one text :func:`read_header` accepts for it.
-    """
-    if sys.byteorder != "little":  # pragma: no cover - no such machine here
-        raise RuntimeError("checkpoints are written on little-endian machines only")
+def _header(tensors: Mapping[str, Tensor], metadata: Mapping[str, str]) -> bytes:
+    """The safetensors header of ``tensors``, its length first, padded to 8 bytes."""
     header: dict[str, Any] = {"__metadata__": dict(metadata)} if metadata else {}
     offset = 0
     for name, tensor in tensors.items():
@@ -611,29 +610,83 @@ def write_safetensors(
         offset += size
     text = dumps(header).encode("ascii")
     text += b" " * (-len(text) % 8)
-    file.write(len(text).to_bytes(8, "little"))
-    file.write(text)
+    return len(text).to_bytes(8, "little") + text
+
+
+def write_safetensors(
+    file: IO[bytes], tensors: Mapping[str, Tensor], metadata: Mapping[str, str]
+) -> None:
+    """Write a safetensors file: header, then each tensor's bytes, streamed.
+
+    ``tensors`` are contiguous (on any device: each is copied to the CPU in
+    turn). The header is the one text :func:`read_header` accepts for it.
+    """
+    if sys.byteorder != "little":  # pragma: no cover - no such machine here
+        raise RuntimeError("checkpoints are written on little-endian machines only")
+    file.write(_header(tensors, metadata))
     for tensor in tensors.values():
         host = tensor if tensor.device.type == "cpu" else tensor.to("cpu")
         file.write(_memory(host))
 
 
-def write(file: IO[bytes], encoded: Encoded) -> None:
-    """Write a version-3 checkpoint: hash every tensor, then header and data."""
-    tensors = _on_host(encoded.tensors)
-    hashes = _hashes(tensors.values())
+def _metadata(encoded: Encoded, tensors: Mapping[str, Tensor],
+              hashes: Iterable[str]) -> dict[str, str]:  # fmt: skip
+    """The header's ``__metadata__``: the manifest, listing each tensor's hash."""
     listing = {}
     for (name, tensor), digest in zip(tensors.items(), hashes, strict=True):
         listing[name] = {**encoded.info[name], "sha256": digest}
         listing[name]["shape"] = list(tensor.shape)
     manifest = dumps({**encoded.manifest, "tensors": listing})
-    metadata = {
+    return {
         "format": FORMAT,
         "version": str(VERSION),
         "manifest": manifest,
         "sha256": hashlib.sha256(manifest.encode("ascii")).hexdigest(),
     }
-    write_safetensors(file, tensors, metadata)
+
+
+def _seekable(file: IO[bytes]) -> bool:
+    try:
+        return file.seekable()
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def write(file: IO[bytes], encoded: Encoded) -> None:
+    """Write a version-3 checkpoint: header, then data, every tensor hashed.
+
+    In a file that can seek, the tensors are hashed while they are written
+    (in threads beside the writes) under a header whose hashes are
+    placeholders of the same length; the header is then written again, in
+    place, with the hashes. Elsewhere every tensor is hashed first.
+    """
+    if sys.byteorder != "little":  # pragma: no cover - no such machine here
+        raise RuntimeError("checkpoints are written on little-endian machines only")
+    tensors = _on_host(encoded.tensors)
+    size = sum(t.numel() * t.element_size() for t in tensors.values())
+    if size < _PARALLEL or not _seekable(file):
+        hashes = _hashes(tensors.values())
+        write_safetensors(file, tensors, _metadata(encoded, tensors, hashes))
+        return
+    start = file.tell()
+    placeholder = _header(
+        tensors, _metadata(encoded, tensors, ["0" * 64] * len(tensors))
+    )
+    file.write(placeholder)
+    pool = ThreadPoolExecutor(_THREADS)
+    try:
+        futures = [pool.submit(_sha256, tensor) for tensor in tensors.values()]
+        for tensor in tensors.values():
+            file.write(_memory(tensor))
+        hashes = [future.result() for future in futures]
+    finally:
+        pool.shutdown(cancel_futures=True)  # a failed write hashes no further
+    header = _header(tensors, _metadata(encoded, tensors, hashes))
+    assert len(header) == len(placeholder)  # hex digests: the same length
+    end = file.tell()
+    file.seek(start)
+    file.write(header)
+    file.seek(end)
 
 
 # --- reading ----------------------------------------------------------------------
