@@ -40,9 +40,10 @@ import stat
 import sys
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from queue import SimpleQueue
 from typing import IO, Any, cast
 
 import torch
@@ -724,18 +725,22 @@ def sniff(head: bytes) -> str:
     return "?"
 
 
-def _exact_read(file: IO[bytes], size: int, where: str) -> bytearray:
-    """Exactly ``size`` bytes of ``file``, into memory of that size."""
-    buffer = bytearray(size)
-    view = memoryview(buffer)
+def _read_into(file: IO[bytes], view: memoryview, where: str) -> None:
+    """Fill ``view`` with the next bytes of ``file``."""
     got = 0
-    while got < size:
+    while got < len(view):
         count = file.readinto(view[got:])  # type: ignore[attr-defined]
         if not count:
             raise CheckpointError(
                 f"{where} ends early: the file is truncated. Nothing was loaded"
             )
         got += count
+
+
+def _exact_read(file: IO[bytes], size: int, where: str) -> bytearray:
+    """Exactly ``size`` bytes of ``file``, into memory of that size."""
+    buffer = bytearray(size)
+    _read_into(file, memoryview(buffer), where)
     return buffer
 
 
@@ -994,6 +999,53 @@ def check_map_location(map_location: object) -> torch.device:
     return device
 
 
+def _hash_chunks(chunks: SimpleQueue[memoryview | None]) -> str:
+    """The SHA-256 of the chunks put in ``chunks`` until ``None``."""
+    digest = hashlib.sha256()
+    while (chunk := chunks.get()) is not None:
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _read_verified(
+    file: IO[bytes], header: Header, manifest: dict[str, Any], where: str
+) -> dict[str, Tensor]:
+    """Each tensor's bytes, read into memory of its own exact size, hash verified.
+
+    The bytes are read in chunks, and each chunk is hashed in a thread while
+    the next one is read: reading and hashing overlap, and two tensors can be
+    hashed at once. ``torch.empty`` gives the memory without writing zeros
+    into it first.
+    """
+    data: dict[str, Tensor] = {}
+    hashes: dict[str, Future[str]] = {}
+    chunks: SimpleQueue[memoryview | None] | None = None
+    pool = ThreadPoolExecutor(_THREADS)
+    try:
+        for name, (_, _, begin, end) in header.entries.items():
+            buffer = torch.empty(end - begin, dtype=torch.uint8)
+            view = _memory(buffer)
+            chunks = SimpleQueue()
+            hashes[name] = pool.submit(_hash_chunks, chunks)
+            for at in range(0, end - begin, _CHUNK):
+                chunk = view[at : at + _CHUNK]
+                _read_into(file, chunk, where)
+                chunks.put(chunk)
+            chunks.put(None)
+            chunks = None
+            data[name] = buffer
+    finally:
+        if chunks is not None:  # a read failed: its hash ends, the others are done
+            chunks.put(None)
+        pool.shutdown()
+    for name, digest in hashes.items():
+        if digest.result() != manifest["tensors"][name]["sha256"]:
+            raise _damaged(where)(
+                f"the bytes of tensor {name[:60]!r} do not match their SHA-256"
+            )
+    return data
+
+
 def read(path: Path, map_location: object = None) -> dict[str, Any]:
     """Read and verify a version-3 checkpoint: its fields, tensors decoded.
 
@@ -1006,18 +1058,10 @@ def read(path: Path, map_location: object = None) -> dict[str, Any]:
         size = os.fstat(file.fileno()).st_size
         header = read_header(file, size, where, canonical=True)
         manifest = _checked_manifest(header, where)
+        data = _read_verified(file, header, manifest, where)
         tensors = {}
-        for name, (dtype, shape, begin, end) in header.entries.items():
-            data = _exact_read(file, end - begin, where)
-            if hashlib.sha256(data).hexdigest() != manifest["tensors"][name]["sha256"]:
-                raise _damaged(where)(
-                    f"the bytes of tensor {name[:60]!r} do not match their SHA-256"
-                )
-            flat = (
-                torch.frombuffer(data, dtype=torch.uint8)
-                if data
-                else torch.empty(0, dtype=torch.uint8)
-            )
+        for name, (dtype, shape, _, _) in header.entries.items():
+            flat = data[name]
             if dtype == torch.bool and bool((flat > 1).any()):
                 raise _damaged(where)(
                     f"tensor {name[:60]!r} holds bools that are not 0 or 1"

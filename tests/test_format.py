@@ -4,6 +4,7 @@ import hashlib
 import io
 import math
 import struct
+import threading
 
 import pytest
 import torch
@@ -510,3 +511,30 @@ def test_a_file_hashed_while_written_is_the_file_hashed_first(tmp_path, monkeypa
         _format.write(file, encoded)
     assert path.read_bytes() == bytes(pipe.data)
     assert read(path)["step"] == 3
+
+
+def test_a_tensor_read_in_many_chunks_is_verified_whole(tmp_path, monkeypatch):
+    monkeypatch.setattr(_format, "_CHUNK", 4)  # each tensor read 4 bytes at a time
+    path = small_checkpoint(tmp_path / "c.pt")
+    original = read(path)
+    with monkeypatch.context() as m:
+        m.setattr(_format, "_CHUNK", 2**22)
+        assert equal(read(path), original)
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1  # the last byte of the last tensor, in its last chunk
+    path.write_bytes(data)
+    with pytest.raises(CheckpointError, match="do not match their SHA-256"):
+        read(path)
+
+
+def test_a_read_that_fails_midway_leaves_no_thread_behind(tmp_path, monkeypatch):
+    monkeypatch.setattr(_format, "_CHUNK", 4)
+    data = small_checkpoint(tmp_path / "c.pt").read_bytes()
+    header = _format.read_header(io.BytesIO(data), len(data), "c", canonical=True)
+    manifest = _format._checked_manifest(header, "c")
+    shrunk = io.BytesIO(data[:-20])  # the file shrank after its header was checked
+    shrunk.seek(header.data_start)
+    threads = threading.active_count()
+    with pytest.raises(CheckpointError, match="ends early"):
+        _format._read_verified(shrunk, header, manifest, "c")
+    assert threading.active_count() == threads
