@@ -579,6 +579,7 @@ def _sha256(tensor: Tensor) -> str:
 _THREADS = 2
 _PARALLEL = 2**24  # bytes below which hashing in threads costs more than it saves
 _CHUNK = 2**22  # bytes read at a time, each hashed while the next is read
+_SMALL = 2**16  # bytes of a tensor read and hashed at once, without a thread
 
 
 def _hashes(tensors: Iterable[Tensor]) -> list[str]:
@@ -1018,13 +1019,17 @@ def _read_verified(
     into it first.
     """
     data: dict[str, Tensor] = {}
-    hashes: dict[str, Future[str]] = {}
+    hashes: dict[str, Future[str] | str] = {}
     chunks: SimpleQueue[memoryview | None] | None = None
     pool = ThreadPoolExecutor(_THREADS)
     try:
         for name, (_, _, begin, end) in header.entries.items():
-            buffer = torch.empty(end - begin, dtype=torch.uint8)
+            buffer = data[name] = torch.empty(end - begin, dtype=torch.uint8)
             view = _memory(buffer)
+            if end - begin <= _SMALL:  # a thread would cost more than the hash
+                _read_into(file, view, where)
+                hashes[name] = hashlib.sha256(view).hexdigest()
+                continue
             chunks = SimpleQueue()
             hashes[name] = pool.submit(_hash_chunks, chunks)
             for at in range(0, end - begin, _CHUNK):
@@ -1033,13 +1038,14 @@ def _read_verified(
                 chunks.put(chunk)
             chunks.put(None)
             chunks = None
-            data[name] = buffer
     finally:
         if chunks is not None:  # a read failed: its hash ends, the others are done
             chunks.put(None)
         pool.shutdown()
     for name, digest in hashes.items():
-        if digest.result() != manifest["tensors"][name]["sha256"]:
+        if isinstance(digest, Future):
+            digest = digest.result()
+        if digest != manifest["tensors"][name]["sha256"]:
             raise _damaged(where)(
                 f"the bytes of tensor {name[:60]!r} do not match their SHA-256"
             )
