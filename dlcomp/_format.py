@@ -677,10 +677,15 @@ def write(file: IO[bytes], encoded: Encoded) -> None:
     file.write(placeholder)
     pool = ThreadPoolExecutor(_THREADS)
     try:
-        futures = [pool.submit(_sha256, tensor) for tensor in tensors.values()]
+        futures = [
+            _sha256(t)
+            if t.numel() * t.element_size() <= _SMALL
+            else pool.submit(_sha256, t)
+            for t in tensors.values()
+        ]
         for tensor in tensors.values():
             file.write(_memory(tensor))
-        hashes = [future.result() for future in futures]
+        hashes = [f if isinstance(f, str) else f.result() for f in futures]
     finally:
         pool.shutdown(cancel_futures=True)  # a failed write hashes no further
     header = _header(tensors, _metadata(encoded, tensors, hashes))
