@@ -338,6 +338,22 @@ def bench(session: nox.Session) -> None:
     session.run("python", "-m", "dlcomp", "bench", *args)
 
 
+@nox.session(name="bench_checkpoints")
+def bench_checkpoints(session: nox.Session) -> None:
+    """Time checkpoint saves and loads against safetensors and torch.save.
+
+    Runs benchmarks/checkpoints.py: ResNet-50 and a 256 MiB model, each
+    measurement in a fresh process, 5 interleaved repeats; prints a table
+    and writes build/bench/checkpoints.json. Args after -- go to the script
+    (`-- --repeats 9`, `-- --cases resnet50`).
+    """
+    install(session, "bench-checkpoints")
+    args = session.posargs or []
+    if "--out" not in args:
+        args = [*args, "--out", str(ROOT / "build" / "bench" / "checkpoints.json")]
+    session.run("python", str(ROOT / "benchmarks" / "checkpoints.py"), *args)
+
+
 GENERATED = (
     r"(auto_examples|gen_modules|sg_execution_times|jupyter_cache|jupyter_execute)"
 )

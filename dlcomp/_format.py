@@ -40,9 +40,10 @@ import stat
 import sys
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from queue import SimpleQueue
 from typing import IO, Any, cast
 
 import torch
@@ -504,7 +505,10 @@ class Encoded:
 
         The copies go into ``buffers``, reused from one save to the next when
         shapes and dtypes match: copying into memory already mapped is
-        several times faster than into new memory.
+        several times faster than into new memory. A CPU tensor is copied
+        with one ``memmove``: ``Tensor.copy_`` splits a large copy between
+        torch's threads, and on a busy machine waiting for them costs more
+        than the copy.
         """
         copies = {}
         for name, tensor in self.tensors.items():
@@ -513,8 +517,16 @@ class Encoded:
                 tensor.shape,
                 tensor.dtype,
             ):
-                buffer = buffers[name] = torch.empty_like(tensor, device="cpu")
-            copies[name] = buffer.copy_(tensor)
+                buffer = buffers[name] = torch.empty(
+                    tensor.shape, dtype=tensor.dtype, device="cpu"
+                )
+            if tensor.device.type == "cpu" and tensor.is_contiguous():
+                size = tensor.numel() * tensor.element_size()
+                if size:
+                    ctypes.memmove(buffer.data_ptr(), tensor.data_ptr(), size)
+                copies[name] = buffer
+            else:
+                copies[name] = buffer.copy_(tensor)
         for name in set(buffers) - set(copies):
             del buffers[name]  # not in this checkpoint: free its memory
         return Encoded(self.manifest, copies, self.info)
@@ -562,12 +574,20 @@ def _sha256(tensor: Tensor) -> str:
     return hashlib.sha256(_memory(tensor)).hexdigest()
 
 
+# Hashing runs in threads beside the writes and reads (hashlib and file I/O
+# release the GIL on large buffers): two, one per core of a small machine.
+_THREADS = 2
+_PARALLEL = 2**24  # bytes below which hashing in threads costs more than it saves
+_CHUNK = 2**22  # bytes read at a time, each hashed while the next is read
+_SMALL = 2**16  # bytes of a tensor read and hashed at once, without a thread
+
+
 def _hashes(tensors: Iterable[Tensor]) -> list[str]:
     """SHA-256 of each tensor's bytes; two threads (hashlib releases the GIL)."""
     items = list(tensors)
-    if sum(t.numel() * t.element_size() for t in items) < 2**24:
+    if sum(t.numel() * t.element_size() for t in items) < _PARALLEL:
         return [_sha256(t) for t in items]
-    with ThreadPoolExecutor(2) as pool:
+    with ThreadPoolExecutor(_THREADS) as pool:
         return list(pool.map(_sha256, items))
 
 
@@ -578,16 +598,8 @@ def _on_host(tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
     }
 
 
-def write_safetensors(
-    file: IO[bytes], tensors: Mapping[str, Tensor], metadata: Mapping[str, str]
-) -> None:
-    """Write a safetensors file: header, then each tensor's bytes, streamed.
-
-    ``tensors`` are contiguous (on any device: each is copied to the CPU in
-    turn). The header is the one text :func:`read_header` accepts for it.
-    """
-    if sys.byteorder != "little":  # pragma: no cover - no such machine here
-        raise RuntimeError("checkpoints are written on little-endian machines only")
+def _header(tensors: Mapping[str, Tensor], metadata: Mapping[str, str]) -> bytes:
+    """The safetensors header of ``tensors``, its length first, padded to 8 bytes."""
     header: dict[str, Any] = {"__metadata__": dict(metadata)} if metadata else {}
     offset = 0
     for name, tensor in tensors.items():
@@ -600,29 +612,88 @@ def write_safetensors(
         offset += size
     text = dumps(header).encode("ascii")
     text += b" " * (-len(text) % 8)
-    file.write(len(text).to_bytes(8, "little"))
-    file.write(text)
+    return len(text).to_bytes(8, "little") + text
+
+
+def write_safetensors(
+    file: IO[bytes], tensors: Mapping[str, Tensor], metadata: Mapping[str, str]
+) -> None:
+    """Write a safetensors file: header, then each tensor's bytes, streamed.
+
+    ``tensors`` are contiguous (on any device: each is copied to the CPU in
+    turn). The header is the one text :func:`read_header` accepts for it.
+    """
+    if sys.byteorder != "little":  # pragma: no cover - no such machine here
+        raise RuntimeError("checkpoints are written on little-endian machines only")
+    file.write(_header(tensors, metadata))
     for tensor in tensors.values():
         host = tensor if tensor.device.type == "cpu" else tensor.to("cpu")
         file.write(_memory(host))
 
 
-def write(file: IO[bytes], encoded: Encoded) -> None:
-    """Write a version-3 checkpoint: hash every tensor, then header and data."""
-    tensors = _on_host(encoded.tensors)
-    hashes = _hashes(tensors.values())
+def _metadata(encoded: Encoded, tensors: Mapping[str, Tensor],
+              hashes: Iterable[str]) -> dict[str, str]:  # fmt: skip
+    """The header's ``__metadata__``: the manifest, listing each tensor's hash."""
     listing = {}
     for (name, tensor), digest in zip(tensors.items(), hashes, strict=True):
         listing[name] = {**encoded.info[name], "sha256": digest}
         listing[name]["shape"] = list(tensor.shape)
     manifest = dumps({**encoded.manifest, "tensors": listing})
-    metadata = {
+    return {
         "format": FORMAT,
         "version": str(VERSION),
         "manifest": manifest,
         "sha256": hashlib.sha256(manifest.encode("ascii")).hexdigest(),
     }
-    write_safetensors(file, tensors, metadata)
+
+
+def _seekable(file: IO[bytes]) -> bool:
+    try:
+        return file.seekable()
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def write(file: IO[bytes], encoded: Encoded) -> None:
+    """Write a version-3 checkpoint: header, then data, every tensor hashed.
+
+    In a file that can seek, the tensors are hashed while they are written
+    (in threads beside the writes) under a header whose hashes are
+    placeholders of the same length; the header is then written again, in
+    place, with the hashes. Elsewhere every tensor is hashed first.
+    """
+    if sys.byteorder != "little":  # pragma: no cover - no such machine here
+        raise RuntimeError("checkpoints are written on little-endian machines only")
+    tensors = _on_host(encoded.tensors)
+    size = sum(t.numel() * t.element_size() for t in tensors.values())
+    if size < _PARALLEL or not _seekable(file):
+        hashes = _hashes(tensors.values())
+        write_safetensors(file, tensors, _metadata(encoded, tensors, hashes))
+        return
+    start = file.tell()
+    placeholder = _header(
+        tensors, _metadata(encoded, tensors, ["0" * 64] * len(tensors))
+    )
+    file.write(placeholder)
+    pool = ThreadPoolExecutor(_THREADS)
+    try:
+        futures = [
+            _sha256(t)
+            if t.numel() * t.element_size() <= _SMALL
+            else pool.submit(_sha256, t)
+            for t in tensors.values()
+        ]
+        for tensor in tensors.values():
+            file.write(_memory(tensor))
+        hashes = [f if isinstance(f, str) else f.result() for f in futures]
+    finally:
+        pool.shutdown(cancel_futures=True)  # a failed write hashes no further
+    header = _header(tensors, _metadata(encoded, tensors, hashes))
+    assert len(header) == len(placeholder)  # hex digests: the same length
+    end = file.tell()
+    file.seek(start)
+    file.write(header)
+    file.seek(end)
 
 
 # --- reading ----------------------------------------------------------------------
@@ -660,18 +731,22 @@ def sniff(head: bytes) -> str:
     return "?"
 
 
-def _exact_read(file: IO[bytes], size: int, where: str) -> bytearray:
-    """Exactly ``size`` bytes of ``file``, into memory of that size."""
-    buffer = bytearray(size)
-    view = memoryview(buffer)
+def _read_into(file: IO[bytes], view: memoryview, where: str) -> None:
+    """Fill ``view`` with the next bytes of ``file``."""
     got = 0
-    while got < size:
+    while got < len(view):
         count = file.readinto(view[got:])  # type: ignore[attr-defined]
         if not count:
             raise CheckpointError(
                 f"{where} ends early: the file is truncated. Nothing was loaded"
             )
         got += count
+
+
+def _exact_read(file: IO[bytes], size: int, where: str) -> bytearray:
+    """Exactly ``size`` bytes of ``file``, into memory of that size."""
+    buffer = bytearray(size)
+    _read_into(file, memoryview(buffer), where)
     return buffer
 
 
@@ -930,6 +1005,58 @@ def check_map_location(map_location: object) -> torch.device:
     return device
 
 
+def _hash_chunks(chunks: SimpleQueue[memoryview | None]) -> str:
+    """The SHA-256 of the chunks put in ``chunks`` until ``None``."""
+    digest = hashlib.sha256()
+    while (chunk := chunks.get()) is not None:
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _read_verified(
+    file: IO[bytes], header: Header, manifest: dict[str, Any], where: str
+) -> dict[str, Tensor]:
+    """Each tensor's bytes, read into memory of its own exact size, hash verified.
+
+    The bytes are read in chunks, and each chunk is hashed in a thread while
+    the next one is read: reading and hashing overlap, and two tensors can be
+    hashed at once. ``torch.empty`` gives the memory without writing zeros
+    into it first.
+    """
+    data: dict[str, Tensor] = {}
+    hashes: dict[str, Future[str] | str] = {}
+    chunks: SimpleQueue[memoryview | None] | None = None
+    pool = ThreadPoolExecutor(_THREADS)
+    try:
+        for name, (_, _, begin, end) in header.entries.items():
+            buffer = data[name] = torch.empty(end - begin, dtype=torch.uint8)
+            view = _memory(buffer)
+            if end - begin <= _SMALL:  # a thread would cost more than the hash
+                _read_into(file, view, where)
+                hashes[name] = hashlib.sha256(view).hexdigest()
+                continue
+            chunks = SimpleQueue()
+            hashes[name] = pool.submit(_hash_chunks, chunks)
+            for at in range(0, end - begin, _CHUNK):
+                chunk = view[at : at + _CHUNK]
+                _read_into(file, chunk, where)
+                chunks.put(chunk)
+            chunks.put(None)
+            chunks = None
+    finally:
+        if chunks is not None:  # a read failed: its hash ends, the others are done
+            chunks.put(None)
+        pool.shutdown()
+    for name, digest in hashes.items():
+        if isinstance(digest, Future):
+            digest = digest.result()
+        if digest != manifest["tensors"][name]["sha256"]:
+            raise _damaged(where)(
+                f"the bytes of tensor {name[:60]!r} do not match their SHA-256"
+            )
+    return data
+
+
 def read(path: Path, map_location: object = None) -> dict[str, Any]:
     """Read and verify a version-3 checkpoint: its fields, tensors decoded.
 
@@ -942,18 +1069,10 @@ def read(path: Path, map_location: object = None) -> dict[str, Any]:
         size = os.fstat(file.fileno()).st_size
         header = read_header(file, size, where, canonical=True)
         manifest = _checked_manifest(header, where)
+        data = _read_verified(file, header, manifest, where)
         tensors = {}
-        for name, (dtype, shape, begin, end) in header.entries.items():
-            data = _exact_read(file, end - begin, where)
-            if hashlib.sha256(data).hexdigest() != manifest["tensors"][name]["sha256"]:
-                raise _damaged(where)(
-                    f"the bytes of tensor {name[:60]!r} do not match their SHA-256"
-                )
-            flat = (
-                torch.frombuffer(data, dtype=torch.uint8)
-                if data
-                else torch.empty(0, dtype=torch.uint8)
-            )
+        for name, (dtype, shape, _, _) in header.entries.items():
+            flat = data[name]
             if dtype == torch.bool and bool((flat > 1).any()):
                 raise _damaged(where)(
                     f"tensor {name[:60]!r} holds bools that are not 0 or 1"

@@ -1,8 +1,10 @@
 """dlcomp._format: the version-3 checkpoint file, and ways to damage or forge it."""
 
 import hashlib
+import io
 import math
 import struct
+import threading
 
 import pytest
 import torch
@@ -12,6 +14,7 @@ from torch import nn
 from dlcomp import (
     CheckpointError,
     CheckpointManager,
+    _format,
     load_checkpoint,
     read_checkpoint,
     save_checkpoint,
@@ -459,3 +462,79 @@ def test_an_optimizer_state_entry_that_is_not_a_dict_is_a_checkpoint_error(tmp_p
         load_checkpoint(
             path, target, torch.optim.SGD(target.parameters(), momentum=0.9)
         )
+
+
+# --- streaming: tensors hashed while they are written and read -----------------
+
+
+def encoded_checkpoint():
+    """A checkpoint of a small model with SGD momentum state, encoded for writing."""
+    torch.manual_seed(0)
+    model = nn.Linear(64, 48)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.ones(1, 64)).sum().backward()
+    optimizer.step()
+    return _format.encode_checkpoint(
+        step=3,
+        model=model.state_dict(),
+        model_metadata=None,
+        optimizer=optimizer.state_dict(),
+        optimizer_class="torch.optim.sgd.SGD",
+        extra={"loss": 0.5, "ones": torch.ones(3)},
+        rng=None,
+        version="test",
+    )
+
+
+class Pipe(io.RawIOBase):
+    """A file that can be written and cannot seek (a pipe, a socket)."""
+
+    def __init__(self):
+        self.data = bytearray()
+
+    def writable(self):
+        return True
+
+    def write(self, b):
+        self.data += bytes(b)
+        return len(b)
+
+
+def test_a_file_hashed_while_written_is_the_file_hashed_first(tmp_path, monkeypatch):
+    """Large files are hashed beside the writes, under a header patched in place."""
+    monkeypatch.setattr(_format, "_PARALLEL", 0)  # every file is "large"
+    encoded = encoded_checkpoint()
+    pipe = Pipe()
+    _format.write(pipe, encoded)  # cannot seek: hashes first, then writes
+    path = tmp_path / "c.pt"
+    with open(path, "wb") as file:
+        _format.write(file, encoded)
+    assert path.read_bytes() == bytes(pipe.data)
+    assert read(path)["step"] == 3
+
+
+def test_a_tensor_read_in_many_chunks_is_verified_whole(tmp_path, monkeypatch):
+    monkeypatch.setattr(_format, "_CHUNK", 4)  # each tensor read 4 bytes at a time
+    path = small_checkpoint(tmp_path / "c.pt")
+    original = read(path)
+    with monkeypatch.context() as m:
+        m.setattr(_format, "_CHUNK", 2**22)
+        assert equal(read(path), original)
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1  # the last byte of the last tensor, in its last chunk
+    path.write_bytes(data)
+    with pytest.raises(CheckpointError, match="do not match their SHA-256"):
+        read(path)
+
+
+def test_a_read_that_fails_midway_leaves_no_thread_behind(tmp_path, monkeypatch):
+    monkeypatch.setattr(_format, "_CHUNK", 4)
+    data = small_checkpoint(tmp_path / "c.pt").read_bytes()
+    header = _format.read_header(io.BytesIO(data), len(data), "c", canonical=True)
+    manifest = _format._checked_manifest(header, "c")
+    shrunk = io.BytesIO(data[:-20])  # the file shrank after its header was checked
+    shrunk.seek(header.data_start)
+    threads = threading.active_count()
+    with pytest.raises(CheckpointError, match="ends early"):
+        _format._read_verified(shrunk, header, manifest, "c")
+    assert threading.active_count() == threads
