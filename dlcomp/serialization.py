@@ -22,8 +22,6 @@ training from a power cut. This module keeps that promise:
 from __future__ import annotations
 
 import atexit
-import copy
-import itertools
 import json
 import os
 import re
@@ -47,12 +45,11 @@ from dlcomp._checkpoint import (
     CheckpointInfo,
     StepCheckpoints,
     atomic_write,
-    check_fits,
     check_step,
     is_regular_file,
     names,
 )
-from dlcomp._checks import check_int, check_module, check_optimizer
+from dlcomp._checks import check_int, check_module
 from dlcomp._format import (
     FORMAT,
     VERSION,
@@ -64,8 +61,24 @@ from dlcomp._format import (
     write_safetensors,
 )
 from dlcomp._identity import view_key
+from dlcomp._loading import (
+    check_copyable,
+    check_materialized,
+    check_rng_states,
+    check_source,
+    check_state_dict,
+    check_target,
+    class_name,
+    copy_in,
+    is_lazy,
+    optimizer_entries,
+    overlaps,
+    rng_states,
+    set_rng_states,
+    swap_in,
+    swappable,
+)
 from dlcomp._optimstate import check_optimizer_state
-from dlcomp.devices import current_accelerator
 from dlcomp.models import mlp
 
 __all__ = [
@@ -87,112 +100,6 @@ __all__ = [
 # --- writing: atomic, durable ---------------------------------------------------------
 
 
-def _check_materialized(model: nn.Module, what: str) -> None:
-    lazy = [
-        name
-        for name, value in itertools.chain(
-            model.named_parameters(remove_duplicate=False),
-            model.named_buffers(remove_duplicate=False),
-        )
-        if isinstance(value, UninitializedParameter | UninitializedBuffer)
-    ]
-    if lazy:
-        raise ValueError(
-            f"cannot {what} a model with uninitialized (lazy) parameters or "
-            f"buffers ({names(lazy)}): they have no values yet. Run the model "
-            "once on a sample batch (or dlcomp.materialize(model, sample)) first"
-        )
-
-
-def _check_source(model: object, optimizer: object, *, who: str) -> None:
-    """The model and optimizer a save reads: a TypeError for another type."""
-    check_module(model, "model", who=who)
-    check_optimizer(optimizer, who=who)
-
-
-def _class_name(obj: object) -> str:
-    kind = type(obj)
-    return f"{kind.__module__}.{kind.__qualname__}"
-
-
-def _rng_states() -> dict[str, Any]:
-    """The states of torch's random number generators: the CPU's, each accelerator's."""
-    states: dict[str, Any] = {"cpu": torch.get_rng_state()}
-    accelerator = current_accelerator()
-    if accelerator is not None:
-        module = torch.get_device_module(accelerator)
-        states[accelerator.type] = [
-            module.get_rng_state(i) for i in range(module.device_count())
-        ]
-    return states
-
-
-def _check_rng_states(states: object, where: str) -> None:
-    """Refuse RNG states that torch would not take, before anything is loaded."""
-    cpu = states.get("cpu") if isinstance(states, dict) else None
-    own = torch.get_rng_state()
-    if not (
-        isinstance(cpu, Tensor) and cpu.dtype == own.dtype and cpu.shape == own.shape
-    ):
-        raise CheckpointError(
-            f"{where} is damaged: its random number generator state is not the "
-            f"{own.dtype} tensor of shape {tuple(own.shape)} torch uses. Nothing "
-            "was loaded"
-        )
-    assert isinstance(states, dict)
-    for device, saved in states.items():
-        if device != "cpu" and not (
-            isinstance(saved, list)
-            and all(isinstance(t, Tensor) and t.dtype == torch.uint8 for t in saved)
-        ):
-            raise CheckpointError(
-                f"{where} is damaged: its {device!s:.20} generator states are not "
-                "byte tensors. Nothing was loaded"
-            )
-
-
-def _set_rng_states(states: dict[str, Any], where: Path) -> None:
-    """Restore the generators ``states`` holds; warn for devices this machine lacks.
-
-    All of them or none: if torch refuses one (a state no generator could
-    have), those already set are put back and the error is raised.
-    """
-    before = _rng_states()
-    try:
-        _set_each_rng_state(states, where)
-    except BaseException:
-        _set_each_rng_state(before, where, quiet=True)
-        raise
-
-
-def _set_each_rng_state(
-    states: dict[str, Any], where: Path, *, quiet: bool = False
-) -> None:
-    torch.set_rng_state(states["cpu"].cpu())
-    accelerator = current_accelerator()
-    for device, saved in states.items():
-        if device == "cpu":
-            continue
-        module = None
-        if accelerator is not None and accelerator.type == device:
-            module = torch.get_device_module(accelerator)
-        here = 0 if module is None else module.device_count()
-        if module is None or here != len(saved):
-            if quiet:
-                continue
-            warnings.warn(
-                f"{where.name} holds the random number generator states of "
-                f"{len(saved)} {device!s:.20} devices and this machine has {here}: "
-                "those were not restored (the CPU's was), so random draws on the "
-                "devices will differ from the saved run's",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-            continue
-        for index, state in enumerate(saved):
-            module.set_rng_state(state.cpu(), index)
-
-
 def _payload(
     model: nn.Module,
     optimizer: torch.optim.Optimizer | None,
@@ -204,7 +111,7 @@ def _payload(
     step = check_step(step)
     if not isinstance(rng, bool):
         raise TypeError(f"rng must be True or False, got {type(rng).__name__}")
-    _check_materialized(model, "save")
+    check_materialized(model, "save")
     import dlcomp
 
     state = model.state_dict()
@@ -213,9 +120,9 @@ def _payload(
         model=state,
         model_metadata=getattr(state, "_metadata", None),
         optimizer=None if optimizer is None else optimizer.state_dict(),
-        optimizer_class=None if optimizer is None else _class_name(optimizer),
+        optimizer_class=None if optimizer is None else class_name(optimizer),
         extra=extra,
-        rng=_rng_states() if rng else None,
+        rng=rng_states() if rng else None,
         version=dlcomp.__version__,
     )
 
@@ -273,7 +180,7 @@ def save_checkpoint(
         >>> info.step, info.extra
         (10, {'loss': 0.25})
     """
-    _check_source(model, optimizer, who="save_checkpoint")
+    check_source(model, optimizer, who="save_checkpoint")
     payload = _payload(model, optimizer, step, extra, rng)
     path = Path(path)
     atomic_write(path, lambda f: write(f, payload))
@@ -375,7 +282,7 @@ def read_checkpoint(
             "Nothing was loaded"
         )
     if rng is not None:
-        _check_rng_states(rng, str(path))
+        check_rng_states(rng, str(path))
     state = OrderedDict(cast("dict[str, Tensor]", model))
     metadata = fields.get("model_metadata")
     if isinstance(metadata, dict):
@@ -392,54 +299,6 @@ def read_checkpoint(
     )
 
 
-def _shape(value: object) -> tuple[int, ...] | None:
-    return tuple(value.shape) if isinstance(value, Tensor) else None
-
-
-def _check_state_dict(
-    model: nn.Module, state: Mapping[str, Any], what: str = "checkpoint"
-) -> None:
-    """Raise CheckpointError unless ``state`` fits ``model`` and can be copied in."""
-    if not isinstance(state, Mapping) or not all(isinstance(k, str) for k in state):
-        raise CheckpointError(f"the {what}'s model state is not a state_dict")
-    own = model.state_dict()
-    expected = {
-        k: None
-        if isinstance(v, UninitializedParameter | UninitializedBuffer)
-        else (_shape(v))
-        for k, v in own.items()
-    }
-    check_fits(expected, {k: _shape(v) for k, v in state.items()}, what=what,
-               model=type(model).__name__)  # fmt: skip
-    _check_copyable(own, state, what)
-
-
-def _check_copyable(
-    own: Mapping[str, Any], state: Mapping[str, Any], what: str
-) -> None:
-    """Entries that have the right shape but could not be copied into the model."""
-    bad = []
-    for name, value in state.items():
-        ours = own[name]
-        if not isinstance(ours, Tensor):
-            continue  # a module's extra state (get_extra_state): any value
-        if not isinstance(value, Tensor):
-            bad.append(f"{name} is a {type(value).__name__}, not a tensor")
-        elif value.device.type == "meta":
-            bad.append(f"{name} is on the meta device (it has no values)")
-        elif isinstance(ours, Tensor) and value.layout != ours.layout:
-            bad.append(f"{name} is {value.layout}, the model's is {ours.layout}")
-        elif value.is_complex() and not ours.is_complex():
-            bad.append(
-                f"{name} is complex ({value.dtype}), the model's is {ours.dtype}"
-            )
-    if bad:
-        raise CheckpointError(
-            f"the {what} has entries that cannot be loaded: {names(bad)}. "
-            "Nothing was loaded"
-        )
-
-
 def _check_optimizer_state(
     optimizer: torch.optim.Optimizer, checkpoint: Checkpoint
 ) -> None:
@@ -450,7 +309,7 @@ def _check_optimizer_state(
             f"{checkpoint.path} holds no optimizer state to load (it was saved "
             "without an optimizer): load it without one, or from another file"
         )
-    own_class = _class_name(optimizer)
+    own_class = class_name(optimizer)
     if checkpoint.optimizer_class not in (None, own_class):
         raise CheckpointError(
             f"{checkpoint.path} holds the state of a {checkpoint.optimizer_class}, "
@@ -461,9 +320,9 @@ def _check_optimizer_state(
     check_optimizer_state(optimizer, state, str(checkpoint.path))
     overlapping = [
         f"parameter {number} {name}"
-        for number, entry in _entries(state.get("state"))
+        for number, entry in optimizer_entries(state.get("state"))
         for name, value in entry.items()
-        if isinstance(value, Tensor) and _overlaps(value)
+        if isinstance(value, Tensor) and overlaps(value)
     ]
     if overlapping:
         raise CheckpointError(
@@ -474,199 +333,6 @@ def _check_optimizer_state(
         )
 
 
-def _entries(state: object) -> list[tuple[object, dict[str, Any]]]:
-    """The per-parameter entries of an optimizer state that are dicts."""
-    if not isinstance(state, dict):
-        return []
-    return [(k, v) for k, v in state.items() if isinstance(v, dict)]
-
-
-def _overlaps(tensor: Tensor) -> bool:
-    """Whether elements of ``tensor`` share memory (an expanded view)."""
-    if tensor.numel() == 0:
-        return False
-    span = 1 + sum(
-        (n - 1) * s for n, s in zip(tensor.shape, tensor.stride(), strict=True)
-    )
-    return span < tensor.numel()
-
-
-@contextmanager
-def _all_or_nothing(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer | None,
-    *,
-    copy_model: bool = True,
-) -> Iterator[None]:
-    """Undo every change to ``model`` and ``optimizer`` if the block fails.
-
-    Even a KeyboardInterrupt between the two loads leaves both as they were.
-    The optimizer's state is kept by reference (``load_state_dict`` replaces
-    it, leaving the old tensors as they were); the model's is copied, unless
-    ``copy_model`` is false because the block puts tensors in place itself
-    and undoes that (:func:`_swap_in`).
-    """
-    saved_model = (
-        {
-            k: v.detach().clone()
-            for k, v in model.state_dict().items()
-            if isinstance(v, Tensor)
-            and not isinstance(v, UninitializedParameter | UninitializedBuffer)
-        }
-        if copy_model
-        else None
-    )
-    saved_optimizer = None
-    if optimizer is not None:
-        saved_optimizer = optimizer.state_dict()  # references: replaced, not changed
-        saved_optimizer["state"] = {
-            k: dict(v) for k, v in saved_optimizer["state"].items()
-        }
-    try:
-        yield
-    except BaseException:
-        if saved_model is not None:
-            model.load_state_dict(saved_model, strict=False)
-        if optimizer is not None and saved_optimizer is not None:
-            optimizer.load_state_dict(saved_optimizer)
-        raise
-
-
-# Modules whose _load_from_state_dict only adds what an older file lacks (a
-# BatchNorm's num_batches_tracked): a state with every key needs nothing of it.
-_PLAIN_LOADERS = (nn.Module._load_from_state_dict,)
-
-
-def _swappable(model: nn.Module) -> bool:
-    """Whether loading ``model`` is only putting tensors in place.
-
-    True when no module has its own loading code, load hooks or extra state,
-    and every parameter and buffer is a plain tensor: then
-    :func:`_swap_in` does what ``load_state_dict`` would, without a copy.
-    """
-    from torch.nn.modules.batchnorm import _NormBase
-
-    for module in model.modules():
-        kind = type(module)
-        loader = kind._load_from_state_dict
-        if (
-            loader not in _PLAIN_LOADERS
-            and loader is not _NormBase._load_from_state_dict
-        ):
-            return False
-        if module._load_state_dict_pre_hooks or module._load_state_dict_post_hooks:
-            return False
-        if kind.get_extra_state is not nn.Module.get_extra_state:
-            return False
-    return all(
-        type(t) in (Tensor, nn.Parameter)
-        for t in itertools.chain(model.parameters(), model.buffers())
-    )
-
-
-def _swap_in(model: nn.Module, state: Mapping[str, Tensor]) -> Callable[[], None]:
-    """Put the loaded tensors in place of the model's; return how to undo it.
-
-    Each parameter and buffer keeps its identity (an optimizer still holds
-    it) and gets the loaded tensor as its ``.data``, converted to its device,
-    dtype and strides where they differ: the model's old values are not
-    copied, they are kept until the load is over. Tied entries are swapped
-    once.
-    """
-    targets = dict(
-        itertools.chain(
-            model.named_parameters(remove_duplicate=False),
-            model.named_buffers(remove_duplicate=False),
-        )
-    )
-    prepared: dict[int, tuple[Tensor, Tensor]] = {}
-    taken: set[int] = set()
-    for name, value in state.items():
-        target = targets.get(name)
-        if target is None or id(target) in prepared:
-            continue  # not persistent, or tied: swapped once
-        new = value.detach().to(device=target.device, dtype=target.dtype)
-        if new.stride() != target.stride() or id(new) in taken:
-            new = torch.empty_strided(
-                target.shape, target.stride(), dtype=target.dtype, device=target.device
-            ).copy_(new)
-        taken.add(id(new))
-        prepared[id(target)] = (target, new)
-    swapped: list[tuple[Tensor, Tensor]] = []
-
-    def undo() -> None:
-        for target, old in reversed(swapped):
-            target.data = old
-
-    try:
-        for target, new in prepared.values():
-            swapped.append((target, target.data))
-            target.data = new
-    except BaseException:
-        undo()
-        raise
-    return undo
-
-
-def _check_target(
-    model: object, optimizer: object = None, *, who: str = "load_checkpoint"
-) -> None:
-    """The model and optimizer a load copies into: right types, real values."""
-    module = check_module(model, "model", who=who)
-    check_optimizer(optimizer, who=who)
-    on_meta = [
-        name
-        for name, value in itertools.chain(
-            module.named_parameters(), module.named_buffers()
-        )
-        if value.device.type == "meta"
-    ]
-    if on_meta:
-        raise ValueError(
-            f"the model has parameters on the meta device ({names(on_meta)}): they "
-            "have no memory to load into. Give them memory first "
-            "(model.to_empty(device='cpu')), then load"
-        )
-    if optimizer is not None and _lazy(module):
-        raise ValueError(
-            "the model has uninitialized (lazy) parameters, and an optimizer "
-            "built before they were initialized does not hold them. Run the "
-            "model once on a sample batch, build the optimizer, then load"
-        )
-
-
-def _lazy(model: nn.Module) -> bool:
-    return any(
-        isinstance(value, UninitializedParameter | UninitializedBuffer)
-        for value in itertools.chain(model.parameters(), model.buffers())
-    )
-
-
-def _copy_in(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer | None,
-    load: Callable[[nn.Module], None],
-    where: str,
-    *,
-    copy_model: bool = True,
-) -> None:
-    """Run ``load`` on ``model`` (and load the optimizer): all of it, or none.
-
-    A model with uninitialized (lazy) parameters is tried on a copy first:
-    loading initializes them, which a rollback could not undo.
-    """
-    try:
-        if _lazy(model):
-            load(copy.deepcopy(model))
-        with _all_or_nothing(model, optimizer, copy_model=copy_model):
-            load(model)
-    except Exception as error:
-        raise CheckpointError(
-            f"{where} could not be loaded ({error}); the model and the optimizer "
-            "were left unchanged"
-        ) from error
-
-
 def _load_into(
     checkpoint: Checkpoint,
     model: nn.Module,
@@ -674,14 +340,14 @@ def _load_into(
     rng: bool = False,
 ) -> None:
     """Check everything, then copy; roll back if the copy fails."""
-    _check_state_dict(model, checkpoint.model)
+    check_state_dict(model, checkpoint.model)
     if optimizer is not None:
         _check_optimizer_state(optimizer, checkpoint)
-    swap = not _lazy(model) and _swappable(model)
+    swap = not is_lazy(model) and swappable(model)
 
     def load(target: nn.Module) -> None:
         if swap and target is model:
-            undo = _swap_in(target, checkpoint.model)
+            undo = swap_in(target, checkpoint.model)
             try:
                 _load_rest(target)
             except BaseException:
@@ -697,9 +363,9 @@ def _load_into(
             optimizer.load_state_dict(cast("dict[str, Any]", checkpoint.optimizer))
         if rng and checkpoint.rng is not None and target is model:
             # last, and inside the rollback: a state torch refuses undoes it all
-            _set_rng_states(checkpoint.rng, checkpoint.path)
+            set_rng_states(checkpoint.rng, checkpoint.path)
 
-    _copy_in(model, optimizer, load, str(checkpoint.path), copy_model=not swap)
+    copy_in(model, optimizer, load, str(checkpoint.path), copy_model=not swap)
 
 
 def load_checkpoint(
@@ -751,7 +417,7 @@ def load_checkpoint(
         ...
         dlcomp.CheckpointError: the checkpoint does not fit this Linear (another architecture?). shape mismatches: weight: (2, 4) in the checkpoint, (3, 4) in the model; bias: (2,) in the checkpoint, (3,) in the model. Nothing was loaded
     """  # noqa: E501
-    _check_target(model, optimizer)
+    check_target(model, optimizer)
     checkpoint = read_checkpoint(path, map_location=map_location)
     _load_into(checkpoint, model, optimizer, rng)
     return checkpoint.info
@@ -913,7 +579,7 @@ class CheckpointManager(StepCheckpoints):
                 link, say) has the name of this step's; nothing was written.
         """
         self.wait()  # the previous background write: done, or its error raised
-        _check_source(model, optimizer, who="CheckpointManager.save")
+        check_source(model, optimizer, who="CheckpointManager.save")
         payload = _payload(model, optimizer, step, extra, self.rng)
         path = self.path_for(step)
         self.refuse_foreign(path)  # a symbolic link of that name, say
@@ -1097,7 +763,7 @@ def load_matching(
         >>> torch.equal(new[0].weight, old[0].weight)
         True
     """
-    _check_target(model, who="load_matching")
+    check_target(model, who="load_matching")
     if not isinstance(state_dict, Mapping) or not all(
         isinstance(k, str) for k in state_dict
     ):
@@ -1130,7 +796,7 @@ def load_matching(
             "prefix, or pass prefixes)"
         )
     chosen = {k: state_dict[k] for k in selected}
-    _check_copyable(own, chosen, "state dict")
+    check_copyable(own, chosen, "state dict")
     mismatched = [
         f"{k}: {tuple(state_dict[k].shape)} in the state dict, {tuple(own[k].shape)} "
         "in the model"
@@ -1145,7 +811,7 @@ def load_matching(
             + "; ".join(mismatched[:SHOW])
             + ". Nothing was loaded"
         )
-    _copy_in(
+    copy_in(
         model,
         None,
         lambda target: target.load_state_dict(chosen, strict=False),
@@ -1206,7 +872,7 @@ def save_safetensors(path: str | os.PathLike[str], model: nn.Module) -> Path:
         (True, True)
     """  # noqa: E501
     check_module(model, "model", who="save_safetensors")
-    _check_materialized(model, "save")
+    check_materialized(model, "save")
     aliases = _tied_aliases(model)
     tensors = {
         name: tensor.detach().contiguous()
@@ -1293,7 +959,7 @@ def load_safetensors(
     """  # noqa: E501
     from safetensors import SafetensorError, safe_open
 
-    _check_target(model, who="load_safetensors")
+    check_target(model, who="load_safetensors")
     path = Path(path)
     if path.exists() and not is_regular_file(path):
         raise CheckpointError(
@@ -1320,8 +986,8 @@ def load_safetensors(
         if target in state:
             state[name] = state[target]
     _fill_tied(model, state)
-    _check_state_dict(model, state, what="file")
-    _copy_in(model, None, lambda target: target.load_state_dict(state), str(path))
+    check_state_dict(model, state, what="file")
+    copy_in(model, None, lambda target: target.load_state_dict(state), str(path))
 
 
 # --- a run that checkpoints and resumes -----------------------------------------------
