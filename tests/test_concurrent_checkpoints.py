@@ -47,7 +47,8 @@ warnings.simplefilter("error")  # a skipped (damaged) checkpoint is a failure he
 directory, stop = sys.argv[1], pathlib.Path(sys.argv[2])
 torch.set_num_threads(1)
 manager = CheckpointManager(directory, keep=2)
-loaded = 0
+loaded = int(manager.restore(nn.Linear(64, 64)) is not None)
+print("ready", flush=True)  # the test starts the writer only now
 while not stop.exists():
     if manager.restore(nn.Linear(64, 64)) is not None:
         loaded += 1
@@ -107,6 +108,10 @@ def test_a_reader_beside_a_writer_never_fails(tmp_path):
     folder = tmp_path / "ckpt"
     CheckpointManager(folder).save(0, nn.Linear(64, 64))
     reader = start(READER, folder, stop)
+    # Without this handshake a slow interpreter start on a loaded machine let
+    # the writer finish before the reader's loop began: it loaded nothing.
+    first_line = reader.stdout.readline()
+    assert first_line == "ready\n", first_line + reader.stderr.read()[-3000:]
     writer = start(WRITER, folder, 1, 60, 2)
     finish(writer)
     stop.touch()
