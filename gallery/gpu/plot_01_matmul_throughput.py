@@ -8,8 +8,9 @@ throughput in GFLOP/s on log axes, with the highest throughput measured
 drawn as a line. Small products pay fixed costs that a large one spreads
 over more work. The sizes go up to 3072, large enough for the throughput
 of a small CPU to level off; the title says whether it did on the machine
-that ran the script. Recorded GPU runs from the repository are drawn beside
-this machine's measurement.
+that ran the script. Beside it, the script draws any runs of
+``python -m dlcomp bench`` recorded in the repository's
+``benchmarks/results/`` folder, and prints how many it found.
 """
 
 # %%
@@ -20,6 +21,11 @@ this machine's measurement.
 import torch
 
 from dlcomp import matmul_throughput, try_all_gpus
+
+# One CPU thread for the timings: on a machine shared with other jobs, more
+# threads than free cores can make them wrong by large factors. Leave the
+# line out to measure with every core.
+torch.set_num_threads(1)
 
 sizes = [32, 64, 128, 256, 512, 1024, 2048, 3072]
 measured = {str(d): matmul_throughput(sizes, d, min_time=0.1) for d in try_all_gpus()}
@@ -83,7 +89,8 @@ import matplotlib.pyplot as plt
 
 from dlcomp.bench import plot_matmul
 
-series = {f"this machine: {device}, torch {torch.__version__}": rows
+threads = f"{torch.get_num_threads()} thread(s)"
+series = {f"this machine: {device}, {threads}, torch {torch.__version__}": rows
           for device, rows in measured.items()}  # fmt: skip
 here = list(series)
 for data in recorded:

@@ -11,7 +11,7 @@ configurations timed interleaved; on a machine without one it measures a
 copy into a preallocated host buffer, as the reference every device
 transfer is compared with. You will see how the speed per byte depends on
 the size of the copy on the machine that ran the script, beside any runs
-recorded on GPUs in the repository.
+recorded in the repository (the script prints how many it found).
 """
 
 # %%
@@ -20,6 +20,11 @@ recorded on GPUs in the repository.
 import torch
 
 from dlcomp import copy_bandwidth, try_gpu
+
+# One CPU thread for the timings: on a machine shared with other jobs, more
+# threads than free cores can make them wrong by large factors. Leave the
+# line out to measure with every core.
+torch.set_num_threads(1)
 
 device = try_gpu()
 rows = copy_bandwidth([1, 4, 16, 64], device, min_time=0.05)

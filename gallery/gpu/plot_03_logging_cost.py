@@ -3,13 +3,14 @@ Logging every step: ``.item()`` vs keeping the log on the device
 ================================================================
 
 The chapter's third exercise: 1000 independent products of 100 x 100
-matrices, logging the Frobenius norm of each. Either call ``.item()`` every
-step (a copy to the host and a wait for the device, each time) or append the
-norm *tensor* to a list and copy everything once at the end.
-:func:`dlcomp.logging_cost` times both, interleaved. You will see the ratio
-the machine that ran the script measured; on a CPU there is no device to
-wait for, so it shows no synchronization cost; recorded GPU runs (where
-present) show what the per-step synchronization costs there.
+matrices (1000 pairs, drawn before the timing starts), logging the
+Frobenius norm of each. Either call ``.item()`` every step (a copy to the
+host and a wait for the device, each time) or append the norm *tensor* to a
+list and copy everything once at the end. :func:`dlcomp.logging_cost` times
+both, interleaved. You will see the ratio the machine that ran the script
+measured. On a CPU there is no device to wait for, so the ratio holds no
+synchronization cost, and the lesson of the exercise does not show; runs
+recorded on a GPU in the repository, if any, are drawn beside it.
 """
 
 # %%
@@ -18,6 +19,11 @@ present) show what the per-step synchronization costs there.
 import torch
 
 from dlcomp import logging_cost, try_gpu
+
+# One CPU thread for the timings: on a machine shared with other jobs, more
+# threads than free cores can make them wrong by large factors. Leave the
+# line out to measure with every core.
+torch.set_num_threads(1)
 
 device = try_gpu()
 result = logging_cost(device, steps=1000, n=100, repeats=5)

@@ -9,8 +9,8 @@ the call returns, so the clock measures the launch, not the work.
 as soon as it returns, and after synchronizing the device. You will see the
 two medians per matrix size for the machine that ran the script (on a CPU,
 where a call returns when its work is done, the two should agree), beside
-any runs recorded on GPUs in the repository. The title states what the
-plotted numbers show.
+any runs recorded in the repository (the script prints how many it found).
+The title states what the plotted numbers show.
 """
 
 # %%
@@ -21,6 +21,11 @@ plotted numbers show.
 import torch
 
 from dlcomp import sync_cost, try_gpu
+
+# One CPU thread for the timings: on a machine shared with other jobs, more
+# threads than free cores can make them wrong by large factors. Leave the
+# line out to measure with every core.
+torch.set_num_threads(1)
 
 device = try_gpu()
 sizes = [256, 1024, 4096] if device.type != "cpu" else [256, 512, 1024]

@@ -48,7 +48,6 @@ def test_pinned_memory_cells_show_what_this_build_does(site: Path):
     outputs = output_texts(site / "gpu.html", collapse=True)
     # pin_memory() on this CPU-only build of torch 2.13
     output_with(outputs, "RuntimeError: Cannot access accelerator device when none")
-    output_with(outputs, "no accelerator here: nothing to pin for")
     output_with(outputs, "no CUDA device here: no host-to-device copy to make")
     output_with(outputs, "no CUDA device here: no device-to-host copy to make")
     loader = output_with(outputs, "batch pinned: False")
@@ -100,3 +99,62 @@ def test_the_matmul_gallery_script_reaches_large_sizes(site: Path):
         r"largest size measured|matrix product throughput by size)",
         text,
     )
+
+
+def test_the_copy_label_prints_what_it_says(site: Path):
+    out = output_with(
+        output_texts(site / "gpu.html", collapse=True), "already there, same object:"
+    )
+    assert "already there, same object: True" in out
+    assert "copy=True, a new tensor: True" in out
+
+
+def test_the_device_mismatch_a_reader_meets_from_a_layer_is_quoted(site: Path):
+    text = page_text(site / "gpu.html", collapse=True)
+    assert (
+        "Expected all tensors to be on the same device, but got mat1 is on cpu, "
+        "different from other tensors on cuda:0 (when checking argument in method "
+        "wrapper_CUDA_addmm)" in text
+    )
+    # the stand-in shows its own message, from the same call net(X)
+    output_with(
+        output_texts(site / "gpu.html", collapse=True),
+        "RuntimeError: Tensor on device cpu is not on the expected device meta!",
+    )
+
+
+def test_timings_run_on_one_thread_and_the_bench_run_too(site: Path):
+    page = (site / "gpu.html").read_text(encoding="utf-8")
+    assert "torch.set_num_threads(1)" in page
+    assert "OMP_NUM_THREADS" in page
+    outputs = output_texts(site / "gpu.html", collapse=True)
+    table = output_with(outputs, "[", "matmul", "1 threads:")  # Compare's table
+    assert "B @ B" in table
+    assert "B.T @ B" in table
+
+
+def test_the_training_loop_waits_once_per_epoch(site: Path):
+    outputs = output_texts(site / "gpu.html", collapse=True)
+    out = output_with(outputs, "epoch 0: mean loss", "epoch 2: mean loss")
+    assert out.count("epoch") == 3
+    output_with(outputs, "no sync: tensor([0.5000, 0.0000, 2.0000])")
+    output_with(outputs, "float32 matmul precision: highest")
+
+
+def test_exercise_4_compares_with_the_books_baseline(site: Path):
+    text = page_text(site / "gpu.html", collapse=True)
+    assert "in sequence on one GPU" in text
+    assert "one after the other" not in text
+    output_with(
+        output_texts(site / "gpu.html", collapse=True),
+        "with both in sequence on one",
+    )
+
+
+def test_no_page_or_script_says_gpu_runs_were_recorded(site: Path):
+    gallery = sorted((site / "auto_examples" / "gpu").glob("*.html"))
+    pages = [site / "gpu.html", *gallery]
+    for page in pages:
+        text = page_text(page, collapse=True)
+        assert "recorded on real hardware" not in text, page.name
+        assert "Recorded GPU runs from the repository are drawn" not in text, page.name
