@@ -126,6 +126,30 @@ def test_admonitions_become_headed_quotes():
     )
 
 
+def test_dropdowns_become_headed_quotes_inside_admonitions_too():
+    text = (
+        "Intro.\n\n"
+        "::::{admonition} Built without a GPU\n"
+        ":class: important\n\n"
+        "Every cell ran.\n\n"
+        ":::{dropdown} Not checked: `non_blocking`\n"
+        ":icon: alert\n\n"
+        "- pinned memory;\n"
+        ":::\n"
+        "::::\n"
+    )
+    assert converter().convert(text) == (
+        "Intro.\n\n"
+        "> **Built without a GPU**\n"
+        ">\n"
+        "> Every cell ran.\n"
+        ">\n"
+        "> > **Not checked: `non_blocking`**\n"
+        "> >\n"
+        "> > - pinned memory;\n"
+    )
+
+
 def test_dlcomp_source_becomes_the_code_of_the_library():
     out = converter().convert(
         "The block:\n\n```{dlcomp-source} dlcomp.blocks.MLP\n```\n\nThen."

@@ -242,6 +242,8 @@ class MystToMarkdown:
                 title = ADMONITIONS[name]
                 content = "\n".join([argument, *body]) if argument.strip() else content
             return self._quote(title, self.convert(content))
+        if name == "dropdown":  # folded on the site; a titled quote in a notebook
+            return self._quote(argument.strip(), self.convert(content))
         if name == "eval-rst":
             return self._rst(content)
         if name in ("code-block", "code", "sourcecode"):

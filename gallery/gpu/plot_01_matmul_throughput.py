@@ -18,14 +18,19 @@ that ran the script. Beside it, the script draws any runs of
 # --------------------
 # Every accelerator PyTorch can use, else the CPU. The largest sizes take
 # most of the running time on a CPU.
+import time
+
 import torch
 
 from dlcomp import matmul_throughput, try_all_gpus
 
 # One CPU thread for the timings: on a machine shared with other jobs, more
 # threads than free cores can make them wrong by large factors. Leave the
-# line out to measure with every core.
+# line out to measure with every core. The clocks around the measurement say
+# whether other jobs took the CPU from it anyway (on a CPU: one thread runs
+# all the time it is not made to wait).
 torch.set_num_threads(1)
+start_wall, start_cpu = time.perf_counter(), time.process_time()
 
 sizes = [32, 64, 128, 256, 512, 1024, 2048, 3072]
 measured = {str(d): matmul_throughput(sizes, d, min_time=0.1) for d in try_all_gpus()}
@@ -34,6 +39,11 @@ for device, rows in measured.items():
         m = row.measurement
         print(f"{device:6} n={row.size:4}: {row.gflops:8.1f} GFLOP/s "
               f"(median of {m.runs} runs, IQR {m.iqr:.2e} s)")  # fmt: skip
+share = (time.process_time() - start_cpu) / (time.perf_counter() - start_wall)
+busy = all(torch.device(d).type == "cpu" for d in measured) and share < 0.9
+if all(torch.device(d).type == "cpu" for d in measured):
+    warning = ": the machine was busy, these times are slowed unevenly"
+    print(f"this process ran {share:.0%} of the time it measured{warning * busy}")
 
 # %%
 # What the numbers show
@@ -100,6 +110,11 @@ for data in recorded:
 fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
 plot_matmul(ax, series, highest=here)
 ax.set_title("\n".join(findings))
+
+if busy:
+    ax.set_title(
+        ax.get_title() + "\n(measured on a busy machine: times slowed unevenly)"
+    )
 plt.show()
 
 # %%

@@ -16,14 +16,19 @@ recorded on a GPU in the repository, if any, are drawn beside it.
 # %%
 # Measure
 # -------
+import time
+
 import torch
 
 from dlcomp import logging_cost, try_gpu
 
 # One CPU thread for the timings: on a machine shared with other jobs, more
 # threads than free cores can make them wrong by large factors. Leave the
-# line out to measure with every core.
+# line out to measure with every core. The clocks around the measurement say
+# whether other jobs took the CPU from it anyway (on a CPU: one thread runs
+# all the time it is not made to wait).
 torch.set_num_threads(1)
+start_wall, start_cpu = time.perf_counter(), time.process_time()
 
 device = try_gpu()
 result = logging_cost(device, steps=1000, n=100, repeats=5)
@@ -31,6 +36,11 @@ print(result.item)
 print(result.on_device)
 ratio = result.ratio  # the median with .item() over the median on the device
 print(f".item() every step / log on the device: {ratio:.2f}x")
+share = (time.process_time() - start_cpu) / (time.perf_counter() - start_wall)
+busy = device.type == "cpu" and share < 0.9
+if device.type == "cpu":
+    warning = ": the machine was busy, these times are slowed unevenly"
+    print(f"this process ran {share:.0%} of the time it measured{warning * busy}")
 
 # %%
 # Recorded runs from other machines
@@ -72,6 +82,11 @@ elif ratio < 1 / 1.1:
 else:
     title = f"{device}: the two ways of logging took as long (within 10%)"
 ax.set_title(title)
+
+if busy:
+    ax.set_title(
+        ax.get_title() + "\n(measured on a busy machine: times slowed unevenly)"
+    )
 plt.show()
 
 # %%
