@@ -364,3 +364,23 @@ def test_format_glued_follows_myst_nb():
     assert nbx.format_glued("12", "d") == "12"
     assert nbx.format_glued("True", "") == "True"
     assert nbx.format_glued("'text'", "s") == "text"
+
+
+def test_the_cells_a_page_hides_are_left_out_of_its_notebook():
+    page = executed_page()
+    hidden = {
+        "cell_type": "code",
+        "execution_count": 5,
+        "metadata": {"tags": ["remove-cell"]},
+        "outputs": [],
+        "source": "from myst_nb import glue\n\nglue('k', True, display=False)",
+    }
+    page["cells"].append(hidden)
+    out = nbx.chapter_notebook(page, converter())
+    sources = ["".join(c["source"]) for c in out["cells"]]
+    assert (
+        sources.count("from myst_nb import glue\n\nglue('k', True, display=False)") == 0
+    )
+    assert [c.get("execution_count") for c in out["cells"] if c["cell_type"] == "code"][
+        -1
+    ] == 3

@@ -411,8 +411,9 @@ def chapter_notebook(
 ) -> dict[str, Any]:
     """The downloadable notebook of a chapter page, from its executed notebook.
 
-    The outputs are the build's. Execution counts are renumbered from 1 once
-    the setup cell is gone.
+    The outputs are the build's. The setup cell and the cells the page hides
+    (``remove-cell``: the glue calls) are left out, and execution counts are
+    renumbered from 1.
     """
     result = copy.deepcopy(dict(notebook))
     cells: list[dict[str, Any]] = []
@@ -420,6 +421,8 @@ def chapter_notebook(
         text = _source(cell)
         if cell["cell_type"] == "code" and SITE_SETUP in text:
             continue
+        if "remove-cell" in cell.get("metadata", {}).get("tags", []):
+            continue  # hidden on the page (a glue call): hidden in the notebook too
         if cell["cell_type"] == "markdown":
             cell["source"] = _lines(converter.convert(text))
         elif cell["cell_type"] == "code" and GLUE_IMPORT.search(text):

@@ -4,7 +4,7 @@ import re
 from pathlib import Path
 
 import pytest
-from sitepages import output_texts, page_text
+from sitepages import cell_texts, output_texts, page_text
 
 pytestmark = pytest.mark.site
 
@@ -124,9 +124,9 @@ def test_the_device_mismatch_a_reader_meets_from_a_layer_is_quoted(site: Path):
 
 
 def test_timings_run_on_one_thread_and_the_bench_run_too(site: Path):
-    page = (site / "gpu.html").read_text(encoding="utf-8")
-    assert "torch.set_num_threads(1)" in page
-    assert "OMP_NUM_THREADS" in page
+    code = " ".join(cell_texts(site / "gpu.html", "cell_input", collapse=True))
+    assert "torch.set_num_threads(1)" in code
+    assert '"OMP_NUM_THREADS": "1"' in code
     outputs = output_texts(site / "gpu.html", collapse=True)
     table = output_with(outputs, "[", "matmul", "1 threads:")  # Compare's table
     assert "B @ B" in table
