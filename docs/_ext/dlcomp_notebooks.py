@@ -235,8 +235,8 @@ class MystToMarkdown:
         content = "\n".join(body)
         if name == "dlcomp-source":
             return self.source(argument.strip())
-        if name == "admonition" or name in ADMONITIONS:
-            if name == "admonition":
+        if name in ("admonition", "dropdown") or name in ADMONITIONS:
+            if name in ("admonition", "dropdown"):  # a fold: a headed quote here
                 title = argument.strip()
             else:
                 title = ADMONITIONS[name]
@@ -418,6 +418,8 @@ def chapter_notebook(
         text = _source(cell)
         if cell["cell_type"] == "code" and SITE_SETUP in text:
             continue
+        if "remove-cell" in cell.get("metadata", {}).get("tags", []):
+            continue  # not on the page (the glue of a value the text states)
         if cell["cell_type"] == "markdown":
             cell["source"] = _lines(converter.convert(text))
         elif cell["cell_type"] == "code" and GLUE_IMPORT.search(text):
