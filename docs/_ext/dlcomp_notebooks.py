@@ -248,11 +248,27 @@ class MystToMarkdown:
             return fenced(content, argument.strip())
         if name == "math":
             return f"$$\n{content.strip()}\n$$"
+        if name == "list-table":
+            return self._list_table(content)
         raise UnsupportedMarkup(
             f"the MyST directive {{{name}}} has no Markdown form in the notebook "
             "converter (docs/_ext/dlcomp_notebooks.py): add one, or write the page "
             "without it"
         )
+
+    def _list_table(self, content: str) -> str:
+        """``{list-table}`` (one line a cell, its first row the header): a table."""
+        rows: list[list[str]] = []
+        for line in content.split("\n"):
+            item = re.match(r"^(\* )?\s*- ?(.*)$", line)
+            if item is None:
+                continue
+            if item.group(1):
+                rows.append([])
+            rows[-1].append(self._inline(item.group(2).strip()).replace("|", "\\|"))
+        lines = ["| " + " | ".join(row) + " |" for row in rows]
+        lines.insert(1, "|" + "---|" * len(rows[0]))
+        return "\n".join(lines)
 
     @staticmethod
     def _options(body: list[str]) -> tuple[dict[str, str], list[str]]:
