@@ -340,3 +340,45 @@ def test_format_glued_follows_myst_nb():
     assert nbx.format_glued("12", "d") == "12"
     assert nbx.format_glued("True", "") == "True"
     assert nbx.format_glued("'text'", "s") == "text"
+
+
+def test_folds_become_headed_quotes_and_list_tables_tables():
+    text = (
+        "Intro.\n\n"
+        ":::{dropdown} More: `mmap=True`\n"
+        "Read when used.\n\n"
+        "```{list-table}\n:header-rows: 1\n\n"
+        "* -\n  - {class}`dlcomp.CheckpointManager`\n"
+        "* - one checkpoint is\n  - one file, `a|b`\n"
+        "```\n"
+        ":::\n"
+    )
+    assert converter().convert(text) == (
+        "Intro.\n\n"
+        "> **More: `mmap=True`**\n"
+        ">\n"
+        "> Read when used.\n"
+        ">\n"
+        "> |  | [`dlcomp.CheckpointManager`]"
+        "(https://site.example/api.html#dlcomp.CheckpointManager) |\n"
+        "> |---|---|\n"
+        "> | one checkpoint is | one file, `a\\|b` |\n"
+    )
+
+
+def test_chapter_notebook_drops_every_hidden_cell():
+    page = executed_page()
+    page["cells"].append(
+        cell(
+            "code",
+            "glue('k', True, display=False)",
+            metadata={"tags": ["remove-cell"]},
+            execution_count=5,
+        )
+    )
+    out = nbx.chapter_notebook(page, converter())
+    tags = [c["metadata"].get("tags", []) for c in out["cells"]]
+    assert not any("remove-cell" in t for t in tags)
+    assert [c["execution_count"] for c in out["cells"] if c["cell_type"] == "code"][
+        -1
+    ] == 3
