@@ -133,10 +133,11 @@ def destroy_process_group() -> bool:
     go of them once the interpreter has begun shutting down, it needs the GIL,
     Python ends the thread, and the process aborts with ``terminate called
     without an active exception`` (exit code -6) after all its work is done:
-    now and then, on a busy machine (pytorch/pytorch#190489). This function
-    keeps its barrier's work object, and through it all a worker thread may
-    still hold, until the process exits, so no worker thread frees a tensor
-    during shutdown.
+    now and then, on a busy machine (seen in dlcomp's own tests;
+    pytorch/pytorch#179291 describes the same abort for a process that never
+    destroys its group). This function keeps its barrier's work object, and
+    through it all a worker thread may still hold, until the process exits, so
+    no worker thread frees a tensor during shutdown.
 
     Returns:
         bool: ``True`` if a group was destroyed, ``False`` if none was

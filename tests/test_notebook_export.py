@@ -366,6 +366,30 @@ def test_format_glued_follows_myst_nb():
     assert nbx.format_glued("'text'", "s") == "text"
 
 
+def test_folds_become_headed_quotes_and_list_tables_tables():
+    text = (
+        "Intro.\n\n"
+        ":::{dropdown} More: `mmap=True`\n"
+        "Read when used.\n\n"
+        "```{list-table}\n:header-rows: 1\n\n"
+        "* -\n  - {class}`dlcomp.CheckpointManager`\n"
+        "* - one checkpoint is\n  - one file, `a|b`\n"
+        "```\n"
+        ":::\n"
+    )
+    assert converter().convert(text) == (
+        "Intro.\n\n"
+        "> **More: `mmap=True`**\n"
+        ">\n"
+        "> Read when used.\n"
+        ">\n"
+        "> |  | [`dlcomp.CheckpointManager`]"
+        "(https://site.example/api.html#dlcomp.CheckpointManager) |\n"
+        "> |---|---|\n"
+        "> | one checkpoint is | one file, `a\\|b` |\n"
+    )
+
+
 def test_the_cells_a_page_hides_are_left_out_of_its_notebook():
     page = executed_page()
     hidden = {

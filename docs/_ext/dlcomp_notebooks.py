@@ -235,26 +235,40 @@ class MystToMarkdown:
         content = "\n".join(body)
         if name == "dlcomp-source":
             return self.source(argument.strip())
-        if name == "admonition" or name in ADMONITIONS:
-            if name == "admonition":
+        if name in ("admonition", "dropdown") or name in ADMONITIONS:
+            if name in ("admonition", "dropdown"):  # a fold: a headed quote here
                 title = argument.strip()
             else:
                 title = ADMONITIONS[name]
                 content = "\n".join([argument, *body]) if argument.strip() else content
             return self._quote(title, self.convert(content))
-        if name == "dropdown":  # folded on the site; a titled quote in a notebook
-            return self._quote(argument.strip(), self.convert(content))
         if name == "eval-rst":
             return self._rst(content)
         if name in ("code-block", "code", "sourcecode"):
             return fenced(content, argument.strip())
         if name == "math":
             return f"$$\n{content.strip()}\n$$"
+        if name == "list-table":
+            return self._list_table(content)
         raise UnsupportedMarkup(
             f"the MyST directive {{{name}}} has no Markdown form in the notebook "
             "converter (docs/_ext/dlcomp_notebooks.py): add one, or write the page "
             "without it"
         )
+
+    def _list_table(self, content: str) -> str:
+        """``{list-table}`` (one line a cell, its first row the header): a table."""
+        rows: list[list[str]] = []
+        for line in content.split("\n"):
+            item = re.match(r"^(\* )?\s*- ?(.*)$", line)
+            if item is None:
+                continue
+            if item.group(1):
+                rows.append([])
+            rows[-1].append(self._inline(item.group(2).strip()).replace("|", "\\|"))
+        lines = ["| " + " | ".join(row) + " |" for row in rows]
+        lines.insert(1, "|" + "---|" * len(rows[0]))
+        return "\n".join(lines)
 
     @staticmethod
     def _options(body: list[str]) -> tuple[dict[str, str], list[str]]:
