@@ -242,6 +242,8 @@ class MystToMarkdown:
                 title = ADMONITIONS[name]
                 content = "\n".join([argument, *body]) if argument.strip() else content
             return self._quote(title, self.convert(content))
+        if name == "dropdown":  # sphinx-design: a fold on the site, a quote here
+            return self._quote(argument.strip(), self.convert(content))
         if name == "eval-rst":
             return self._rst(content)
         if name in ("code-block", "code", "sourcecode"):
@@ -410,13 +412,15 @@ def chapter_notebook(
     """The downloadable notebook of a chapter page, from its executed notebook.
 
     The outputs are the build's. Execution counts are renumbered from 1 once
-    the setup cell is gone.
+    the setup cell and the page's other hidden cells (``remove-cell``: the
+    site's glue) are gone.
     """
     result = copy.deepcopy(dict(notebook))
     cells: list[dict[str, Any]] = []
     for cell in result["cells"]:
         text = _source(cell)
-        if cell["cell_type"] == "code" and SITE_SETUP in text:
+        hidden = "remove-cell" in cell.get("metadata", {}).get("tags", [])
+        if cell["cell_type"] == "code" and (SITE_SETUP in text or hidden):
             continue
         if cell["cell_type"] == "markdown":
             cell["source"] = _lines(converter.convert(text))
