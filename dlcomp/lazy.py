@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import UninitializedBuffer, UninitializedParameter
 
-from dlcomp._checks import check_int, check_module, check_tensor
+from dlcomp._checks import check_int, check_tensor
 from dlcomp.layers import MyLinear
 
 __all__ = [
@@ -59,7 +59,10 @@ def uninitialized_parameters(net: nn.Module) -> list[str]:
         >>> uninitialized_parameters(nn.Sequential(nn.Linear(4, 8), nn.LazyLinear(2)))
         ['1.weight', '1.bias']
     """
-    check_module(net, "net", who="uninitialized_parameters")
+    if not isinstance(net, nn.Module):
+        kind = type(net).__name__
+        who = "uninitialized_parameters"
+        raise TypeError(f"{who}: net must be an nn.Module, got {kind}")
     return [
         name
         for name, tensor in [*net.named_parameters(), *net.named_buffers()]
@@ -67,7 +70,7 @@ def uninitialized_parameters(net: nn.Module) -> list[str]:
     ]
 
 
-def materialize(net: nn.Module, *example_inputs: Any) -> nn.Module:
+def materialize(net: nn.Module, *example_inputs: object) -> nn.Module:
     """Fix every lazy shape with one forward pass ("dry run"); return ``net``.
 
     Runs ``net(*example_inputs)`` under :func:`torch.no_grad` (no graph is
@@ -91,7 +94,9 @@ def materialize(net: nn.Module, *example_inputs: Any) -> nn.Module:
         >>> [tuple(p.shape) for p in net.parameters()]
         [(256, 20), (256,), (10, 256), (10,)]
     """
-    check_module(net, "net", who="materialize")
+    if not isinstance(net, nn.Module):
+        kind = type(net).__name__
+        raise TypeError(f"materialize: net must be an nn.Module, got {kind}")
     if not example_inputs:
         raise TypeError(
             "materialize needs an example input (a sample batch) to infer the "

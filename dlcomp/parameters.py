@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
-from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import UninitializedParameter
 
 from dlcomp._checks import check_float, check_int
@@ -46,35 +45,19 @@ __all__ = [
 # --- initializers -------------------------------------------------------------
 
 
-def _linear_to_init(m: nn.Module, who: str) -> nn.Linear | None:
-    """Return ``m`` if it is a linear layer ready to initialize, else ``None``.
-
-    ``isinstance`` (not ``type(m) == nn.Linear``) also matches subclasses,
-    including :class:`torch.nn.LazyLinear`; a lazy layer whose shape is not
-    known yet is an error rather than something to skip silently.
-    """
-    if not isinstance(m, nn.Linear):
-        return None
-    if isinstance(m, LazyModuleMixin) and m.has_uninitialized_params():
-        raise RuntimeError(
-            f"{who} cannot initialize {type(m).__name__}: its parameters have "
-            "no shape yet. Call the network once on a sample batch (net(X)) "
-            f"so the lazy layers learn their input size, then net.apply({who})"
-        )
-    return m
-
-
 def init_normal(m: nn.Module) -> None:
     r"""Draw linear weights from :math:`\mathcal{N}(0, 0.01^2)` and zero the biases.
 
     Use with ``net.apply(init_normal)``, which calls it on every submodule;
-    modules other than :class:`torch.nn.Linear` are left alone.
+    modules other than :class:`torch.nn.Linear` (and its subclasses, such as
+    :class:`torch.nn.LazyLinear`) are left alone.
 
     Args:
         m: a module (``apply`` passes each one in turn).
 
     Raises:
-        RuntimeError: for a lazy linear layer that has not seen data yet.
+        ValueError: from :mod:`torch.nn.init`, for a lazy linear layer that has
+            not seen data yet (its weight has no shape).
 
     Examples:
         >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
@@ -84,10 +67,10 @@ def init_normal(m: nn.Module) -> None:
         >>> bool(net[0].weight.abs().max() < 0.1)
         True
     """
-    if layer := _linear_to_init(m, "init_normal"):
-        nn.init.normal_(layer.weight, mean=0.0, std=0.01)
-        if layer.bias is not None:
-            nn.init.zeros_(layer.bias)
+    if isinstance(m, nn.Linear):  # subclasses too, unlike type(m) == nn.Linear
+        nn.init.normal_(m.weight, mean=0.0, std=0.01)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
 
 
 def init_constant(m: nn.Module) -> None:
@@ -101,7 +84,8 @@ def init_constant(m: nn.Module) -> None:
         m: a module (``apply`` passes each one in turn).
 
     Raises:
-        RuntimeError: for a lazy linear layer that has not seen data yet.
+        ValueError: from :mod:`torch.nn.init`, for a lazy linear layer that has
+            not seen data yet (its weight has no shape).
 
     Examples:
         >>> layer = nn.Linear(4, 8)
@@ -109,10 +93,10 @@ def init_constant(m: nn.Module) -> None:
         >>> torch.equal(layer.weight, torch.ones(8, 4)), torch.equal(layer.bias, torch.zeros(8))
         (True, True)
     """  # noqa: E501
-    if layer := _linear_to_init(m, "init_constant"):
-        nn.init.constant_(layer.weight, 1.0)
-        if layer.bias is not None:
-            nn.init.zeros_(layer.bias)
+    if isinstance(m, nn.Linear):
+        nn.init.constant_(m.weight, 1.0)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
 
 
 def init_xavier(m: nn.Module) -> None:
@@ -126,7 +110,8 @@ def init_xavier(m: nn.Module) -> None:
         m: a module (``apply`` passes each one in turn).
 
     Raises:
-        RuntimeError: for a lazy linear layer that has not seen data yet.
+        ValueError: from :mod:`torch.nn.init`, for a lazy linear layer that has
+            not seen data yet (its weight has no shape).
 
     Examples:
         >>> layer = nn.Linear(4, 8)
@@ -135,8 +120,8 @@ def init_xavier(m: nn.Module) -> None:
         >>> bool(layer.weight.abs().max() <= bound)
         True
     """
-    if layer := _linear_to_init(m, "init_xavier"):
-        nn.init.xavier_uniform_(layer.weight)
+    if isinstance(m, nn.Linear):
+        nn.init.xavier_uniform_(m.weight)
 
 
 def init_42(m: nn.Module) -> None:
@@ -146,7 +131,8 @@ def init_42(m: nn.Module) -> None:
         m: a module (``apply`` passes each one in turn).
 
     Raises:
-        RuntimeError: for a lazy linear layer that has not seen data yet.
+        ValueError: from :mod:`torch.nn.init`, for a lazy linear layer that has
+            not seen data yet (its weight has no shape).
 
     Examples:
         >>> layer = nn.Linear(2, 3)
@@ -157,8 +143,8 @@ def init_42(m: nn.Module) -> None:
                 [42., 42.],
                 [42., 42.]], requires_grad=True)
     """
-    if layer := _linear_to_init(m, "init_42"):
-        nn.init.constant_(layer.weight, 42.0)
+    if isinstance(m, nn.Linear):
+        nn.init.constant_(m.weight, 42.0)
 
 
 def my_init(m: nn.Module) -> None:
@@ -181,7 +167,8 @@ def my_init(m: nn.Module) -> None:
         m: a module (``apply`` passes each one in turn).
 
     Raises:
-        RuntimeError: for a lazy linear layer that has not seen data yet.
+        ValueError: from :mod:`torch.nn.init`, for a lazy linear layer that has
+            not seen data yet (its weight has no shape).
 
     Examples:
         >>> layer = nn.Linear(100, 100)
@@ -190,10 +177,10 @@ def my_init(m: nn.Module) -> None:
         >>> bool(((w == 0) | (w.abs() >= 5)).all())
         True
     """
-    if layer := _linear_to_init(m, "my_init"):
+    if isinstance(m, nn.Linear):
         with torch.no_grad():
-            nn.init.uniform_(layer.weight, -10.0, 10.0)
-            layer.weight *= layer.weight.abs() >= 5
+            nn.init.uniform_(m.weight, -10.0, 10.0)
+            m.weight *= m.weight.abs() >= 5
 
 
 # --- the section's networks -----------------------------------------------------

@@ -205,6 +205,9 @@ _ROLE = re.compile(r"(\{[\w:.-]+\}|:[\w:.-]+:)`([^`]*)`")
 _MYST_CODE = re.compile(r"(?<![`}:\w])`([^`]+)`(?!`)")
 _RST_CODE = re.compile(r"``(.+?)``")
 _LINK_TARGET = re.compile(r"\]\(([^)\s]+)\)|<([^<>\s]+)>`_")
+# A link into the book may point at the edition in the reader's language
+# (https://d2l.ai/... in English, https://zh.d2l.ai/... in Chinese).
+_BOOK = re.compile(r"^https://(?:zh\.)?d2l\.ai/.*$")
 
 
 # "1. What goes wrong if ..." (an exercise's heading): parsed alone, a
@@ -232,7 +235,10 @@ def markup(text: str) -> list[str]:
     found += [f"``{c}``" for c in _RST_CODE.findall(rest)]
     rest = _RST_CODE.sub(" ", rest)
     found += [f"`{c}`" for c in _MYST_CODE.findall(rest)]
-    found += [a or b for a, b in _LINK_TARGET.findall(text)]
+    found += [
+        _BOOK.sub("(a link into the book)", a or b)
+        for a, b in _LINK_TARGET.findall(text)
+    ]
     return sorted(found)
 
 

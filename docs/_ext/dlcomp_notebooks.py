@@ -242,6 +242,8 @@ class MystToMarkdown:
                 title = ADMONITIONS[name]
                 content = "\n".join([argument, *body]) if argument.strip() else content
             return self._quote(title, self.convert(content))
+        if name == "dropdown":  # sphinx-design: a fold on the site, a quote here
+            return self._quote(argument.strip(), self.convert(content))
         if name == "eval-rst":
             return self._rst(content)
         if name in ("code-block", "code", "sourcecode"):
@@ -433,10 +435,9 @@ def chapter_notebook(
     cells: list[dict[str, Any]] = []
     for cell in result["cells"]:
         text = _source(cell)
-        if cell["cell_type"] == "code" and SITE_SETUP in text:
+        hidden = "remove-cell" in cell.get("metadata", {}).get("tags", [])
+        if hidden or (cell["cell_type"] == "code" and SITE_SETUP in text):
             continue
-        if "remove-cell" in cell.get("metadata", {}).get("tags", []):
-            continue  # hidden on the page (a glue call): hidden in the notebook too
         if cell["cell_type"] == "markdown":
             cell["source"] = _lines(converter.convert(text))
         elif cell["cell_type"] == "code" and GLUE_IMPORT.search(text):

@@ -63,7 +63,7 @@ def test_blocks_page_compiled_outputs_match_eager(blocks: str):
     [
         # plain PyTorch before the helpers
         "parameters only: ['0.weight', '0.bias', '1.weight', '1.bias']",
-        "dlcomp:          ['0.weight', '0.bias', '1.weight', '1.bias', "
+        "with buffers:    ['0.weight', '0.bias', '1.weight', '1.bias', "
         "'1.running_mean', '1.running_var']",
         "still lazy: ['heads.regress.weight', 'heads.regress.bias']",
         "the forward pass did not reach every lazy module",

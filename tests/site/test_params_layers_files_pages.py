@@ -40,9 +40,11 @@ def test_parameters_page_plain_pytorch_and_the_notes_typo(site: Path):
         r"step 2: loss \S+  \|w\| \S+  \|grad\| \S+  same tensor as tied\[4\]: True",
         text,
     )
-    # plain counts before the table's summary (exercise 4)
-    assert "tied:   parameters(): 121 | state_dict entries: 193" in text
-    assert "untied: parameters(): 193 | state_dict entries: 193" in text
+    # plain counts before the table's summary (exercise 4): tying shows in the
+    # count by name, and an untied network with buffers differs in state_dict
+    assert "tied:    parameters(): 121 | by name: 193 | state_dict: 193" in text
+    assert "untied:  parameters(): 193 | by name: 193 | state_dict: 193" in text
+    assert "buffers: parameters(): 65 | by name: 65 | state_dict: 82" in text
 
 
 def test_custom_layers_page_runs_the_notes_mylinear_typo(site: Path):
