@@ -68,7 +68,12 @@ elif all(largest[k] < smallest[k] for k in largest):
 else:
     title = "Copy bandwidth by size"
 ax.set_title(title)
-plt.show()
+if "__file__" in globals() and plt.get_backend().lower() == "agg":
+    # Run as a script with no display: save the figure next to the script.
+    plt.savefig(saved := __file__.removesuffix(".py") + ".png")
+    print(f"figure saved to {saved}")
+else:
+    plt.show()
 
 # %%
 # See also

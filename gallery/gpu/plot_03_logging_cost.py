@@ -66,7 +66,12 @@ elif ratio < 1 / 1.1:
 else:
     title = f"{device}: the two ways of logging took as long (within 10%)"
 ax.set_title(title)
-plt.show()
+if "__file__" in globals() and plt.get_backend().lower() == "agg":
+    # Run as a script with no display: save the figure next to the script.
+    plt.savefig(saved := __file__.removesuffix(".py") + ".png")
+    print(f"figure saved to {saved}")
+else:
+    plt.show()
 
 # %%
 # See also

@@ -63,7 +63,12 @@ for data in recorded:
 
 fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
 print("title:", plot_sync(ax, series))
-plt.show()
+if "__file__" in globals() and plt.get_backend().lower() == "agg":
+    # Run as a script with no display: save the figure next to the script.
+    plt.savefig(saved := __file__.removesuffix(".py") + ".png")
+    print(f"figure saved to {saved}")
+else:
+    plt.show()
 
 # %%
 # See also
