@@ -47,3 +47,12 @@ def test_every_plotting_script_saves_without_a_display():
             continue
         assert 'plt.get_backend().lower() == "agg"' in source, script.name
         assert 'print(f"figure saved to {saved}")' in source, script.name
+
+
+def test_the_downloads_runner_accepts_the_figure_a_script_says_it_saved():
+    """`nox -s downloads` runs each script alone: the figure is expected there."""
+    from run_downloads import run_file
+
+    outcome = run_file(SCRIPT)
+    assert outcome.problems == [], outcome.output[-2000:]
+    assert "figure saved to" in outcome.output
