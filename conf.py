@@ -272,9 +272,11 @@ html_theme_options = {
     # One header row from 1024 px up: two chapters, the rest under "More",
     # and the search as a button (Ctrl+K still opens it).
     "header_links_before_dropdown": 2,
-    "navbar_persistent": ["search-button"],
-    # docs/_templates/dlcomp-languages.html: this page in the other edition.
-    "navbar_end": ["dlcomp-languages", "theme-switcher", "navbar-icon-links"],
+    # docs/_templates/dlcomp-languages.html: this page in the other edition,
+    # in the header at every width (persistent items stay out of the drawer).
+    "navbar_persistent": ["search-button", "dlcomp-languages"],
+    # docs/_templates/dlcomp-source-link.html: the GitHub link, an inline SVG.
+    "navbar_end": ["theme-switcher", "dlcomp-source-link"],
     "show_toc_level": 2,
     "secondary_sidebar_items": ["page-toc", "sourcelink"],
     "footer_start": ["copyright"],
@@ -283,14 +285,6 @@ html_theme_options = {
     "icon_links_label": {"zh_CN": "图标链接"}.get(language, "Icon Links"),
     "search_bar_text": {"zh_CN": "搜索文档……"}.get(language, "Search the docs ..."),
     "header_dropdown_text": {"zh_CN": "更多"}.get(language, "More"),
-    "icon_links": [
-        {
-            "name": {"zh_CN": "GitHub 上的源代码"}.get(language, "Source on GitHub"),
-            "url": dlcomp_urls["Source"],
-            "icon": "fa-brands fa-github",
-            "type": "fontawesome",
-        }
-    ],
 }
 # Chapter pages are top-level (nothing to list in a section sidebar); the
 # gallery and API sections keep their navigation.
@@ -309,6 +303,18 @@ dlcomp_chapter_pages = CHAPTER_PAGES
 dlcomp_notebook_links = not FAST
 html_show_sourcelink = True
 # Without a default, a first visit logs "Got invalid theme mode" (console error).
-html_context = {"default_mode": "auto"}
+html_context = {
+    "default_mode": "auto",
+    "dlcomp_source_url": dlcomp_urls["Source"],
+    "dlcomp_source_label": {"zh_CN": "GitHub 上的源代码"}.get(
+        language, "Source on GitHub"
+    ),
+}
+# Snippets of search results come from the index (docs/_ext/dlcomp_site.py,
+# docs/_static/dlcomp-search.js), not from downloading every result's page.
+html_show_search_summary = False
+# Copy buttons on code only: not on a cell's output, nor on a gallery
+# script's output (a reader copies code; outputs are read).
+copybutton_selector = "div:not(.output):not(.sphx-glr-script-out) > div.highlight > pre"
 copybutton_prompt_text = r">>> |\.\.\. |\$ "
 copybutton_prompt_is_regexp = True

@@ -217,8 +217,8 @@ def translations(session: nox.Session) -> None:
                 "--no-obsolete")  # fmt: skip
     pots = {p.relative_to(out).with_suffix("") for p in out.rglob("*.pot")}
     for po in sorted(messages.rglob("*.po")):  # a page that is gone, its catalog too
-        if po.name == "sphinx.po":
-            continue  # the theme's labels (see its header), not a page
+        if po.name in ("sphinx.po", "outputs.po"):
+            continue  # the theme's labels, the outputs' words (headers): not pages
         if po.relative_to(messages).with_suffix("") not in pots:
             session.log(f"removing {po.relative_to(ROOT)}: no such page any more")
             po.unlink()

@@ -45,7 +45,7 @@ SWITCH_TITLE = {"en": "Read this page in English", "zh_CN": "阅读本页的中�
 GENERATED = {
     "zh_CN": {
         "Exercises": "练习",
-        "Show the answer": "显示答案",
+        "Show the answer to exercise {number}": "显示练习 {number} 的答案",
         "Download this page as a Jupyter notebook (.ipynb)": (
             # the notebook is made from the English page
             "下载本页的 Jupyter 笔记本（.ipynb，其中的说明文字为英文）"
@@ -85,6 +85,10 @@ GENERATED = {
         "Pages under {name}": "{name} 下的页面",
         "Total running time of the script:": "脚本总运行时间：",
         " ({min} minutes {sec} seconds)": " {min} 分 {sec} 秒",
+        "OUTPUTS_NOTE": (
+            "页面上的输出来自英文版的构建：输出表格的表头和审查报告的摘要行"
+            "已译成中文，库本身给出的消息（审查发现的问题、错误信息等）保持英文。"
+        ),
         "DOCSTRINGS_NOTE": (
             "本 API 参考中各个对象的说明（即代码中的文档字符串）保持英文；"
             "页面的其余部分已译成中文。"
@@ -94,7 +98,7 @@ GENERATED = {
 
 
 #: English text of the keys in GENERATED that are not English text themselves.
-ENGLISH = {"bench-tail": ".", "DOCSTRINGS_NOTE": ""}
+ENGLISH = {"bench-tail": ".", "DOCSTRINGS_NOTE": "", "OUTPUTS_NOTE": ""}
 
 
 def site_text(language: str, english: str, **fields: str) -> str:
@@ -303,9 +307,16 @@ def _keep_docstrings_transform():
         default_priority = 10  # before sphinx.transforms.i18n.Locale (20)
 
         def apply(self, **kwargs) -> None:
+            translated = self.config.language != "en"
             for node in self.document.findall(nodes.TextElement):
                 if node.source and from_docstring(node.source):
                     node["translatable"] = False
+                    # On a translated page, the text is marked English (lang)
+                    # after the build: a screen reader reads it so.
+                    if translated and isinstance(node, ENGLISH_BLOCKS):
+                        node["classes"].append(ENGLISH_CLASS)
+
+    ENGLISH_BLOCKS = (nodes.paragraph, nodes.literal_block, nodes.doctest_block)
 
     return KeepDocstrings
 
@@ -582,6 +593,151 @@ def api_docstrings_note(app, doctree) -> None:
     section.insert(1, box)
 
 
+ENGLISH_CLASS = "dlcomp-en"  # docstring text on a translated page
+_ENGLISH_TAG = re.compile(r'<(\w+) class="([^"]*\bdlcomp-en\b[^"]*)"(?! lang=)')
+
+
+def mark_english_docstrings(app, exception) -> None:
+    """build-finished: docstring text on a translated page gets ``lang="en"``."""
+    if exception is not None or app.builder.format != "html":
+        return
+    if app.config.language == "en":
+        return
+    outdir = Path(app.outdir)
+    for page in (outdir / "api").rglob("*.html"):
+        text = page.read_text("utf-8")
+        new = _ENGLISH_TAG.sub(r'<\1 class="\2" lang="en"', text)
+        if new != text:
+            page.write_text(new, "utf-8")
+
+
+OUTPUTS_CATALOG = "outputs.po"  # in each language's LC_MESSAGES
+NAME, NUMBER = r"[\w.]+", r"[\d,]+"  # what a {field} of a pattern matches
+_OUTPUT_TABLE = re.compile(r'<table class="dlcomp-table">.*?</table>', re.DOTALL)
+_HEADER_CELL = re.compile(r"<th>([^<]*)</th>")
+_CAPTION = re.compile(r"<caption>([^<]*)")
+_OUTPUT_PRE = re.compile(
+    r'(<div class="output [^"]*">\s*<div class="highlight"><pre>)(.*?)(</pre>)',
+    re.DOTALL,
+)
+
+
+def output_catalog(language: str) -> tuple[dict[str, str], list[tuple]]:
+    """The outputs' words in ``language``: exact headers, and summary patterns.
+
+    A message with ``{name}`` fields is a pattern: each field matches a
+    model's name (``model``) or a number (any other), ``(s)`` an optional
+    plural "s"; the longest patterns are tried first.
+    """
+    from babel.messages.pofile import read_po
+
+    path = LOCALES / language / "LC_MESSAGES" / OUTPUTS_CATALOG
+    if not path.is_file():
+        return {}, []
+    with path.open("rb") as f:
+        catalog = read_po(f)
+    words, patterns = {}, []
+    for message in catalog:
+        if not message.id or not message.string:
+            continue
+        source, text = str(message.id), str(message.string)
+        if "{" not in source:
+            words[source] = text
+            continue
+        regex = re.escape(source).replace(r"\(s\)", "s?")
+        regex = re.sub(
+            r"\\\{(\w+)\\\}",
+            lambda m: f"(?P<{m[1]}>{NAME if m[1] == 'model' else NUMBER})",
+            regex,
+        )
+        patterns.append((len(source), re.compile(regex), text))
+    patterns.sort(key=lambda p: -p[0])
+    return words, patterns
+
+
+def translate_output_text(text: str, patterns: list[tuple], *, lines=False) -> str:
+    """``text`` with a summary at its start in the catalog's words.
+
+    With ``lines`` (printed text), each line that is a summary, alone or
+    followed by a remark in brackets, and no other line.
+    """
+
+    def line(match: re.Match[str]) -> str:
+        return match[1] + translate_output_text(match[2], patterns, lines=False)
+
+    if lines:
+        summary = "|".join(
+            re.sub(r"\(\?P<\w+>", "(?:", regex.pattern) for _, regex, _ in patterns
+        )
+        if not summary:
+            return text
+        whole = re.compile(rf"(?m)^((?:<[^<>]*>)*[ \t]*)((?:{summary})(?: \(.*)?)$")
+        return whole.sub(line, text)
+    for _, regex, target in patterns:
+        found = regex.match(text)
+        if found:
+            return target.format(**found.groupdict()) + text[found.end() :]
+    return text
+
+
+def translate_outputs_html(page: str, words: dict[str, str], patterns) -> str:
+    """The outputs of one built page with their headers and summaries translated."""
+
+    def table(match: re.Match[str]) -> str:
+        html = _HEADER_CELL.sub(lambda m: f"<th>{words.get(m[1], m[1])}</th>", match[0])
+        return _CAPTION.sub(
+            lambda m: f"<caption>{translate_output_text(m[1], patterns)}", html
+        )
+
+    def pre(match: re.Match[str]) -> str:
+        text = translate_output_text(match[2], patterns, lines=True)
+        return match[1] + text + match[3]
+
+    return _OUTPUT_PRE.sub(pre, _OUTPUT_TABLE.sub(table, page))
+
+
+def translate_outputs(app, exception) -> None:
+    """build-finished: in a translated edition, the outputs' headers and summaries.
+
+    The pages' outputs are the English build's (one execution for both
+    editions); the headers of dlcomp's tables and the one-line summaries
+    above them are taken from ``outputs.po``. The library's own messages (a
+    finding, an error) stay English: the edition's landing page says so.
+    """
+    if exception is not None or app.builder.format != "html":
+        return
+    if app.config.language == "en":
+        return
+    words, patterns = output_catalog(app.config.language)
+    outdir = Path(app.outdir)
+    for page in outdir.rglob("*.html"):
+        if page.relative_to(outdir).parts[0] in ("_static", "_sources", "_modules"):
+            continue
+        text = page.read_text("utf-8")
+        if "cell_output" not in text and "sphx-glr-script-out" not in text:
+            continue
+        new = translate_outputs_html(text, words, patterns)
+        if new != text:
+            page.write_text(new, "utf-8")
+
+
+def outputs_note(app, doctree) -> None:
+    """doctree-read: a translated landing page says what of the outputs is English."""
+    from docutils import nodes
+
+    if app.config.language == "en" or app.env.docname != app.config.root_doc:
+        return
+    if app.builder.name == "gettext":
+        return
+    note = site_text(app.config.language, "OUTPUTS_NOTE")
+    section = next(iter(doctree.findall(nodes.section)), None)
+    if section is None or not note:
+        return
+    para = nodes.paragraph(note, note, classes=["dlcomp-outputs-note"])
+    para["translatable"] = False
+    section.append(nodes.note("", para))
+
+
 def _chinese_search():
     """Sphinx 9.0's Chinese search, with a stemmer its script defines.
 
@@ -604,7 +760,46 @@ def _chinese_search():
             )
         )
 
+        # A reader types words without spaces (保存模型): the query is cut
+        # into the words the index holds, longest first from the left, as
+        # jieba cut the pages (its words, the glossary's terms); a Han
+        # character that starts no indexed word stands alone.
+        js_splitter_code = CHINESE_SPLITTER
+
+        def word_filter(self, stemmed_word: str) -> bool:
+            # Sphinx drops one-letter words; a Chinese word of one character
+            # (层, 块) is a word a reader searches for.
+            return len(stemmed_word) > 1 or bool(HAN.fullmatch(stemmed_word))
+
     return ChineseSearch
+
+
+HAN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+CHINESE_SPLITTER = r"""
+var splitQuery = (query) => {
+  const index = typeof Search !== "undefined" && Search._index ? Search._index : {};
+  const has = (table, word) =>
+    !!table && Object.prototype.hasOwnProperty.call(table, word);
+  const known = (word) => has(index.terms, word) || has(index.titleterms, word);
+  const words = [];
+  for (const run of query.split(/[^\p{Letter}\p{Number}_\p{Emoji_Presentation}]+/gu)) {
+    for (const part of run.split(/(\p{Script=Han}+)/u)) {
+      if (!part) continue;
+      if (!/\p{Script=Han}/u.test(part)) {
+        words.push(part);
+        continue;
+      }
+      for (let start = 0; start < part.length; ) {
+        let end = Math.min(part.length, start + 8);
+        while (end > start + 1 && !known(part.slice(start, end))) end--;
+        words.push(part.slice(start, end));
+        start = end;
+      }
+    }
+  }
+  return words;
+};
+"""
 
 
 def language_links(app, pagename, templatename, context, doctree) -> None:
@@ -616,6 +811,11 @@ def language_links(app, pagename, templatename, context, doctree) -> None:
     # The 404 page is served at any URL: it sends the reader to the other
     # edition's start page (its links are relative to the site's root).
     target = "index" if pagename == "404" else pagename
+    # Search engines want the alternates' absolute URLs (hreflang): known
+    # when the build knows where the site is served from (html_baseurl, the
+    # English edition's root); a local build keeps them relative.
+    base = app.config.html_baseurl
+    base = base if not base or base.endswith("/") else f"{base}/"
     links = []
     for code, (name, folder) in EDITIONS.items():
         links.append(
@@ -625,6 +825,7 @@ def language_links(app, pagename, templatename, context, doctree) -> None:
                 "lang": code.replace("_", "-"),
                 "title": SWITCH_TITLE[code],
                 "url": f"{up}{folder}{target}.html",
+                "absolute": f"{base}{folder}{target}.html" if base else "",
                 "current": code == here,
             }
         )
@@ -668,6 +869,9 @@ def setup(app) -> dict:
     app.connect("doctree-read", api_docstrings_note)
     app.connect("html-page-context", language_links)
     app.connect("build-finished", local_audit_links)
+    app.connect("doctree-read", outputs_note)
+    app.connect("build-finished", translate_outputs)
+    app.connect("build-finished", mark_english_docstrings)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
 
 

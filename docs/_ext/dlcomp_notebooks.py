@@ -422,12 +422,41 @@ def _lines(text: str) -> list[str]:
     return text.splitlines(keepends=True)
 
 
+def merge_streams(outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One output for each run of printed text, as the page shows it.
+
+    The kernel sends what a cell prints in pieces (on a timer, and after
+    each whole line: ``dlcomp._notebook.WholeLines``), so the executed
+    notebook holds one cell's printed lines as several stream outputs in a
+    row. The page joins them (myst-nb's ``nb_merge_streams``); a notebook
+    left with the pieces shows them as separate outputs, and a viewer that
+    joins consecutive streams as it loads them may show lines twice.
+    """
+    merged: list[dict[str, Any]] = []
+    for output in outputs:
+        last = merged[-1] if merged else None
+        if (
+            output.get("output_type") == "stream"
+            and last is not None
+            and last.get("output_type") == "stream"
+            and last.get("name") == output.get("name")
+        ):
+            last["text"] = _lines(
+                _source({"source": last["text"]})
+                + _source({"source": output.get("text", "")})
+            )
+            continue
+        merged.append(output)
+    return merged
+
+
 def chapter_notebook(
     notebook: Mapping[str, Any], converter: MystToMarkdown
 ) -> dict[str, Any]:
     """The downloadable notebook of a chapter page, from its executed notebook.
 
-    The outputs are the build's. The setup cell and the cells the page hides
+    The outputs are the build's, with each run of printed text in one output
+    (:func:`merge_streams`). The setup cell and the cells the page hides
     (``remove-cell``: the glue calls) are left out, and execution counts are
     renumbered from 1.
     """
@@ -455,6 +484,8 @@ def chapter_notebook(
         cells.append(cell)
     count = 0
     for cell in cells:
+        if cell["cell_type"] == "code":
+            cell["outputs"] = merge_streams(cell.get("outputs", []))
         if cell["cell_type"] != "code" or cell.get("execution_count") is None:
             continue
         count += 1

@@ -28,6 +28,7 @@
 from __future__ import annotations
 
 import html
+import json
 import re
 import shutil
 from pathlib import Path
@@ -243,6 +244,36 @@ def tidy_output(app: Sphinx, exception) -> None:
     _lazy_thumbnails(outdir)
 
 
+def search_summaries(app: Sphinx, exception) -> None:
+    """build-finished: each page's summary goes into the search index.
+
+    Sphinx's search page downloads every page it lists to cut a snippet out
+    of it (megabytes for one query); the site turns that off
+    (``html_show_search_summary``) and ``_static/dlcomp-search.js`` shows
+    the page's summary (its meta description's text) from the index instead.
+    """
+    if exception is not None or app.builder.format != "html":
+        return
+    path = Path(app.outdir) / "searchindex.js"
+    if not path.is_file():
+        return
+    text = path.read_text("utf-8")
+    start, end = text.index("(") + 1, text.rindex(")")
+    index = json.loads(text[start:end])
+    summaries = []
+    for docname in index["docnames"]:
+        try:
+            doctree = app.env.get_doctree(docname)
+        except FileNotFoundError:  # a page no longer there
+            summary = ""
+        else:
+            summary = shorten(_summary(doctree), 2 * DESCRIPTION_CHARS)
+        summaries.append(summary)
+    index["dlcomp_summaries"] = summaries
+    data = json.dumps(index, ensure_ascii=False, separators=(",", ":"))
+    path.write_text(f"{text[:start]}{data}{text[end:]}", "utf-8")
+
+
 def setup(app: Sphinx) -> dict:
     app.add_config_value("dlcomp_site_description", "", "html", types=[str])
     # the same in the translated editions: {language: description}
@@ -254,4 +285,5 @@ def setup(app: Sphinx) -> dict:
     app.connect("html-page-context", defer_scripts, priority=950)
     app.connect("builder-inited", fresh_module_pages)
     app.connect("build-finished", tidy_output)
+    app.connect("build-finished", search_summaries)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -160,8 +160,15 @@ class DlcompApi(SphinxDirective):
 NOTEBOOKS = "_notebooks"  # folder of the built site that holds the .ipynb files
 
 
-def _fold_answers(section: nodes.section, summary: str) -> None:
-    """Wrap everything under each exercise's heading in a closed <details>."""
+def _fold_answers(section: nodes.section, summary: Callable[[str], str]) -> None:
+    """Wrap everything under each exercise's heading in a closed <details>.
+
+    Its summary names the exercise (``summary(number)``): the number that
+    starts the exercise's title ("2. A block that ..."), else its place
+    among the exercises, so that the answers of a page read apart (a screen
+    reader lists them by their summary).
+    """
+    place = 0
     for exercise in section.findall(nodes.section):
         if exercise is section:
             continue
@@ -169,11 +176,14 @@ def _fold_answers(section: nodes.section, summary: str) -> None:
         answer = exercise.children[1:]
         if not answer:
             continue
+        place += 1
+        numbered = re.match(r"\s*(\d+)[.\u3001\uff0e]", title.astext())
+        number = numbered.group(1) if numbered else str(place)
         exercise.children = [
             title,
             nodes.raw(
                 "",
-                f'<details class="dlcomp-answer"><summary>{summary}</summary>',
+                f'<details class="dlcomp-answer"><summary>{summary(number)}</summary>',
                 format="html",
             ),
             *answer,
@@ -193,7 +203,14 @@ def _chapter_page(app: Sphinx, doctree: nodes.document) -> None:
         if isinstance(title, nodes.title) and title.astext() == site_text(
             app.config.language, "Exercises"
         ):
-            _fold_answers(section, site_text(app.config.language, "Show the answer"))
+            _fold_answers(
+                section,
+                lambda number: site_text(
+                    app.config.language,
+                    "Show the answer to exercise {number}",
+                    number=number,
+                ),
+            )
     if app.config.dlcomp_notebook_links:
         top = next(iter(doctree.findall(nodes.section)), None)
         if top is not None:

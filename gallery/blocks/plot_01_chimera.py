@@ -85,7 +85,12 @@ for key, colour in colours.items():
     kind = type(net[int(key)]).__name__
     ax.bar(0, 0, color=colour, label=f"block {key}: {kind}")
 ax.legend(loc="lower right", title=f"torch {torch.__version__}")
-plt.show()
+if "__file__" in globals() and plt.get_backend().lower() == "agg":
+    # Run as a script with no display: save the figure next to the script.
+    plt.savefig(saved := __file__.removesuffix(".py") + ".png")
+    print(f"figure saved to {saved}")
+else:
+    plt.show()
 
 # %%
 # See also

@@ -98,7 +98,12 @@ right.set_xlabel("activation value")
 right.set_ylabel("count (log scale)")
 right.set_title("Distribution at three depths")
 right.legend(title=f"torch {torch.__version__}, CPU")
-plt.show()
+if "__file__" in globals() and plt.get_backend().lower() == "agg":
+    # Run as a script with no display: save the figure next to the script.
+    plt.savefig(saved := __file__.removesuffix(".py") + ".png")
+    print(f"figure saved to {saved}")
+else:
+    plt.show()
 
 # %%
 # PyTorch's default ``nn.Linear`` initialization (uniform weights with

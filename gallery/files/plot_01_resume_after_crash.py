@@ -112,7 +112,12 @@ ax.set_xlabel("training step")
 ax.set_ylabel("training loss (MSE)")
 ax.set_title("A resumed run retraces the uninterrupted one exactly")
 ax.legend(title=f"torch {torch.__version__}, CPU")
-plt.show()
+if "__file__" in globals() and plt.get_backend().lower() == "agg":
+    # Run as a script with no display: save the figure next to the script.
+    plt.savefig(saved := __file__.removesuffix(".py") + ".png")
+    print(f"figure saved to {saved}")
+else:
+    plt.show()
 
 # %%
 # Clean up

@@ -139,7 +139,12 @@ ax.set_xlabel("training step")
 ax.set_ylabel("training loss (MSE, mean over ranks)")
 ax.set_title("A sharded job resumed by torchrun retraces the uninterrupted one")
 ax.legend(title=f"FSDP2 on 2 CPU processes (gloo), torch {torch.__version__}")
-plt.show()
+if "__file__" in globals() and plt.get_backend().lower() == "agg":
+    # Run as a script with no display: save the figure next to the script.
+    plt.savefig(saved := __file__.removesuffix(".py") + ".png")
+    print(f"figure saved to {saved}")
+else:
+    plt.show()
 
 # %%
 # Clean up

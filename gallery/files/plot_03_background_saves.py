@@ -93,7 +93,12 @@ ax.set_xlabel("round (the two saves alternate)")
 ax.set_ylabel("time save() blocked the caller (s)")
 ax.set_title(f"Saving {size_mb:.0f} MB: the background save blocks only for a copy")
 ax.legend(title=f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
-plt.show()
+if "__file__" in globals() and plt.get_backend().lower() == "agg":
+    # Run as a script with no display: save the figure next to the script.
+    plt.savefig(saved := __file__.removesuffix(".py") + ".png")
+    print(f"figure saved to {saved}")
+else:
+    plt.show()
 
 # %%
 # Clean up

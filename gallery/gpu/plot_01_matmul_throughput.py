@@ -115,7 +115,12 @@ if busy:
     ax.set_title(
         ax.get_title() + "\n(measured on a busy machine: times slowed unevenly)"
     )
-plt.show()
+if "__file__" in globals() and plt.get_backend().lower() == "agg":
+    # Run as a script with no display: save the figure next to the script.
+    plt.savefig(saved := __file__.removesuffix(".py") + ".png")
+    print(f"figure saved to {saved}")
+else:
+    plt.show()
 
 # %%
 # See also

@@ -76,7 +76,12 @@ axes[-1, 1].set_xlabel("frequency (cycles per window)")
 kept = coefficients.shape[-1]
 fig.suptitle(f"HalfFourier keeps {kept} of {n} coefficients: one peak per sine")
 fig.text(0.99, 0.0, f"torch {torch.__version__}, CPU", ha="right", fontsize="small")
-plt.show()
+if "__file__" in globals() and plt.get_backend().lower() == "agg":
+    # Run as a script with no display: save the figure next to the script.
+    plt.savefig(saved := __file__.removesuffix(".py") + ".png")
+    print(f"figure saved to {saved}")
+else:
+    plt.show()
 
 # %%
 # See also

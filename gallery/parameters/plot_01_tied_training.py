@@ -81,7 +81,12 @@ for col, (kind, history, names) in enumerate(series):
     axes[1, col].set_xlabel("training step")
     axes[0, col].legend(title=f"torch {torch.__version__}, CPU", fontsize="small")
 fig.suptitle("Weight and gradient norms per layer, tied vs untied")
-plt.show()
+if "__file__" in globals() and plt.get_backend().lower() == "agg":
+    # Run as a script with no display: save the figure next to the script.
+    plt.savefig(saved := __file__.removesuffix(".py") + ".png")
+    print(f"figure saved to {saved}")
+else:
+    plt.show()
 
 # %%
 # See also

@@ -52,7 +52,12 @@ ax.set_xlabel("input features n")
 ax.set_ylabel("parameters (count)")
 ax.set_title("Only the first layer grows with the input size")
 ax.legend(title=f"torch {torch.__version__}")
-plt.show()
+if "__file__" in globals() and plt.get_backend().lower() == "agg":
+    # Run as a script with no display: save the figure next to the script.
+    plt.savefig(saved := __file__.removesuffix(".py") + ".png")
+    print(f"figure saved to {saved}")
+else:
+    plt.show()
 
 # %%
 # See also

@@ -50,7 +50,8 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 @pytest.fixture(scope="session")
-def browser():
+def chromium():
+    """Playwright's Chromium launcher and the binary it runs."""
     from playwright.sync_api import sync_playwright
 
     executable = os.environ.get("DLCOMP_CHROMIUM") or shutil.which("chromium")
@@ -59,11 +60,28 @@ def browser():
             "Chromium not found: apt-get install -y chromium (or set DLCOMP_CHROMIUM)"
         )
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=executable, args=CHROMIUM_FLAGS
-        )
-        yield browser
-        browser.close()
+        yield playwright.chromium, executable
+
+
+@pytest.fixture(scope="session")
+def browser(chromium):
+    launcher, executable = chromium
+    browser = launcher.launch(executable_path=executable, args=CHROMIUM_FLAGS)
+    yield browser
+    browser.close()
+
+
+@pytest.fixture(scope="session")
+def browser_with_scrollbars(chromium):
+    """Chromium drawing scrollbars as a reader's does (headless hides them)."""
+    launcher, executable = chromium
+    browser = launcher.launch(
+        executable_path=executable,
+        args=CHROMIUM_FLAGS,
+        ignore_default_args=["--hide-scrollbars"],
+    )
+    yield browser
+    browser.close()
 
 
 @pytest.fixture

@@ -140,6 +140,12 @@ def test_notebook_download_link_returns_the_executed_notebook(page, base_url, ch
         ("zh_CN/", "检查点", "read-write.html"),
         ("zh_CN/", "延后初始化", "deferred-init.html"),
         ("zh_CN/", "state_dict", "read-write.html"),
+        # What Chinese readers type, without spaces: the query is cut into
+        # the index's words (dlcomp_i18n's splitter).
+        ("zh_CN/", "层和块", "blocks.html"),  # 5.1's own title
+        ("zh_CN/", "保存模型", "read-write.html"),
+        ("zh_CN/", "加载检查点", "read-write.html"),
+        ("zh_CN/", "恢复训练", "read-write.html"),
     ],
 )
 def test_search_finds_the_right_page(page, base_url, edition, term, expected):

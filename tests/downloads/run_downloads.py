@@ -8,8 +8,9 @@ only the site's wheel, its ``gallery`` extra, and nbclient/ipykernel)::
 Each file is copied alone into an empty working directory and run there with
 ``MPLBACKEND=Agg`` (a script) or executed by nbclient in a fresh kernel (a
 notebook; a cell tagged ``raises-exception`` may raise, no other). A file
-fails if it errors, leaves anything in its working directory besides itself,
-or leaves anything in its own temporary directory (``TMPDIR``). Caches that
+fails if it errors, leaves anything in its working directory besides itself
+(and the figure a plotting script says it saved there), or leaves anything
+in its own temporary directory (``TMPDIR``). Caches that
 libraries keep on purpose (matplotlib's, torch.compile's) go to folders
 outside both. Prints one line per file, and each failure with its output.
 """
@@ -152,7 +153,13 @@ def run_file(source: Path, python: str = sys.executable) -> Outcome:
         problems = []
         if code != 0:
             problems.append(f"exited with {code}")
-        if extra := _leftovers(work, {source.name}):
+        # A plotting script run with no display saves its figure next to
+        # itself and says so (the gallery's scripts end that way): expected.
+        keep = {source.name}
+        figure = work / f"{source.stem}.png"
+        if source.suffix == ".py" and f"figure saved to {figure}" in output:
+            keep.add(figure.name)
+        if extra := _leftovers(work, keep):
             problems.append(f"wrote into its working directory: {', '.join(extra)}")
         # torch.compile keeps precompiled headers in <tmp>/torchinductor_<user>
         # whatever TORCHINDUCTOR_CACHE_DIR says: a cache torch reuses from run

@@ -6,6 +6,7 @@ page shows; no hidden cell of the site). Gallery: each example's
 """
 
 import importlib.util
+import itertools
 import json
 import re
 import sys
@@ -160,3 +161,34 @@ def test_gallery_zips_hold_the_same_notebooks_as_the_single_downloads(site: Path
                     text = archive.read(name).decode("utf-8")
                     assert text == single[Path(name).name], f"{path.name}: {name}"
     assert seen >= 2 * 10  # each example's zip, and the zip of all notebooks
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_chapter_notebook_shows_each_printed_line_once(chapter_notebooks, page):
+    """A cell's printed text is one output per stream, as the page shows it:
+    pieces in a row (the kernel sends them on a timer) are shown twice by a
+    viewer that joins consecutive streams as it loads them."""
+    pieces = []
+    for number, cell in enumerate(chapter_notebooks[page]["cells"]):
+        outputs = cell.get("outputs", [])
+        for before, after in itertools.pairwise(outputs):
+            if before["output_type"] == after["output_type"] == "stream" and (
+                before["name"] == after["name"]
+            ):
+                pieces.append(f"cell {number}: {''.join(after['text'])[:60]!r}")
+    assert not pieces, f"{page}: printed text in pieces:\n" + "\n".join(pieces)
+
+
+def test_merge_streams_joins_pieces_in_a_row_and_keeps_the_order():
+    out = [
+        {"output_type": "stream", "name": "stdout", "text": ["a\n"]},
+        {"output_type": "stream", "name": "stdout", "text": "b\nc\n"},
+        {"output_type": "stream", "name": "stderr", "text": ["warn\n"]},
+        {"output_type": "display_data", "data": {"text/plain": "fig"}},
+        {"output_type": "stream", "name": "stdout", "text": ["d\n"]},
+    ]
+    merged = converter.merge_streams(out)
+    assert [o.get("name") for o in merged] == ["stdout", "stderr", None, "stdout"]
+    assert "".join(merged[0]["text"]) == "a\nb\nc\n"
+    assert merged[0]["text"] == ["a\n", "b\n", "c\n"]
+    assert converter.merge_streams(merged) == merged  # idempotent
