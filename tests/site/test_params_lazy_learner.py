@@ -256,7 +256,9 @@ def test_a_link_into_the_book_may_point_at_the_readers_edition():
     sys.path.insert(0, str(ROOT / "docs" / "_ext"))
     from dlcomp_i18n import markup
 
-    english = "[tied](https://d2l.ai/chapter_builders-guide/parameters.html#tied-parameters)"
+    english = (
+        "[tied](https://d2l.ai/chapter_builders-guide/parameters.html#tied-parameters)"
+    )
     chinese = "[共享参数](https://zh.d2l.ai/chapter_deep-learning-computation/parameters.html#id9)"
     assert markup(english) == markup(chinese)
     # any other link keeps its target
