@@ -235,8 +235,8 @@ class MystToMarkdown:
         content = "\n".join(body)
         if name == "dlcomp-source":
             return self.source(argument.strip())
-        if name == "admonition" or name in ADMONITIONS:
-            if name == "admonition":
+        if name in ("admonition", "dropdown") or name in ADMONITIONS:
+            if name in ("admonition", "dropdown"):  # a dropdown: depth, folded
                 title = argument.strip()
             else:
                 title = ADMONITIONS[name]
