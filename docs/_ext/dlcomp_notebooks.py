@@ -418,6 +418,8 @@ def chapter_notebook(
         text = _source(cell)
         if cell["cell_type"] == "code" and SITE_SETUP in text:
             continue
+        if "remove-cell" in cell.get("metadata", {}).get("tags", []):
+            continue  # the site's own cells (glue): its text shows their values
         if cell["cell_type"] == "markdown":
             cell["source"] = _lines(converter.convert(text))
         elif cell["cell_type"] == "code" and GLUE_IMPORT.search(text):
