@@ -10,16 +10,12 @@ whole model. This module holds the section's reference blocks
 forward hooks that ``net(X)`` runs and ``net.forward(X)`` skips.
 """
 
-from __future__ import annotations
-
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
-
-from dlcomp._checks import check_features, check_int
 
 __all__ = [
     "FixedHiddenMLP",
@@ -56,17 +52,18 @@ class MLP(nn.Module):
         ['hidden.weight', 'hidden.bias', 'out.weight', 'out.bias']
     """
 
-    in_features = 20
-
     def __init__(self) -> None:
         super().__init__()
         self.hidden = nn.Linear(20, 256)
         self.out = nn.Linear(256, 10)
 
-    def forward(self, X: Tensor) -> Tensor:
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
         """Map a batch of shape ``(N, 20)`` to scores of shape ``(N, 10)``."""
-        check_features(X, self.in_features, "MLP")
-        scores: Tensor = self.out(F.relu(self.hidden(X)))  # (N, 256) -> (N, 10)
+        if X.shape[-1:] != (20,):  # a clearer error than "mat1 and mat2 shapes..."
+            raise ValueError(
+                f"MLP expects input of shape (batch, 20), got shape {tuple(X.shape)}"
+            )
+        scores: torch.Tensor = self.out(F.relu(self.hidden(X)))  # (N, 256) -> (N, 10)
         return scores
 
 
@@ -92,37 +89,18 @@ class MySequential(nn.Module):
         torch.Size([2, 10])
         >>> list(net.state_dict())
         ['0.weight', '0.bias', '2.weight', '2.bias']
-        >>> net[-1]
-        Linear(in_features=256, out_features=10, bias=True)
     """
 
     def __init__(self, *args: nn.Module) -> None:
         super().__init__()
         for idx, module in enumerate(args):
-            if not isinstance(module, nn.Module):
-                raise TypeError(
-                    f"MySequential takes nn.Module instances, but argument {idx} "
-                    f"is a {type(module).__name__}; wrap a function in a module "
-                    "(for example nn.ReLU() instead of F.relu)"
-                )
             # The key must be a string: it becomes part of every parameter name.
+            # (add_module also refuses what is not an nn.Module, such as F.relu.)
             self.add_module(str(idx), module)
 
-    def __len__(self) -> int:
-        return len(self._modules)
-
-    def __getitem__(self, idx: int) -> nn.Module:
-        n = len(self)
-        if not -n <= idx < n:
-            raise IndexError(f"index {idx} is out of range for {n} blocks")
-        block = list(self._modules.values())[idx]
-        assert block is not None  # add_module was given a module
-        return block
-
-    def forward(self, X: Any) -> Any:
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
         """Feed ``X`` through every block, in the order they were added."""
-        for block in self._modules.values():
-            assert block is not None  # add_module was given a module
+        for block in self._modules.values():  # in the order they were added
             X = block(X)
         return X
 
@@ -153,7 +131,7 @@ class ModuleListSequential(nn.Module):
         super().__init__()
         self.blocks = nn.ModuleList(args)
 
-    def forward(self, X: Any) -> Any:
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
         """Feed ``X`` through every block, in order."""
         for block in self.blocks:
             X = block(X)
@@ -193,27 +171,27 @@ class FixedHiddenMLP(nn.Module):
         ['rand_weight', 'linear.weight', 'linear.bias']
     """
 
-    in_features = 20
-    rand_weight: Tensor  # a buffer (register_buffer below)
+    rand_weight: torch.Tensor  # a buffer (register_buffer below)
 
     def __init__(self) -> None:
         super().__init__()
+        # A constant that is never trained: a buffer, so .to() moves it and
+        # state_dict() saves it, but the optimizer does not see it.
         self.register_buffer("rand_weight", torch.rand(20, 20))
         self.linear = nn.Linear(20, 20)
 
-    def forward(self, X: Tensor) -> Tensor:
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
         """Return the scalar described above for a batch of shape ``(N, 20)``."""
-        check_features(X, self.in_features, "FixedHiddenMLP")
+        if X.shape[-1:] != (20,):
+            raise ValueError(
+                "FixedHiddenMLP expects input of shape (batch, 20), "
+                f"got shape {tuple(X.shape)}"
+            )
         X = self.linear(X)  # (N, 20)
         X = F.relu(X @ self.rand_weight + 1)  # (N, 20), constant weight
         X = self.linear(X)  # (N, 20), the same layer again
-        if not torch.isfinite(X).all():
-            # inf / 2 is inf: the loop below would never end.
-            raise ValueError(
-                "FixedHiddenMLP got an input that produces inf or nan; "
-                "it halves its activations until their absolute sum is at "
-                "most 1, which never happens for non-finite values"
-            )
+        if not torch.isfinite(X).all():  # inf / 2 is inf: the loop would never end
+            raise ValueError("FixedHiddenMLP got an input that produces inf or nan")
         while X.abs().sum() > 1:  # Python control flow, decided by the data
             X = X / 2
         return X.sum()  # ()
@@ -235,10 +213,9 @@ class NestMLP(nn.Module):
         >>> net(torch.rand(2, 20)).shape
         torch.Size([2, 16])
         >>> [name for name, _ in net.named_parameters()]
-        ['net.0.weight', 'net.0.bias', 'net.2.weight', 'net.2.bias', 'linear.weight', 'linear.bias']
-    """  # noqa: E501
-
-    in_features = 20
+        ['net.0.weight', 'net.0.bias', 'net.2.weight', 'net.2.bias',
+         'linear.weight', 'linear.bias']
+    """
 
     def __init__(self) -> None:
         super().__init__()
@@ -247,10 +224,14 @@ class NestMLP(nn.Module):
         )
         self.linear = nn.Linear(32, 16)
 
-    def forward(self, X: Tensor) -> Tensor:
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
         """Map ``(N, 20)`` to ``(N, 16)``."""
-        check_features(X, self.in_features, "NestMLP")
-        out: Tensor = self.linear(self.net(X))  # (N, 32) -> (N, 16)
+        if X.shape[-1:] != (20,):
+            raise ValueError(
+                "NestMLP expects input of shape (batch, 20), "
+                f"got shape {tuple(X.shape)}"
+            )
+        out: torch.Tensor = self.linear(self.net(X))  # (N, 32) -> (N, 16)
         return out
 
 
@@ -272,12 +253,6 @@ def chimera() -> nn.Sequential:
         ['NestMLP', 'Linear', 'FixedHiddenMLP']
     """
     return nn.Sequential(NestMLP(), nn.Linear(16, 20), FixedHiddenMLP())
-
-
-def _describe(value: object) -> str:
-    if isinstance(value, Tensor):
-        return f"a tensor of shape {tuple(value.shape)}"
-    return f"a {type(value).__name__}"
 
 
 class ParallelBlock(nn.Module):
@@ -316,16 +291,16 @@ class ParallelBlock(nn.Module):
         self.net1 = net1
         self.net2 = net2
 
-    def forward(self, X: Any) -> Tensor:
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
         """Return ``torch.cat((net1(X), net2(X)), dim=-1)``, after checking shapes."""
         Y1 = self.net1(X)  # (*, F1)
         Y2 = self.net2(X)  # (*, F2)
         for name, Y in (("net1", Y1), ("net2", Y2)):
-            if not isinstance(Y, Tensor) or Y.dim() == 0:
+            if Y.dim() == 0:
                 raise ValueError(
                     "ParallelBlock concatenates along the last (feature) "
                     f"dimension, so each block must return a tensor of shape "
-                    f"(batch, features); {name} returned {_describe(Y)}"
+                    f"(batch, features); {name} returned a tensor of shape ()"
                 )
         if Y1.shape[:-1] != Y2.shape[:-1]:
             raise ValueError(
@@ -336,7 +311,7 @@ class ParallelBlock(nn.Module):
         return torch.cat((Y1, Y2), dim=-1)  # (*, F1 + F2)
 
 
-def stack_blocks(factory: Callable[[], nn.Module], n: int) -> nn.Sequential:
+def stack_blocks(factory: "Callable[[], nn.Module]", n: int) -> nn.Sequential:
     """Chain ``n`` fresh instances of a block into one network (exercise 3).
 
     ``factory`` is called ``n`` times; every call must return a *new* block
@@ -355,8 +330,8 @@ def stack_blocks(factory: Callable[[], nn.Module], n: int) -> nn.Sequential:
     Raises:
         ValueError: for ``n < 1``, or when two instances share a module or a
             parameter.
-        TypeError: when ``n`` is not an int or ``factory`` returns something
-            that is not an ``nn.Module``.
+        TypeError: when ``factory`` returns something that is not an
+            ``nn.Module`` (``nn.Sequential`` refuses it).
 
     Examples:
         >>> net = stack_blocks(lambda: nn.Sequential(nn.Linear(8, 8), nn.ReLU()), 3)
@@ -365,41 +340,22 @@ def stack_blocks(factory: Callable[[], nn.Module], n: int) -> nn.Sequential:
         >>> len(list(net.parameters()))  # 3 blocks x (weight, bias), none shared
         6
     """
-    if isinstance(factory, nn.Module) or not callable(factory):
-        got = (
-            f"a {type(factory).__name__} instance"
-            if isinstance(factory, nn.Module)
-            else type(factory).__name__
-        )
-        raise TypeError(
-            "stack_blocks: factory must be a callable that returns a new block, "
-            f"got {got}; pass a factory such as lambda: nn.Linear(...)"
-        )
-    n = check_int(n, "n", minimum=1, who="stack_blocks")
-    blocks: list[nn.Module] = []
+    if n < 1:
+        raise ValueError(f"stack_blocks: n must be at least 1, got {n}")
+    net = nn.Sequential(*[factory() for _ in range(n)])  # refuses a non-module
     owner: dict[int, tuple[int, str]] = {}  # id of a module or parameter -> (i, name)
-    for i in range(n):
-        block = factory()
-        if not isinstance(block, nn.Module):
-            raise TypeError(
-                f"factory must return an nn.Module, call {i} returned a "
-                f"{type(block).__name__}"
-            )
-        named: list[tuple[str, object]] = [*block.named_modules()]
-        named += block.named_parameters()
-        for name, obj in named:
+    for i, block in enumerate(net):
+        for name, obj in [*block.named_modules(), *block.named_parameters()]:
             if id(obj) in owner:
                 j, other = owner[id(obj)]
                 raise ValueError(
-                    f"factory returned blocks that share state: "
-                    f"{other or 'the block itself'!s} of instance {j} is "
-                    f"{name or 'the block itself'!s} of instance {i}. Return "
-                    "a new block from every call (build the layers inside the "
-                    "factory), or tie weights explicitly if that is the intent"
+                    "factory returned blocks that share state: "
+                    f"{other or 'the block itself'} of instance {j} is "
+                    f"{name or 'the block itself'} of instance {i}. Build the "
+                    "layers inside the factory, or tie weights explicitly"
                 )
             owner[id(obj)] = (i, name)
-        blocks.append(block)
-    return nn.Sequential(*blocks)
+    return net
 
 
 class LayerShapes(NamedTuple):

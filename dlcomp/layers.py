@@ -10,16 +10,9 @@ r"""Section 5.4, "Custom layers": layers with and without parameters.
   (the leading half of the Fourier coefficients).
 """
 
-from __future__ import annotations
-
-import math
-from typing import Any
-
 import torch
-from torch import Tensor, nn
+from torch import nn
 from torch.nn import functional as F
-
-from dlcomp._checks import check_features, check_int, check_tensor
 
 __all__ = ["CenteredLayer", "HalfFourier", "MyLinear", "TensorReduction"]
 
@@ -42,9 +35,8 @@ class CenteredLayer(nn.Module):
         []
     """
 
-    def forward(self, X: Tensor) -> Tensor:
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
         """Return ``X - X.mean()``."""
-        check_tensor(X, "CenteredLayer")
         if not (X.is_floating_point() or X.is_complex()):
             raise TypeError(
                 "CenteredLayer expects a floating point (or complex) tensor, got "
@@ -103,21 +95,28 @@ class MyLinear(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        factory: dict[str, Any] = {"device": device, "dtype": dtype}
-        self.in_units = check_int(in_units, "in_units", minimum=1, who="MyLinear")
-        self.units = check_int(units, "units", minimum=1, who="MyLinear")
-        self.weight = nn.Parameter(torch.empty(self.in_units, self.units, **factory))
-        self.bias = nn.Parameter(torch.empty(self.units, **factory))
+        for name, size in (("in_units", in_units), ("units", units)):
+            if size < 1:
+                raise ValueError(f"MyLinear: {name} must be an int >= 1, got {size}")
+        self.in_units, self.units = in_units, units
+        self.weight = nn.Parameter(
+            torch.empty(in_units, units, device=device, dtype=dtype)
+        )
+        self.bias = nn.Parameter(torch.empty(units, device=device, dtype=dtype))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Draw weight and bias from the standard normal distribution (the book's init)."""  # noqa: E501
+        """Draw weight and bias from the standard normal (the book's init)."""
         nn.init.normal_(self.weight)
         nn.init.normal_(self.bias)
 
-    def forward(self, X: Tensor) -> Tensor:
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
         """Return ``relu(X @ weight + bias)``; gradients reach both parameters."""
-        check_features(X, self.in_units, type(self).__name__)
+        if X.shape[-1:] != (self.in_units,):  # say which sizes disagree
+            raise ValueError(
+                f"{type(self).__name__} expects input of shape "
+                f"(batch, {self.in_units}), got shape {tuple(X.shape)}"
+            )
         return F.relu(X @ self.weight + self.bias)  # (*, units)
 
     def extra_repr(self) -> str:
@@ -163,10 +162,7 @@ class TensorReduction(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        who = "TensorReduction"
-        self.in_features = check_int(in_features, "in_features", minimum=1, who=who)
-        self.out_features = check_int(out_features, "out_features", minimum=1, who=who)
-        n, m = self.in_features, self.out_features
+        self.in_features, self.out_features = n, m = in_features, out_features
         self.weight = nn.Parameter(torch.empty(n, n, m, device=device, dtype=dtype))
         self.reset_parameters()
 
@@ -175,9 +171,13 @@ class TensorReduction(nn.Module):
         bound = 1 / self.in_features
         nn.init.uniform_(self.weight, -bound, bound)
 
-    def forward(self, X: Tensor) -> Tensor:
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
         r"""Return :math:`y_k = x^\top W_{::k}\, x` for every sample."""
-        check_features(X, self.in_features, "TensorReduction")
+        if X.shape[-1:] != (self.in_features,):
+            raise ValueError(
+                f"TensorReduction expects input of shape (batch, {self.in_features}), "
+                f"got shape {tuple(X.shape)}"
+            )
         # bilinear wants the weight as (out, in1, in2): W[:, :, k] -> A[k]
         return F.bilinear(X, X, self.weight.permute(2, 0, 1))  # (*, m)
 
@@ -216,14 +216,13 @@ class HalfFourier(nn.Module):
         True
     """
 
-    def forward(self, X: Tensor) -> Tensor:
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
         """Return ``torch.fft.fft(X)[..., :ceil(n / 2)]``."""
-        check_tensor(X, "HalfFourier")
         if X.dim() == 0 or X.shape[-1] == 0:
             raise ValueError(
                 "HalfFourier expects signals along the last dimension, shape "
                 f"(..., n) with n >= 1, got shape {tuple(X.shape)}"
             )
         n = X.shape[-1]
-        spectrum: Tensor = torch.fft.fft(X, dim=-1)
-        return spectrum[..., : math.ceil(n / 2)]  # (*, ceil(n/2))
+        spectrum: torch.Tensor = torch.fft.fft(X, dim=-1)
+        return spectrum[..., : (n + 1) // 2]  # (*, ceil(n/2))

@@ -25,8 +25,6 @@ Section 5.4:
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -63,12 +61,12 @@ class ModuleKeySequential(nn.Module):
     def __init__(self, *args: nn.Module) -> None:
         super().__init__()
         for block in args:
-            self._modules[block] = block  # type: ignore[index]  # the bug
+            self._modules[block] = block  # the bug: the key is not a string
 
-    def forward(self, X: Any) -> Any:
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
         """Feed ``X`` through the blocks in order (this part works)."""
         for block in self._modules.values():
-            X = block(X)  # type: ignore[misc]  # values are typed Module | None
+            X = block(X)
         return X
 
 
@@ -94,7 +92,7 @@ class ListSequential(nn.Module):
         super().__init__()
         self.blocks = list(args)  # the bug: a list, not nn.ModuleList
 
-    def forward(self, X: Any) -> Any:
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
         """Feed ``X`` through the blocks in order (this part works)."""
         for block in self.blocks:
             X = block(X)
@@ -192,7 +190,7 @@ class DataMyLinear(nn.Module):
         self.weight = nn.Parameter(torch.randn(in_units, units))
         self.bias = nn.Parameter(torch.randn(units))
 
-    def forward(self, X: Tensor) -> Tensor:
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
         """``relu(X @ weight.data + bias.data)``: right values, no gradient."""
         linear = torch.matmul(X, self.weight.data) + self.bias.data  # the bug
         return F.relu(linear)

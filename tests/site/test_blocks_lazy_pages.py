@@ -31,8 +31,8 @@ def deferred(site: Path) -> str:
         "indent the body   SyntaxError: invalid syntax (line 6: reutnr X.sum())",
         "reutnr -> return  compiles",
         # torch.compile and the graph breaks of FixedHiddenMLP
-        "OptimizedModule wraps the block: True",
-        "names: ['_orig_mod.hidden.weight', '_orig_mod.hidden.bias'] ...",
+        "torch.compile(net): ['_orig_mod.hidden.weight', '_orig_mod.hidden.bias'] ...",
+        "net.compile():      ['hidden.weight', 'hidden.bias'] ...",
         "graphs: 4  graph breaks: 3",
         "break at 'while X.abs().sum() > 1:'",
         "Unsupported: Data-dependent branching",
@@ -44,8 +44,15 @@ def deferred(site: Path) -> str:
         "two evaluations agree: False",
         "one SGD step changed blocks.3.weight: True",
         "dropout's training: False  two evaluations agree: True",
+        # a buffer that is not saved
+        "buffers:    ['rand_weight', 'mask']  "
+        "state_dict: ['rand_weight', 'linear.weight', 'linear.bias']",
+        # the while loop in closed form: the loop's results, in one graph
+        "same as the loop: [True, True, True, True] True",
+        "compiled with fullgraph=True, same output: True",
         # exercise 3: a repeated block is one set of weights
         "parameters: 1680 = 4 x 420",
+        "distinct parameter tensors (4 weights, 4 biases): 8",
         "parameters: 420 (one block's worth)",
     ],
 )
