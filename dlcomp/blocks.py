@@ -330,7 +330,8 @@ def stack_blocks(factory: "Callable[[], nn.Module]", n: int) -> nn.Sequential:
     Raises:
         ValueError: for ``n < 1``, or when two instances share a module or a
             parameter.
-        TypeError: when ``factory`` returns something that is not an
+        TypeError: when ``factory`` is a block instead of a callable, ``n`` is
+            not an int, or ``factory`` returns something that is not an
             ``nn.Module`` (``nn.Sequential`` refuses it).
 
     Examples:
@@ -340,8 +341,20 @@ def stack_blocks(factory: "Callable[[], nn.Module]", n: int) -> nn.Sequential:
         >>> len(list(net.parameters()))  # 3 blocks x (weight, bias), none shared
         6
     """
+    if isinstance(factory, nn.Module) or not callable(factory):
+        got = type(factory).__name__
+        raise TypeError(
+            "stack_blocks: factory must be a callable that returns a new block, got "
+            f"{'a ' + got + ' instance' if isinstance(factory, nn.Module) else got}; "
+            "pass a factory such as lambda: nn.Linear(...)"
+        )
+    if isinstance(n, bool) or not hasattr(n, "__index__"):
+        raise TypeError(
+            f"stack_blocks: n must be an int >= 1, got {type(n).__name__} {n!r}"
+        )
     if n < 1:
-        raise ValueError(f"stack_blocks: n must be at least 1, got {n}")
+        raise ValueError(f"stack_blocks: n must be an int >= 1, got {n}")
+    n = int(n)
     net = nn.Sequential(*[factory() for _ in range(n)])  # refuses a non-module
     owner: dict[int, tuple[int, str]] = {}  # id of a module or parameter -> (i, name)
     for i, block in enumerate(net):

@@ -96,13 +96,16 @@ class MyLinear(nn.Module):
     ) -> None:
         super().__init__()
         for name, size in (("in_units", in_units), ("units", units)):
+            allowed = f"MyLinear: {name} must be an int >= 1"
+            if isinstance(size, bool) or not hasattr(size, "__index__"):
+                raise TypeError(f"{allowed}, got {type(size).__name__} {size!r}")
             if size < 1:
-                raise ValueError(f"MyLinear: {name} must be an int >= 1, got {size}")
-        self.in_units, self.units = in_units, units
+                raise ValueError(f"{allowed}, got {size}")
+        self.in_units, self.units = int(in_units), int(units)  # NumPy ints too
         self.weight = nn.Parameter(
-            torch.empty(in_units, units, device=device, dtype=dtype)
+            torch.empty(self.in_units, self.units, device=device, dtype=dtype)
         )
-        self.bias = nn.Parameter(torch.empty(units, device=device, dtype=dtype))
+        self.bias = nn.Parameter(torch.empty(self.units, device=device, dtype=dtype))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -162,7 +165,14 @@ class TensorReduction(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        self.in_features, self.out_features = n, m = in_features, out_features
+        sizes = (("in_features", in_features), ("out_features", out_features))
+        for name, size in sizes:
+            allowed = f"TensorReduction: {name} must be an int >= 1"
+            if isinstance(size, bool) or not hasattr(size, "__index__"):
+                raise TypeError(f"{allowed}, got {type(size).__name__} {size!r}")
+            if size < 1:
+                raise ValueError(f"{allowed}, got {size}")
+        self.in_features, self.out_features = n, m = int(in_features), int(out_features)
         self.weight = nn.Parameter(torch.empty(n, n, m, device=device, dtype=dtype))
         self.reset_parameters()
 

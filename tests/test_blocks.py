@@ -216,8 +216,8 @@ def test_stack_blocks_builds_n_independent_instances():
 @pytest.mark.parametrize(
     ("n", "error", "message"),
     [
-        (0, ValueError, "stack_blocks: n must be at least 1, got 0"),
-        (2.0, TypeError, "'float' object cannot be interpreted as an integer"),
+        (0, ValueError, "^stack_blocks: n must be an int >= 1, got 0$"),
+        (2.0, TypeError, "^stack_blocks: n must be an int >= 1, got float 2.0$"),
     ],
 )
 def test_stack_blocks_bad_n(n, error, message):
