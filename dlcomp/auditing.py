@@ -223,10 +223,18 @@ class AuditReport:
             parts.append("optimizer-missing and optimizer-foreign need the optimizer")
         return f"not run: {'; '.join(parts)}" if parts else ""
 
+    def _caveat(self) -> str:
+        """The not-run line where it helps: on a report that found no error.
+
+        A report with an error already says what to fix; one without must not
+        read as "nothing wrong" for rules that never ran.
+        """
+        return "" if self.errors else self.not_run()
+
     def __str__(self) -> str:
         lines = [self.summary()]
-        if self.not_run():
-            lines.append(f"({self.not_run()})")
+        if self._caveat():
+            lines.append(f"({self._caveat()})")
         for f in self.findings:
             lines += [
                 "",
@@ -251,7 +259,7 @@ class AuditReport:
             )
             for f in self.findings
         ]
-        caption = self.summary() + (f" ({self.not_run()})" if self.not_run() else "")
+        caption = self.summary() + (f" ({self._caveat()})" if self._caveat() else "")
         return html_table(header, rows, caption, markup=frozenset({1, 3, 4}))
 
 

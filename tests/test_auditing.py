@@ -752,6 +752,29 @@ def test_findings_come_errors_first_and_link_to_the_site():
     assert report.summary() == "audit of HalfListed: 1 error, 1 warning, 0 notes"
 
 
+NOT_RUN = (
+    "(not run: no-gradient, non-finite-gradient and dry-run-failed need "
+    "example_input; optimizer-missing and optimizer-foreign need the optimizer)"
+)
+
+
+def test_the_not_run_line_is_shown_only_on_a_report_without_errors():
+    # A report with an error says what to fix; the caveat would be noise there.
+    with_error = audit(ModuleKeySequential(nn.Linear(2, 2)))
+    assert NOT_RUN not in str(with_error)
+    assert NOT_RUN[1:-1] not in with_error._repr_html_()
+    # A clean report must not read as "nothing wrong" for rules that never ran.
+    clean = audit(nn.Sequential(nn.Linear(2, 2)))
+    assert clean.ok
+    assert not clean.findings
+    assert str(clean).splitlines()[1] == NOT_RUN
+    assert NOT_RUN[1:-1] in clean._repr_html_()
+    # With an input and an optimizer every rule runs, and nothing is said.
+    net = nn.Sequential(nn.Linear(2, 2))
+    full = audit(net, torch.rand(3, 2), optimizer=torch.optim.SGD(net.parameters()))
+    assert "not run" not in str(full)
+
+
 def test_raise_for_errors_fails_a_test_with_the_report():
     with pytest.raises(AuditError, match=r"hidden-module\] at \(model\)"):
         audit(ListSequential(*mlp())).raise_for_errors()
@@ -762,11 +785,8 @@ def test_raise_for_errors_fails_a_test_with_the_report():
 def test_text_html_and_json_renderings():
     report = audit(ModuleKeySequential(nn.Linear(2, 2)))
     text = str(report)
-    assert text.splitlines()[:4] == [
+    assert text.splitlines()[:3] == [
         "audit of ModuleKeySequential: 1 error, 0 warnings, 0 notes",
-        "(not run: no-gradient, non-finite-gradient and dry-run-failed need "
-        "example_input; optimizer-missing and optimizer-foreign need the "
-        "optimizer)",
         "",
         "error [non-string-key] at (model)",
     ]
