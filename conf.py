@@ -159,6 +159,10 @@ nb_execution_show_tb = True  # and the log shows its traceback
 nb_execution_timeout = 300
 nb_execution_excludepatterns = ["auto_examples/**"]
 nb_merge_streams = True
+# The prompts of folded cells (myst-nb's own words) in the edition's language.
+if language == "zh_CN":
+    nb_code_prompt_show = "显示代码单元"
+    nb_code_prompt_hide = "隐藏代码单元"
 # The gettext builder keeps an output's figure (myst-nb keeps only text for
 # it): its alt text is a message to translate, as in the HTML build.
 nb_mime_priority_overrides = [

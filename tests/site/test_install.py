@@ -71,6 +71,9 @@ def test_the_site_serves_the_wheel_of_the_version_it_was_built_from(site: Path):
     for requirement in ("matplotlib", "numpy"):
         extra = rf'Requires-Dist: {requirement}\S* ?; extra == "gallery"'
         assert re.search(extra, metadata), requirement
+    # The chapter pages need numpy without the gallery: torch's
+    # all_gather_object (distributed page) and safetensors' safe_open (files).
+    assert re.search(r"\nRequires-Dist: numpy>=[\d.]+\n", metadata)
     for label, url in URLS.items():
         assert f"\nProject-URL: {label}, {url}\n" in metadata
 
