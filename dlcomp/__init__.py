@@ -112,6 +112,7 @@ from dlcomp.serialization import (
     save_safetensors,
 )
 from dlcomp.timing import (
+    CpuShare,
     Measurement,
     alternate,
     benchmark,
@@ -128,6 +129,7 @@ __all__ = [
     "CenteredLayer",
     "Checkpoint",
     "CheckpointError",
+    "CpuShare",
     "CheckpointInfo",
     "CheckpointManager",
     "CopyRow",

@@ -70,6 +70,7 @@ __all__ = [
     "plot_results",
     "plot_sync",
     "run_bench",
+    "show",
     "summary",
 ]
 
@@ -991,3 +992,44 @@ def _noise_lines(data: dict[str, Any]) -> list[str]:
             f"product (timer check {ratio:.2f}, expected within {AGREE:.0%} of 1)"
         )
     return lines
+
+
+BUSY_NOTE = "(measured on a busy machine: times slowed unevenly)"
+
+
+def show(figure: Any, script: str | None, *, busy: bool = False) -> Path | None:
+    """Show a gallery script's figure, or save it where nothing can show it.
+
+    Inside the gallery build or a notebook (``script`` is ``None``:
+    ``globals().get("__file__")`` there) and with a display, ``plt.show()``.
+    Run as ``python script.py`` with no display (matplotlib's Agg backend),
+    the figure is saved next to the script as a PNG and the path printed.
+    ``busy`` (a :class:`~dlcomp.CpuShare` said so) adds a note to the first
+    title. Needs matplotlib.
+
+    Returns:
+        Path | None: the PNG written, or ``None`` when the figure was shown.
+
+    Examples:
+        >>> import matplotlib
+        >>> matplotlib.use("Agg")
+        >>> import matplotlib.pyplot as plt, pathlib, tempfile
+        >>> fig, ax = plt.subplots()
+        >>> script = pathlib.Path(tempfile.mkdtemp()) / "plot_x.py"
+        >>> show(fig, str(script)).name  # doctest: +ELLIPSIS
+        figure saved to .../plot_x.png
+        'plot_x.png'
+        >>> plt.close(fig)
+    """
+    import matplotlib.pyplot as plt
+
+    if busy and figure.axes:
+        first = figure.axes[0]
+        first.set_title(f"{first.get_title()}\n{BUSY_NOTE}".lstrip("\n"))
+    if script is not None and plt.get_backend().lower() == "agg":
+        saved = Path(script).with_suffix(".png")
+        figure.savefig(saved)
+        print(f"figure saved to {saved}")
+        return saved
+    plt.show()
+    return None

@@ -36,6 +36,7 @@ from dlcomp._checks import check_callables, check_float, check_int
 from dlcomp.devices import cpu
 
 __all__ = [
+    "CpuShare",
     "Measurement",
     "alternate",
     "benchmark",
@@ -383,3 +384,54 @@ def alternate(
         label: Measurement(label, where, tuple(values))
         for label, values in seconds.items()
     }
+
+
+class CpuShare:
+    """Whether other jobs took the CPU from a measurement: a context manager.
+
+    One thread that nothing makes wait runs all the wall-clock time it
+    measures; on a machine shared with other jobs it runs less, and timings
+    taken meanwhile are slowed unevenly. After the ``with`` block, ``share``
+    is the process's CPU time over the wall-clock time, and ``str()`` says it
+    in a line a page or a script prints. It means something for measurements
+    on the CPU with one thread (``torch.set_num_threads(1)``): on an
+    accelerator the process waits for the device, and with several threads
+    the share may exceed 1.
+
+    Examples:
+        >>> with CpuShare() as cpu:
+        ...     _ = sum(range(100_000))
+        >>> 0 < cpu.share
+        True
+        >>> str(cpu).startswith("this process ran ")
+        True
+    """
+
+    BUSY_BELOW = 0.9
+    """A share below this counts as a busy machine."""
+
+    def __init__(self) -> None:
+        self.share: float | None = None
+        self._start = (0.0, 0.0)
+
+    def __enter__(self) -> CpuShare:
+        self._start = (time.perf_counter(), time.process_time())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        wall, cpu = self._start
+        elapsed = time.perf_counter() - wall
+        self.share = (time.process_time() - cpu) / elapsed if elapsed > 0 else 1.0
+
+    @property
+    def busy(self) -> bool:
+        """Whether other jobs took enough of the CPU to distort the timings."""
+        if self.share is None:
+            raise RuntimeError("CpuShare: use it as `with CpuShare() as cpu:` first")
+        return self.share < self.BUSY_BELOW
+
+    def __str__(self) -> str:
+        busy = ": the machine was busy, the times are slowed unevenly"
+        return f"this process ran {self.share:.0%} of the time it measured" + (
+            busy if self.busy else ""
+        )

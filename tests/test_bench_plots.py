@@ -492,3 +492,33 @@ def test_log_axes_of_values_read_as_plain_numbers(name):
     assert shown, "no labelled tick on the value axis"
     for text in shown:
         float(text)  # "0.02", "10": no "$10^{-2}$", no "2 x 10^1"
+
+
+def test_show_saves_next_to_the_script_without_a_display(tmp_path, capsys):
+    import matplotlib.pyplot as plt
+
+    from dlcomp.bench import BUSY_NOTE, show
+
+    fig, ax = plt.subplots()
+    ax.set_title("finding")
+    saved = show(fig, str(tmp_path / "plot_x.py"), busy=True)
+    plt.close(fig)
+    assert saved == tmp_path / "plot_x.png"
+    assert saved.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert capsys.readouterr().out == f"figure saved to {saved}\n"
+    assert ax.get_title() == f"finding\n{BUSY_NOTE}"
+
+
+def test_show_leaves_a_figure_without_a_script_to_pyplot(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from dlcomp.bench import show
+
+    shown = []
+    monkeypatch.setattr(plt, "show", lambda: shown.append(True))
+    fig, ax = plt.subplots()
+    assert show(fig, None) is None  # the gallery's build, a notebook
+    plt.close(fig)
+    assert shown == [True]
+    assert ax.get_title() == ""
+    assert list(tmp_path.iterdir()) == []

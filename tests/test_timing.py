@@ -3,10 +3,13 @@
 The chapter's measurements built on it are tested in test_measurements.py.
 """
 
+import time
+
 import pytest
 import torch
 
 from dlcomp import (
+    CpuShare,
     Measurement,
     alternate,
     benchmark,
@@ -218,3 +221,32 @@ def test_synchronized_timing_of_an_accelerator(monkeypatch):
 def test_synchronized_timing_of_a_simulated_accelerator(monkeypatch):
     """The CPU twin: timing "on cuda:0" asks torch.accelerator to wait for it."""
     check_waits_for_the_device(monkeypatch, torch.device("cuda", 0), real=False)
+
+
+def test_cpu_share_is_cpu_time_over_wall_time(monkeypatch):
+    clocks = {"wall": iter([10.0, 12.0]), "cpu": iter([1.0, 2.5])}
+    monkeypatch.setattr(time, "perf_counter", lambda: next(clocks["wall"]))
+    monkeypatch.setattr(time, "process_time", lambda: next(clocks["cpu"]))
+    with CpuShare() as cpu:
+        pass
+    assert cpu.share == 0.75
+    assert cpu.busy
+    assert str(cpu) == (
+        "this process ran 75% of the time it measured: "
+        "the machine was busy, the times are slowed unevenly"
+    )
+
+
+def test_cpu_share_of_a_process_that_ran_throughout_is_not_busy(monkeypatch):
+    clocks = {"wall": iter([0.0, 1.0]), "cpu": iter([0.0, 0.95])}
+    monkeypatch.setattr(time, "perf_counter", lambda: next(clocks["wall"]))
+    monkeypatch.setattr(time, "process_time", lambda: next(clocks["cpu"]))
+    with CpuShare() as cpu:
+        pass
+    assert not cpu.busy
+    assert str(cpu) == "this process ran 95% of the time it measured"
+
+
+def test_cpu_share_before_its_block_is_a_clear_error():
+    with pytest.raises(RuntimeError, match="use it as `with CpuShare"):
+        _ = CpuShare().busy

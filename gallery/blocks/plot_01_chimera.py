@@ -70,6 +70,8 @@ for row in trace_shapes(net, X):
 # belongs to.
 import matplotlib.pyplot as plt
 
+from dlcomp.bench import show
+
 top_level = [name.split(".")[0] for name, *_ in rows]
 colours = {key: f"C{i}" for i, key in enumerate(dict.fromkeys(top_level))}
 labels = [f"{name} ({kind})" for name, kind, _ in rows]
@@ -85,12 +87,7 @@ for key, colour in colours.items():
     kind = type(net[int(key)]).__name__
     ax.bar(0, 0, color=colour, label=f"block {key}: {kind}")
 ax.legend(loc="lower right", title=f"torch {torch.__version__}")
-if "__file__" in globals() and plt.get_backend().lower() == "agg":
-    # Run as a script with no display: save the figure next to the script.
-    plt.savefig(saved := __file__.removesuffix(".py") + ".png")
-    print(f"figure saved to {saved}")
-else:
-    plt.show()
+show(fig, globals().get("__file__"))  # or saved next to the script
 
 # %%
 # See also

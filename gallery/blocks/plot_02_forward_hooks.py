@@ -73,6 +73,8 @@ for handle in handles:
 # -------------------------------------------
 import matplotlib.pyplot as plt
 
+from dlcomp.bench import show
+
 names = list(activations)
 stds = [activations[name].std().item() for name in names]
 depth = range(1, len(names) + 1)
@@ -98,12 +100,7 @@ right.set_xlabel("activation value")
 right.set_ylabel("count (log scale)")
 right.set_title("Distribution at three depths")
 right.legend(title=f"torch {torch.__version__}, CPU")
-if "__file__" in globals() and plt.get_backend().lower() == "agg":
-    # Run as a script with no display: save the figure next to the script.
-    plt.savefig(saved := __file__.removesuffix(".py") + ".png")
-    print(f"figure saved to {saved}")
-else:
-    plt.show()
+show(fig, globals().get("__file__"))  # or saved next to the script
 
 # %%
 # PyTorch's default ``nn.Linear`` initialization (uniform weights with

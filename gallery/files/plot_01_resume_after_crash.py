@@ -99,6 +99,8 @@ print("same loss at every step:     ", losses_a == losses_b)
 # kill, once after the restart).
 import matplotlib.pyplot as plt
 
+from dlcomp.bench import show
+
 steps = range(1, STEPS + 1)
 fig, ax = plt.subplots(figsize=(7, 3.8), layout="constrained")
 ax.plot(steps, losses_b, linewidth=4, alpha=0.35, label="uninterrupted")
@@ -112,12 +114,7 @@ ax.set_xlabel("training step")
 ax.set_ylabel("training loss (MSE)")
 ax.set_title("A resumed run retraces the uninterrupted one exactly")
 ax.legend(title=f"torch {torch.__version__}, CPU")
-if "__file__" in globals() and plt.get_backend().lower() == "agg":
-    # Run as a script with no display: save the figure next to the script.
-    plt.savefig(saved := __file__.removesuffix(".py") + ".png")
-    print(f"figure saved to {saved}")
-else:
-    plt.show()
+show(fig, globals().get("__file__"))  # or saved next to the script
 
 # %%
 # Clean up

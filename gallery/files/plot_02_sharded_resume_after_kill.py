@@ -127,6 +127,8 @@ print("same loss at every step:     ", losses_a == losses_b)
 # ------------------------
 import matplotlib.pyplot as plt
 
+from dlcomp.bench import show
+
 steps = range(1, STEPS + 1)
 fig, ax = plt.subplots(figsize=(7, 3.8), layout="constrained")
 ax.plot(steps, losses_b, linewidth=4, alpha=0.35, label="uninterrupted, 2 processes")
@@ -139,12 +141,7 @@ ax.set_xlabel("training step")
 ax.set_ylabel("training loss (MSE, mean over ranks)")
 ax.set_title("A sharded job resumed by torchrun retraces the uninterrupted one")
 ax.legend(title=f"FSDP2 on 2 CPU processes (gloo), torch {torch.__version__}")
-if "__file__" in globals() and plt.get_backend().lower() == "agg":
-    # Run as a script with no display: save the figure next to the script.
-    plt.savefig(saved := __file__.removesuffix(".py") + ".png")
-    print(f"figure saved to {saved}")
-else:
-    plt.show()
+show(fig, globals().get("__file__"))  # or saved next to the script
 
 # %%
 # Clean up

@@ -83,6 +83,8 @@ print("same weights in both files:", all(torch.equal(a[k], b[k]) for k in a))
 # ---------------
 import matplotlib.pyplot as plt
 
+from dlcomp.bench import show
+
 fig, ax = plt.subplots(figsize=(7, 3.6), layout="constrained")
 rounds = range(1, ROUNDS + 1)
 for name, times in blocked.items():
@@ -93,12 +95,7 @@ ax.set_xlabel("round (the two saves alternate)")
 ax.set_ylabel("time save() blocked the caller (s)")
 ax.set_title(f"Saving {size_mb:.0f} MB: the background save blocks only for a copy")
 ax.legend(title=f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
-if "__file__" in globals() and plt.get_backend().lower() == "agg":
-    # Run as a script with no display: save the figure next to the script.
-    plt.savefig(saved := __file__.removesuffix(".py") + ".png")
-    print(f"figure saved to {saved}")
-else:
-    plt.show()
+show(fig, globals().get("__file__"))  # or saved next to the script
 
 # %%
 # Clean up

@@ -18,32 +18,30 @@ that ran the script. Beside it, the script draws any runs of
 # --------------------
 # Every accelerator PyTorch can use, else the CPU. The largest sizes take
 # most of the running time on a CPU.
-import time
-
 import torch
 
-from dlcomp import matmul_throughput, try_all_gpus
+from dlcomp import CpuShare, matmul_throughput, try_all_gpus
 
 # One CPU thread for the timings: on a machine shared with other jobs, more
 # threads than free cores can make them wrong by large factors. Leave the
-# line out to measure with every core. The clocks around the measurement say
-# whether other jobs took the CPU from it anyway (on a CPU: one thread runs
+# line out to measure with every core. CpuShare says whether other
+# jobs took the CPU from the measurement anyway (on a CPU: one thread runs
 # all the time it is not made to wait).
 torch.set_num_threads(1)
-start_wall, start_cpu = time.perf_counter(), time.process_time()
-
-sizes = [32, 64, 128, 256, 512, 1024, 2048, 3072]
-measured = {str(d): matmul_throughput(sizes, d, min_time=0.1) for d in try_all_gpus()}
-for device, rows in measured.items():
-    for row in rows:
-        m = row.measurement
-        print(f"{device:6} n={row.size:4}: {row.gflops:8.1f} GFLOP/s "
-              f"(median of {m.runs} runs, IQR {m.iqr:.2e} s)")  # fmt: skip
-share = (time.process_time() - start_cpu) / (time.perf_counter() - start_wall)
-busy = all(torch.device(d).type == "cpu" for d in measured) and share < 0.9
-if all(torch.device(d).type == "cpu" for d in measured):
-    warning = ": the machine was busy, these times are slowed unevenly"
-    print(f"this process ran {share:.0%} of the time it measured{warning * busy}")
+with CpuShare() as cpu:
+    sizes = [32, 64, 128, 256, 512, 1024, 2048, 3072]
+    measured = {
+        str(d): matmul_throughput(sizes, d, min_time=0.1) for d in try_all_gpus()
+    }
+    for device, rows in measured.items():
+        for row in rows:
+            m = row.measurement
+            print(f"{device:6} n={row.size:4}: {row.gflops:8.1f} GFLOP/s "
+                  f"(median of {m.runs} runs, IQR {m.iqr:.2e} s)")  # fmt: skip
+on_cpu = all(torch.device(d).type == "cpu" for d in measured)
+busy = on_cpu and cpu.busy
+if on_cpu:
+    print(cpu)
 
 # %%
 # What the numbers show
@@ -97,7 +95,7 @@ print(f"{len(recorded)} recorded run(s) found")
 # throughput measured here.
 import matplotlib.pyplot as plt
 
-from dlcomp.bench import plot_matmul
+from dlcomp.bench import plot_matmul, show
 
 threads = f"{torch.get_num_threads()} thread(s)"
 series = {f"this machine: {device}, {threads}, torch {torch.__version__}": rows
@@ -111,16 +109,8 @@ fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
 plot_matmul(ax, series, highest=here)
 ax.set_title("\n".join(findings))
 
-if busy:
-    ax.set_title(
-        ax.get_title() + "\n(measured on a busy machine: times slowed unevenly)"
-    )
-if "__file__" in globals() and plt.get_backend().lower() == "agg":
-    # Run as a script with no display: save the figure next to the script.
-    plt.savefig(saved := __file__.removesuffix(".py") + ".png")
-    print(f"figure saved to {saved}")
-else:
-    plt.show()
+# Shown here; saved next to the script when run with no display.
+show(fig, globals().get("__file__"), busy=busy)
 
 # %%
 # See also

@@ -17,30 +17,25 @@ recorded in the repository (the script prints how many it found).
 # %%
 # Measure
 # -------
-import time
-
 import torch
 
-from dlcomp import copy_bandwidth, try_gpu
+from dlcomp import CpuShare, copy_bandwidth, try_gpu
 
 # One CPU thread for the timings: on a machine shared with other jobs, more
 # threads than free cores can make them wrong by large factors. Leave the
-# line out to measure with every core. The clocks around the measurement say
-# whether other jobs took the CPU from it anyway (on a CPU: one thread runs
+# line out to measure with every core. CpuShare says whether other
+# jobs took the CPU from the measurement anyway (on a CPU: one thread runs
 # all the time it is not made to wait).
 torch.set_num_threads(1)
-start_wall, start_cpu = time.perf_counter(), time.process_time()
-
-device = try_gpu()
-rows = copy_bandwidth([1, 4, 16, 64], device, min_time=0.05)
-for r in rows:
-    print(f"{r.direction:12} {r.memory:8} non_blocking={r.non_blocking!s:5} "
-          f"{r.size_mib:4} MiB: {r.gbps:6.1f} GB/s")  # fmt: skip
-share = (time.process_time() - start_cpu) / (time.perf_counter() - start_wall)
-busy = device.type == "cpu" and share < 0.9
+with CpuShare() as cpu:
+    device = try_gpu()
+    rows = copy_bandwidth([1, 4, 16, 64], device, min_time=0.05)
+    for r in rows:
+        print(f"{r.direction:12} {r.memory:8} non_blocking={r.non_blocking!s:5} "
+              f"{r.size_mib:4} MiB: {r.gbps:6.1f} GB/s")  # fmt: skip
+busy = device.type == "cpu" and cpu.busy
 if device.type == "cpu":
-    warning = ": the machine was busy, these times are slowed unevenly"
-    print(f"this process ran {share:.0%} of the time it measured{warning * busy}")
+    print(cpu)
 
 # %%
 # Recorded runs from other machines
@@ -61,7 +56,7 @@ print(f"{len(recorded)} recorded run(s) found")
 # recorded runs dashed; ticks at the sizes measured.
 import matplotlib.pyplot as plt
 
-from dlcomp.bench import plot_copy
+from dlcomp.bench import plot_copy, show
 
 series = {f"this machine ({device}, torch {torch.__version__})": rows}
 for data in recorded:
@@ -84,16 +79,8 @@ else:
     title = "Copy bandwidth by size"
 ax.set_title(title)
 
-if busy:
-    ax.set_title(
-        ax.get_title() + "\n(measured on a busy machine: times slowed unevenly)"
-    )
-if "__file__" in globals() and plt.get_backend().lower() == "agg":
-    # Run as a script with no display: save the figure next to the script.
-    plt.savefig(saved := __file__.removesuffix(".py") + ".png")
-    print(f"figure saved to {saved}")
-else:
-    plt.show()
+# Shown here; saved next to the script when run with no display.
+show(fig, globals().get("__file__"), busy=busy)
 
 # %%
 # See also

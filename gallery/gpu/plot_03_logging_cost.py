@@ -16,31 +16,26 @@ recorded on a GPU in the repository, if any, are drawn beside it.
 # %%
 # Measure
 # -------
-import time
-
 import torch
 
-from dlcomp import logging_cost, try_gpu
+from dlcomp import CpuShare, logging_cost, try_gpu
 
 # One CPU thread for the timings: on a machine shared with other jobs, more
 # threads than free cores can make them wrong by large factors. Leave the
-# line out to measure with every core. The clocks around the measurement say
-# whether other jobs took the CPU from it anyway (on a CPU: one thread runs
+# line out to measure with every core. CpuShare says whether other
+# jobs took the CPU from the measurement anyway (on a CPU: one thread runs
 # all the time it is not made to wait).
 torch.set_num_threads(1)
-start_wall, start_cpu = time.perf_counter(), time.process_time()
-
-device = try_gpu()
-result = logging_cost(device, steps=1000, n=100, repeats=5)
-print(result.item)
-print(result.on_device)
-ratio = result.ratio  # the median with .item() over the median on the device
-print(f".item() every step / log on the device: {ratio:.2f}x")
-share = (time.process_time() - start_cpu) / (time.perf_counter() - start_wall)
-busy = device.type == "cpu" and share < 0.9
+with CpuShare() as cpu:
+    device = try_gpu()
+    result = logging_cost(device, steps=1000, n=100, repeats=5)
+    print(result.item)
+    print(result.on_device)
+    ratio = result.ratio  # the median with .item() over the median on the device
+    print(f".item() every step / log on the device: {ratio:.2f}x")
+busy = device.type == "cpu" and cpu.busy
 if device.type == "cpu":
-    warning = ": the machine was busy, these times are slowed unevenly"
-    print(f"this process ran {share:.0%} of the time it measured{warning * busy}")
+    print(cpu)
 
 # %%
 # Recorded runs from other machines
@@ -61,7 +56,7 @@ print(f"{len(recorded)} recorded run(s) found")
 # the third quartile.
 import matplotlib.pyplot as plt
 
-from dlcomp.bench import plot_logging
+from dlcomp.bench import plot_logging, show
 
 here = f"this machine\n{device}, torch {torch.__version__}"
 bars = {here: result}
@@ -83,16 +78,8 @@ else:
     title = f"{device}: the two ways of logging took as long (within 10%)"
 ax.set_title(title)
 
-if busy:
-    ax.set_title(
-        ax.get_title() + "\n(measured on a busy machine: times slowed unevenly)"
-    )
-if "__file__" in globals() and plt.get_backend().lower() == "agg":
-    # Run as a script with no display: save the figure next to the script.
-    plt.savefig(saved := __file__.removesuffix(".py") + ".png")
-    print(f"figure saved to {saved}")
-else:
-    plt.show()
+# Shown here; saved next to the script when run with no display.
+show(fig, globals().get("__file__"), busy=busy)
 
 # %%
 # See also

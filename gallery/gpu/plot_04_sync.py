@@ -18,33 +18,28 @@ The title states what the plotted numbers show.
 # --------------------
 # The first accelerator, else the CPU. Larger products on an accelerator,
 # where the gap between launch and work grows with the size.
-import time
-
 import torch
 
-from dlcomp import sync_cost, try_gpu
+from dlcomp import CpuShare, sync_cost, try_gpu
 
 # One CPU thread for the timings: on a machine shared with other jobs, more
 # threads than free cores can make them wrong by large factors. Leave the
-# line out to measure with every core. The clocks around the measurement say
-# whether other jobs took the CPU from it anyway (on a CPU: one thread runs
+# line out to measure with every core. CpuShare says whether other
+# jobs took the CPU from the measurement anyway (on a CPU: one thread runs
 # all the time it is not made to wait).
 torch.set_num_threads(1)
-start_wall, start_cpu = time.perf_counter(), time.process_time()
-
-device = try_gpu()
-sizes = [256, 1024, 4096] if device.type != "cpu" else [256, 512, 1024]
-costs = sync_cost(sizes, device, min_time=0.2)
-for cost in costs:
-    print(f"{device} n={cost.size:4}: "
-          f"{cost.synchronized.median * 1e6:9.1f} us synchronized, "
-          f"{cost.unsynchronized.median * 1e6:9.1f} us not "
-          f"(ratio {cost.ratio:.2f}, {cost.synchronized.runs} runs)")  # fmt: skip
-share = (time.process_time() - start_cpu) / (time.perf_counter() - start_wall)
-busy = device.type == "cpu" and share < 0.9
+with CpuShare() as cpu:
+    device = try_gpu()
+    sizes = [256, 1024, 4096] if device.type != "cpu" else [256, 512, 1024]
+    costs = sync_cost(sizes, device, min_time=0.2)
+    for cost in costs:
+        print(f"{device} n={cost.size:4}: "
+              f"{cost.synchronized.median * 1e6:9.1f} us synchronized, "
+              f"{cost.unsynchronized.median * 1e6:9.1f} us not "
+              f"(ratio {cost.ratio:.2f}, {cost.synchronized.runs} runs)")  # fmt: skip
+busy = device.type == "cpu" and cpu.busy
 if device.type == "cpu":
-    warning = ": the machine was busy, these times are slowed unevenly"
-    print(f"this process ran {share:.0%} of the time it measured{warning * busy}")
+    print(cpu)
 
 # %%
 # Recorded runs from other machines
@@ -68,7 +63,7 @@ print(f"{len(recorded)} recorded run(s) found")
 # they show one.
 import matplotlib.pyplot as plt
 
-from dlcomp.bench import plot_sync
+from dlcomp.bench import plot_sync, show
 
 here = f"this machine ({device}, torch {torch.__version__})"
 series = {here: costs}
@@ -79,16 +74,8 @@ for data in recorded:
 fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
 print("title:", plot_sync(ax, series))
 
-if busy:
-    ax.set_title(
-        ax.get_title() + "\n(measured on a busy machine: times slowed unevenly)"
-    )
-if "__file__" in globals() and plt.get_backend().lower() == "agg":
-    # Run as a script with no display: save the figure next to the script.
-    plt.savefig(saved := __file__.removesuffix(".py") + ".png")
-    print(f"figure saved to {saved}")
-else:
-    plt.show()
+# Shown here; saved next to the script when run with no display.
+show(fig, globals().get("__file__"), busy=busy)
 
 # %%
 # See also

@@ -62,6 +62,8 @@ print("signals rebuilt exactly:", torch.allclose(rebuilt, signals, atol=1e-5))
 # ----------------
 import matplotlib.pyplot as plt
 
+from dlcomp.bench import show
+
 fig, axes = plt.subplots(len(frequencies), 2, figsize=(9, 6), layout="constrained")
 for row, (signal, coeff, freqs) in enumerate(
     zip(signals, coefficients, frequencies, strict=True)
@@ -76,12 +78,7 @@ axes[-1, 1].set_xlabel("frequency (cycles per window)")
 kept = coefficients.shape[-1]
 fig.suptitle(f"HalfFourier keeps {kept} of {n} coefficients: one peak per sine")
 fig.text(0.99, 0.0, f"torch {torch.__version__}, CPU", ha="right", fontsize="small")
-if "__file__" in globals() and plt.get_backend().lower() == "agg":
-    # Run as a script with no display: save the figure next to the script.
-    plt.savefig(saved := __file__.removesuffix(".py") + ".png")
-    print(f"figure saved to {saved}")
-else:
-    plt.show()
+show(fig, globals().get("__file__"))  # or saved next to the script
 
 # %%
 # See also

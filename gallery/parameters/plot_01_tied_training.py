@@ -62,6 +62,8 @@ print(f"final loss: tied {h_tied.loss[-1]:.4f}, untied {h_untied.loss[-1]:.4f}")
 # ----------------------------------------
 import matplotlib.pyplot as plt
 
+from dlcomp.bench import show
+
 fig, axes = plt.subplots(2, 2, figsize=(10, 6), sharex=True, layout="constrained")
 series = [
     ("tied", h_tied, ["0.weight", "2.weight", "6.weight"]),
@@ -81,12 +83,7 @@ for col, (kind, history, names) in enumerate(series):
     axes[1, col].set_xlabel("training step")
     axes[0, col].legend(title=f"torch {torch.__version__}, CPU", fontsize="small")
 fig.suptitle("Weight and gradient norms per layer, tied vs untied")
-if "__file__" in globals() and plt.get_backend().lower() == "agg":
-    # Run as a script with no display: save the figure next to the script.
-    plt.savefig(saved := __file__.removesuffix(".py") + ".png")
-    print(f"figure saved to {saved}")
-else:
-    plt.show()
+show(fig, globals().get("__file__"))  # or saved next to the script
 
 # %%
 # See also

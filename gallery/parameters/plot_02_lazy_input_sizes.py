@@ -39,6 +39,8 @@ print("matches the formula:", counts == formula)
 # ----
 import matplotlib.pyplot as plt
 
+from dlcomp.bench import show
+
 fig, ax = plt.subplots(figsize=(6, 3.5), layout="constrained")
 ax.plot(sizes, [counts[n] for n in sizes], marker="o", label="materialized lazy_mlp()")
 ax.plot(
@@ -52,12 +54,7 @@ ax.set_xlabel("input features n")
 ax.set_ylabel("parameters (count)")
 ax.set_title("Only the first layer grows with the input size")
 ax.legend(title=f"torch {torch.__version__}")
-if "__file__" in globals() and plt.get_backend().lower() == "agg":
-    # Run as a script with no display: save the figure next to the script.
-    plt.savefig(saved := __file__.removesuffix(".py") + ".png")
-    print(f"figure saved to {saved}")
-else:
-    plt.show()
+show(fig, globals().get("__file__"))  # or saved next to the script
 
 # %%
 # See also
