@@ -16,21 +16,26 @@ the English build) are in ``BUDGETS``.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import re
 import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
-CHAPTER_PAGES = (
-    "blocks",
-    "parameters",
-    "deferred-init",
-    "custom-layers",
-    "read-write",
-    "gpu",
-    "distributed-checkpoints",
-)
+
+def _chapter_pages() -> tuple[str, ...]:
+    """The chapter pages, as conf.py lists them (``CHAPTER_PAGES``), unexecuted."""
+    conf = Path(__file__).resolve().parents[1] / "conf.py"
+    for node in ast.parse(conf.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "CHAPTER_PAGES" for t in node.targets
+        ):
+            return tuple(ast.literal_eval(node.value))
+    raise LookupError(f"{conf} has no CHAPTER_PAGES list")
+
+
+CHAPTER_PAGES = _chapter_pages()
 
 BUDGETS = {
     "page_unfolded_words": 1600,  # each chapter page

@@ -4,6 +4,7 @@ Importable by the tests in this folder (``pythonpath`` in pyproject.toml).
 """
 
 import html
+import importlib.util
 import os
 import re
 import subprocess
@@ -26,15 +27,15 @@ kernelspec:
 
 """
 
-CHAPTER_PAGES = [
-    "blocks.html",
-    "parameters.html",
-    "deferred-init.html",
-    "custom-layers.html",
-    "read-write.html",
-    "distributed-checkpoints.html",
-    "gpu.html",
-]
+# tools/prose_budget.py (not a package): the chapter pages (read from conf.py)
+# and the measure of their prose.
+_SPEC = importlib.util.spec_from_file_location(
+    "prose_budget", Path(__file__).resolve().parents[2] / "tools" / "prose_budget.py"
+)
+prose_budget = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(prose_budget)
+
+CHAPTER_PAGES = [f"{page}.html" for page in prose_budget.CHAPTER_PAGES]
 
 
 def page_text(path: Path, *, collapse: bool = False) -> str:

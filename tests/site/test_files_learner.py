@@ -6,23 +6,16 @@ by the cells that run), the main path fits its budget with the depth folded.
 """
 
 import html
-import importlib.util
 import re
 from pathlib import Path
 
 import pytest
-from sitepages import cell_texts, page_text
+from sitepages import cell_texts, page_text, prose_budget
 
 pytestmark = pytest.mark.site
 
 READ_WRITE = "read-write.html"
 DISTRIBUTED = "distributed-checkpoints.html"
-
-_SPEC = importlib.util.spec_from_file_location(
-    "prose_budget", Path(__file__).parents[2] / "tools" / "prose_budget.py"
-)
-prose_budget = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(prose_budget)
 
 
 def _folded(site: Path, page: str) -> str:

@@ -4,18 +4,11 @@ Measured on the built English site by tools/prose_budget.py (the words a
 reader sees without opening a fold: outside code, outputs and <details>).
 """
 
-import importlib.util
-from pathlib import Path
-
 import pytest
+from sitepages import prose_budget
 
 pytestmark = pytest.mark.site
 
-_SPEC = importlib.util.spec_from_file_location(
-    "prose_budget", Path(__file__).parents[2] / "tools" / "prose_budget.py"
-)
-prose_budget = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(prose_budget)
 BUDGETS = prose_budget.BUDGETS
 
 

@@ -12,19 +12,11 @@ interpreter (test_blocks_layers_learner.py, test_params_lazy_learner.py).
 import re
 
 import pytest
+from sitepages import CHAPTER_PAGES
 from test_blocks_layers_learner import boxes
 
 pytestmark = pytest.mark.site
 
-CHAPTER_PAGES = [
-    "blocks",
-    "parameters",
-    "deferred-init",
-    "custom-layers",
-    "read-write",
-    "gpu",
-    "distributed-checkpoints",
-]
 
 PRIVATE_OR_CHECKER = re.compile(
     r"(?<![\w.])_[a-z]\w*\(|\bcheck_\w+\(|dlcomp\._|# type: ignore|# noqa|# fmt:"
@@ -35,7 +27,7 @@ PRIVATE_OR_CHECKER = re.compile(
 def test_no_box_calls_a_private_helper_or_carries_checker_comments(site, page):
     found = {
         name: sorted(set(PRIVATE_OR_CHECKER.findall(code)))
-        for name, code in boxes(site / f"{page}.html")
+        for name, code in boxes(site / page)
     }
     assert {name: bad for name, bad in found.items() if bad} == {}
 
