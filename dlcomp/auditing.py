@@ -233,8 +233,8 @@ class AuditReport:
 
     def __str__(self) -> str:
         lines = [self.summary()]
-        if self._caveat():
-            lines.append(f"({self._caveat()})")
+        if caveat := self._caveat():
+            lines.append(f"({caveat})")
         for f in self.findings:
             lines += [
                 "",
@@ -259,7 +259,8 @@ class AuditReport:
             )
             for f in self.findings
         ]
-        caption = self.summary() + (f" ({self._caveat()})" if self._caveat() else "")
+        caveat = self._caveat()
+        caption = self.summary() + (f" ({caveat})" if caveat else "")
         return html_table(header, rows, caption, markup=frozenset({1, 3, 4}))
 
 

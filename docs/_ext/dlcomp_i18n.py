@@ -597,18 +597,9 @@ ENGLISH_CLASS = "dlcomp-en"  # docstring text on a translated page
 _ENGLISH_TAG = re.compile(r'<(\w+) class="([^"]*\bdlcomp-en\b[^"]*)"(?! lang=)')
 
 
-def mark_english_docstrings(app, exception) -> None:
-    """build-finished: docstring text on a translated page gets ``lang="en"``."""
-    if exception is not None or app.builder.format != "html":
-        return
-    if app.config.language == "en":
-        return
-    outdir = Path(app.outdir)
-    for page in (outdir / "api").rglob("*.html"):
-        text = page.read_text("utf-8")
-        new = _ENGLISH_TAG.sub(r'<\1 class="\2" lang="en"', text)
-        if new != text:
-            page.write_text(new, "utf-8")
+def mark_english_docstrings(page: str) -> str:
+    """Docstring text (marked while read) of a translated page gets ``lang="en"``."""
+    return _ENGLISH_TAG.sub(r'<\1 class="\2" lang="en"', page)
 
 
 OUTPUTS_CATALOG = "outputs.po"  # in each language's LC_MESSAGES
@@ -696,13 +687,14 @@ def translate_outputs_html(page: str, words: dict[str, str], patterns) -> str:
     return _OUTPUT_PRE.sub(pre, _OUTPUT_TABLE.sub(table, page))
 
 
-def translate_outputs(app, exception) -> None:
-    """build-finished: in a translated edition, the outputs' headers and summaries.
+def rewrite_translated_pages(app, exception) -> None:
+    """build-finished: one pass over a translated edition's built pages.
 
     The pages' outputs are the English build's (one execution for both
     editions); the headers of dlcomp's tables and the one-line summaries
     above them are taken from ``outputs.po``. The library's own messages (a
     finding, an error) stay English: the edition's landing page says so.
+    The API pages' docstring text is marked English (``lang="en"``).
     """
     if exception is not None or app.builder.format != "html":
         return
@@ -711,12 +703,15 @@ def translate_outputs(app, exception) -> None:
     words, patterns = output_catalog(app.config.language)
     outdir = Path(app.outdir)
     for page in outdir.rglob("*.html"):
-        if page.relative_to(outdir).parts[0] in ("_static", "_sources", "_modules"):
+        folder = page.relative_to(outdir).parts[0]
+        if folder in ("_static", "_sources", "_modules"):
             continue
         text = page.read_text("utf-8")
-        if "cell_output" not in text and "sphx-glr-script-out" not in text:
-            continue
-        new = translate_outputs_html(text, words, patterns)
+        new = text
+        if "cell_output" in text or "sphx-glr-script-out" in text:
+            new = translate_outputs_html(new, words, patterns)
+        if folder == "api":
+            new = mark_english_docstrings(new)
         if new != text:
             page.write_text(new, "utf-8")
 
@@ -870,8 +865,7 @@ def setup(app) -> dict:
     app.connect("html-page-context", language_links)
     app.connect("build-finished", local_audit_links)
     app.connect("doctree-read", outputs_note)
-    app.connect("build-finished", translate_outputs)
-    app.connect("build-finished", mark_english_docstrings)
+    app.connect("build-finished", rewrite_translated_pages)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
 
 
