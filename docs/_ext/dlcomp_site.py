@@ -1,5 +1,7 @@
 """Site hygiene for dlcomp: what the theme and extensions leave out or leave over.
 
+- A folded code cell's label ("Show code cell") is a ``<span>`` in its
+  ``<summary>``: myst-nb writes ``<p>``, which HTML does not allow there.
 - Every page gets a ``<meta name="description">``: the page's front matter
   (MyST ``html_meta``) if it sets one, else its title and "What you will
   learn" list, else its first paragraph, else the project's description.
@@ -274,7 +276,33 @@ def search_summaries(app: Sphinx, exception) -> None:
     path.write_text(f"{text[:start]}{data}{text[end:]}", "utf-8")
 
 
+def visit_hidden_cell(self, node: nodes.Element) -> None:
+    """myst-nb's folded cell, with its labels as phrasing content.
+
+    The same markup as ``myst_nb.sphinx_.visit_HideCellInput`` but ``<span>``
+    for ``<p>``: a ``<summary>`` holds phrasing content only. The classes
+    stay, and ``_static/dlcomp.css`` gives the spans the rules myst-nb's
+    stylesheet gives ``p.collapsed`` and ``p.expanded``.
+    """
+    classes = " ".join(node["classes"])
+    self.body.append(f'<details class="admonition hide {classes}">\n')
+    self.body.append('<summary aria-label="Toggle hidden content">\n')
+    for state, prompt in (("collapsed", "prompt_show"), ("expanded", "prompt_hide")):
+        label = html.escape(node[prompt])
+        self.body.append(f'<span class="{state} admonition-title">{label}</span>\n')
+    self.body.append("</summary>\n")
+
+
+def depart_hidden_cell(self, node: nodes.Element) -> None:
+    self.body.append("</details>\n")
+
+
 def setup(app: Sphinx) -> dict:
+    from myst_nb.sphinx_ import HideCodeCellNode  # registered by myst_nb, loaded first
+
+    app.add_node(
+        HideCodeCellNode, override=True, html=(visit_hidden_cell, depart_hidden_cell)
+    )
     app.add_config_value("dlcomp_site_description", "", "html", types=[str])
     # the same in the translated editions: {language: description}
     app.add_config_value("dlcomp_site_descriptions", {}, "html", types=[dict])

@@ -73,6 +73,18 @@ def test_no_block_elements_inside_pre(site):
     assert bad == []
 
 
+def test_summaries_hold_only_phrasing_content(site):
+    # html-validate (nox -s validate) refuses <p> or <div> in <summary>: a
+    # folded cell's "show code" label is a <span>, not myst-nb's <p>.
+    bad = []
+    for page in pages(site):
+        text = page.read_text("utf-8")
+        for summary in re.findall(r"<summary\b.*?</summary>", text, re.DOTALL):
+            if re.search(r"<(p|div|ul|ol|h[1-6]|pre|table)\b", summary):
+                bad.append(f"{page.relative_to(site)}: {summary[:120]!r}")
+    assert bad == []
+
+
 def test_ids_are_unique(site):
     dupes = {}
     for page in pages(site):
