@@ -37,6 +37,10 @@ def _shape(text: str) -> tuple[int, ...]:
     return shape
 
 
+class _ImportFailed(Exception):
+    """The reader's module raised while it was imported (the cause is attached)."""
+
+
 def _factory(spec: str) -> object:
     """The callable ``MODULE:CALLABLE`` names (the current folder is importable)."""
     import importlib
@@ -50,8 +54,12 @@ def _factory(spec: str) -> object:
         sys.path.insert(0, "")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as error:
+    except ModuleNotFoundError as error:
+        if error.name != module_name and not module_name.startswith(f"{error.name}."):
+            raise _ImportFailed(module_name) from error  # a module it imports
         raise ValueError(f"cannot import {module_name!r}: {error}") from None
+    except (Exception, SystemExit) as error:  # the reader's module failed
+        raise _ImportFailed(module_name) from error
     target: object = module
     for part in attr.split("."):
         try:
@@ -76,6 +84,13 @@ def _audit(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         factory = _factory(args.target)
     except ValueError as error:
         parser.error(f"argument MODULE:CALLABLE: {error}")
+    except _ImportFailed as failed:  # the reader's module, at import: exit 2
+        cause = failed.__cause__
+        importing = f"argument MODULE:CALLABLE: importing {failed}"
+        if isinstance(cause, SystemExit):
+            parser.error(f"{importing} called sys.exit({cause.code})")
+        traceback.print_exception(cause)
+        parser.error(f"{importing} raised {type(cause).__name__} (traceback above)")
     # What the reader's code prints goes to stderr: stdout is the report.
     with contextlib.redirect_stdout(sys.stderr):
         try:
@@ -106,13 +121,17 @@ def _audit(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             generator = torch.Generator().manual_seed(0)
             try:
                 example = torch.rand(args.input_shape, generator=generator).to(device)
-            except RuntimeError as error:
+            except (RuntimeError, TypeError, ValueError, OverflowError) as error:
                 parser.error(
                     f"argument --input-shape: cannot make a tensor of shape "
                     f"{args.input_shape}: {str(error).splitlines()[0]}"
                 )
         try:
-            report = audit(model, example)
+            report = audit(model, example, ignore=args.ignore)
+        except ValueError as error:
+            if not str(error).startswith("audit: ignore"):
+                raise
+            parser.error(f"argument --ignore: {str(error).removeprefix('audit: ')}")
         except Exception:
             traceback.print_exc()
             print("python -m dlcomp audit: the audit itself failed", file=sys.stderr)
@@ -152,6 +171,11 @@ def main(argv: list[str] | None = None) -> int:
         "--input-shape", type=_shape, metavar="2,20",
         help="also run one forward and backward pass on an input of this shape "
         "(float32 from torch.rand, seeded, on the model's device)",
+    )  # fmt: skip
+    check.add_argument(
+        "--ignore", action="append", default=[], metavar="RULE_OR_NAME",
+        help="leave out the findings of a rule id, or about a name in the model "
+        "(a module path or an attribute); repeatable",
     )  # fmt: skip
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)

@@ -19,6 +19,8 @@ rule                      severity  finds
                                     that are not strings
 ``no-gradient``           error     parameters that get no gradient (with an input)
 ``non-finite-gradient``   error     NaN or infinite gradients (with an input)
+``non-finite-value``      error     NaN or infinite values in the output, the
+                                    parameters or the buffers (with an input)
 ``dry-run-failed``        error     the forward or backward pass raised (with an input)
 ``not-copyable``          warning   the model cannot be copied, so no pass was run
 ``module-cycle``          error     a module registered inside itself
@@ -38,7 +40,8 @@ import copy
 import dataclasses
 import html
 import re
-from collections.abc import Iterator, Mapping
+import sys
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -70,6 +73,7 @@ RULES: Mapping[str, _Rule] = {
     "non-string-key": _Rule("error", "blocks.html#pitfall-module-key"),
     "no-gradient": _Rule("error", "custom-layers.html#pitfall-data-forward"),
     "non-finite-gradient": _Rule("error", "api/auditing.html#rule-non-finite-gradient"),
+    "non-finite-value": _Rule("error", "api/auditing.html#rule-non-finite-value"),
     "dry-run-failed": _Rule("error", "api/auditing.html#rule-dry-run-failed"),
     "not-copyable": _Rule("warning", "api/auditing.html#rule-not-copyable"),
     "module-cycle": _Rule("error", "api/auditing.html#rule-module-cycle"),
@@ -126,6 +130,9 @@ class Finding:
     """How to fix it."""
     url: str
     """The section of the site that explains it."""
+    subject: str = ""
+    """The attribute the finding is about, as a dotted name from the model
+    (``"teacher"``, ``"encoder.cache"``), where it is about one; else empty."""
 
     @property
     def where(self) -> str:
@@ -144,11 +151,14 @@ class AuditReport:
         findings: errors first, then warnings, then notes.
         rules: the ids of the rules that ran (those needing an input or an
             optimizer run only when one is given).
+        ignored: the rule ids and names given as ``ignore``: findings of those
+            rules, or about those names, are left out.
     """
 
     model: str
     findings: tuple[Finding, ...]
     rules: tuple[str, ...]
+    ignored: tuple[str, ...] = ()
 
     def _of(self, severity: Severity) -> tuple[Finding, ...]:
         return tuple(f for f in self.findings if f.severity == severity)
@@ -198,6 +208,7 @@ class AuditReport:
             "warnings": len(self.warnings),
             "notes": len(self.notes),
             "rules": list(self.rules),
+            "ignored": list(self.ignored),
             "findings": [
                 {
                     "rule": f.rule,
@@ -207,6 +218,7 @@ class AuditReport:
                     "message": f.message,
                     "fix": f.fix,
                     "url": f.url,
+                    "subject": f.subject,
                 }
                 for f in self.findings
             ],
@@ -217,7 +229,8 @@ class AuditReport:
         parts = []
         if "no-gradient" not in self.rules:
             parts.append(
-                "no-gradient, non-finite-gradient and dry-run-failed need example_input"
+                "no-gradient, non-finite-gradient, non-finite-value and dry-run-failed "
+                "need example_input"
             )
         if "optimizer-missing" not in self.rules:
             parts.append("optimizer-missing and optimizer-foreign need the optimizer")
@@ -235,6 +248,8 @@ class AuditReport:
         lines = [self.summary()]
         if caveat := self._caveat():
             lines.append(f"({caveat})")
+        if self.ignored:
+            lines.append(f"(ignored: {', '.join(self.ignored)})")
         for f in self.findings:
             lines += [
                 "",
@@ -345,23 +360,29 @@ def _finding(rule: str, path: str, message: str, fix: str) -> Finding:
     return Finding(rule, spec.severity, path, message, fix, SITE_URL + spec.page)
 
 
-def _contents(value: Any, where: str, seen: set[int]) -> Iterator[tuple[str, object]]:
-    """(location, item) for the modules and tensors inside nested containers."""
-    if id(value) in seen:
-        return
-    seen.add(id(value))
-    items: Iterator[tuple[str, object]]
+def _items(value: Any, where: str) -> list[tuple[str, object]]:
+    """(location, item) for what one container holds."""
     if isinstance(value, Mapping):
-        items = ((f"{where}[{k!r}]", v) for k, v in value.items())
-    elif isinstance(value, (set, frozenset)):
-        items = ((f"{where}{{...}}", v) for v in value)
-    else:
-        items = ((f"{where}[{i}]", v) for i, v in enumerate(value))
-    for location, item in items:
+        return [(f"{where}[{k!r}]", v) for k, v in value.items()]
+    if isinstance(value, (set, frozenset)):
+        return [(f"{where}{{...}}", v) for v in value]
+    return [(f"{where}[{i}]", v) for i, v in enumerate(value)]
+
+
+def _contents(value: Any, where: str, seen: set[int]) -> Iterator[tuple[str, object]]:
+    """(location, item) for the modules and tensors inside nested containers.
+
+    Depth first, in order, without recursion: a list nested thousands deep
+    costs no stack.
+    """
+    stack = [(where, value)]
+    while stack:
+        location, item = stack.pop()
         if isinstance(item, (nn.Module, Tensor)):
             yield location, item
-        elif isinstance(item, _CONTAINERS):
-            yield from _contents(item, location, seen)
+        elif isinstance(item, _CONTAINERS) and id(item) not in seen:
+            seen.add(id(item))
+            stack.extend(reversed(_items(item, location)))
 
 
 def _held(module: nn.Module) -> Iterator[tuple[str, str, object]]:
@@ -441,14 +462,35 @@ def _stateful(module: nn.Module) -> bool:
     )
 
 
-def _attributes(found: _Model) -> Iterator[Finding]:
+def _recomputed(module: nn.Module) -> set[str]:
+    """Attributes a hook of torch's own recomputes before every forward pass.
+
+    The legacy ``torch.nn.utils.spectral_norm`` and ``weight_norm`` keep the
+    weight they compute as a plain attribute (its parameters are
+    ``weight_orig`` or ``weight_g`` and ``weight_v``).
+    """
+    from torch.nn.utils.spectral_norm import SpectralNorm
+    from torch.nn.utils.weight_norm import WeightNorm
+
+    return {
+        hook.name
+        for hook in module._forward_pre_hooks.values()
+        if isinstance(hook, (SpectralNorm, WeightNorm))
+    }
+
+
+def _attributes(
+    found: _Model, seen: set[tuple[str, str]] | None = None
+) -> Iterator[Finding]:
+    """hidden-module and tensor-attribute; ``seen`` collects (path, attribute)."""
     registered = found.params.keys() | found.buffers.keys()
     for path, module in found.modules.values():
         hidden: dict[str, list[tuple[str, object]]] = {}
         tensors: dict[str, list[tuple[str, Tensor]]] = {}
+        recomputed = _recomputed(module) if module._forward_pre_hooks else set()
         for attr, location, item in _held(module):
             unseen = found.modules if isinstance(item, nn.Module) else registered
-            if id(item) in unseen:
+            if id(item) in unseen or attr in recomputed:
                 continue
             if isinstance(item, (nn.Module, nn.Parameter)):
                 hidden.setdefault(attr, []).append((location, item))
@@ -457,9 +499,16 @@ def _attributes(found: _Model) -> Iterator[Finding]:
                 # such as the weight torch.nn.utils.prune recomputes: not state)
                 tensors.setdefault(attr, []).append((location, item))
         for attr, plain in tensors.items():
-            yield _tensor_finding(path, attr, plain)
+            yield dataclasses.replace(
+                _tensor_finding(path, attr, plain), subject=_join(path, attr)
+            )
         for attr, held in hidden.items():
-            yield _hidden_finding(path, attr, getattr(module, attr), held)
+            yield dataclasses.replace(
+                _hidden_finding(path, attr, getattr(module, attr), held),
+                subject=_join(path, attr),
+            )
+        if seen is not None:
+            seen.update((path, attr) for attr in (*tensors, *hidden))
 
 
 def _tensor_finding(path: str, attr: str, items: list[tuple[str, Tensor]]) -> Finding:
@@ -712,9 +761,13 @@ def _floats(value: object) -> Iterator[Tensor]:
 
 
 def _detached(value: object) -> Any:
-    """The input without its autograd history (and out of inference mode)."""
+    """A copy of the input without its autograd history (out of inference mode).
+
+    A copy, so that a forward pass that writes into its input in place
+    leaves the caller's tensor as it was.
+    """
     if isinstance(value, Tensor):
-        return value.clone() if value.is_inference() else value.detach()
+        return value.detach().clone()
     if isinstance(value, Mapping):
         return {k: _detached(v) for k, v in value.items()}
     if type(value) is list:
@@ -785,6 +838,9 @@ def _copy(module: nn.Module, memo: dict[int, Any]) -> nn.Module:
             state[key] = memo[id(value)] = type(value)(value)
         elif key in _BASE:
             state[key] = value
+        elif key == "_compiled_call_impl":
+            state[key] = None  # model.compile(): the copy runs eagerly (the
+            # compiled function closes over the original module)
         elif isinstance(value, Tensor) and value.grad_fn is not None:
             state[key] = value.detach()
         else:
@@ -798,130 +854,423 @@ def _not_run(why: str) -> Finding:
         "not-copyable",
         "",
         f"{why}, so no forward and backward pass was run: no-gradient, "
-        "non-finite-gradient and dry-run-failed were not checked",
+        "non-finite-gradient, non-finite-value and dry-run-failed were not checked",
         "make the model deep-copyable (copy.deepcopy(model) works), or check its "
         "gradients in a training step of your own",
     )
 
 
-def _finite(grad: Tensor) -> bool:
-    if grad.device.type == "meta":
+def _finite(tensor: Tensor) -> bool:
+    if tensor.device.type == "meta" or is_lazy(tensor):
         return True  # no values to check
-    values = grad.coalesce().values() if grad.is_sparse else grad
+    values = tensor.coalesce().values() if tensor.is_sparse else tensor
     return bool(torch.isfinite(values).all())
 
 
-def _dry_run(
-    found: _Model, model: nn.Module, example_input: object
+def _same(a: Tensor, b: Tensor) -> bool:
+    """Equal values, NaN equal to NaN."""
+    if a.is_floating_point() or a.is_complex():
+        return a.shape == b.shape and torch.allclose(
+            a, b, rtol=0, atol=0, equal_nan=True
+        )
+    return torch.equal(a, b)
+
+
+def _leaves(outputs: list[Tensor]) -> dict[int, Tensor]:
+    """The leaf tensors that require grad in the graphs of ``outputs``.
+
+    Walked from each output's ``grad_fn`` to its ``AccumulateGrad`` nodes,
+    without recursion, each node once (kept alive while walking, so that its
+    Python object, and its id, stay the same).
+    """
+    leaves = {id(o): o for o in outputs if o.grad_fn is None and o.requires_grad}
+    stack: list[Any] = [o.grad_fn for o in outputs if o.grad_fn is not None]
+    seen: dict[int, object] = {}
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen[id(node)] = node
+        variable = getattr(node, "variable", None)
+        if isinstance(variable, Tensor):
+            leaves[id(variable)] = variable
+        stack.extend(child for child, _ in node.next_functions)
+    return leaves
+
+
+_LOOKED_AT = 20_000  # objects searched, at most, for the names of unregistered leaves
+
+
+def _inside(item: object, name: str) -> list[tuple[str, object]]:
+    """What the name search looks into: (name, value) for one object."""
+    if isinstance(item, nn.Module):
+        inside = {**item._parameters, **item._buffers, **item._modules}
+        inside.update((k, v) for k, v in vars(item).items() if k not in _INTERNALS)
+        return [(f"{name}.{_name(k)}", v) for k, v in inside.items()]
+    if isinstance(item, _CONTAINERS):
+        return _items(item, name)
+    state = getattr(item, "__dict__", None)
+    if isinstance(item, type) or callable(item) or not isinstance(state, dict):
+        return []  # classes, functions, methods, Python modules, plain values
+    return [(f"{name}.{k}", v) for k, v in state.items()]
+
+
+def _locate(found: _Model, targets: set[int]) -> dict[int, tuple[str, str, str]]:
+    """Where a model keeps each target tensor: id -> (module path, attribute, name).
+
+    Searches the attributes of every registered module through containers,
+    unregistered modules, dataclasses and plain objects (``SimpleNamespace``,
+    any instance with a ``__dict__``), breadth first, up to a bound.
+    """
+    where: dict[int, tuple[str, str, str]] = {}
+    budget = _LOOKED_AT
+    seen: set[int] = set(found.modules)  # a registered module's tensors are named
+    for path, module in found.modules.values():
+        for attr, value in vars(module).items():
+            if attr in _INTERNALS:
+                continue
+            queue = collections.deque([(_join(path, attr), value)])
+            while queue and budget > 0:
+                name, item = queue.popleft()
+                budget -= 1
+                if isinstance(item, Tensor):
+                    if id(item) in targets:
+                        where.setdefault(id(item), (path, attr, name))
+                elif id(item) not in seen:
+                    seen.add(id(item))
+                    queue.extend(_inside(item, name))
+    return where
+
+
+def _unregistered(
+    found: _Model, leaves: dict[int, Tensor], covered: set[tuple[str, str]]
 ) -> Iterator[Finding]:
+    """hidden-module: leaves the forward pass trains that the model does not register.
+
+    ``covered`` holds the (module path, attribute) pairs the static search
+    reported already (plain lists, tuples, dicts, sets).
+    """
+    registered = found.params.keys() | found.buffers.keys()
+    targets = {i for i in leaves if i not in registered}
+    if not targets:
+        return
+    where = _locate(found, targets)
+    groups: dict[tuple[str, str], list[tuple[str, Tensor]]] = {}
+    for i in sorted(targets, key=lambda i: where.get(i, ("", "", ""))):
+        tensor = leaves[i]
+        if i in where:
+            path, attr, name = where[i]
+            groups.setdefault((path, attr), []).append((name, tensor))
+        elif isinstance(tensor, nn.Parameter):  # (a plain one may be made in forward)
+            groups.setdefault(("", ""), []).append(("(name not found)", tensor))
+    modules = {path: module for path, module in found.modules.values()}
+    for (path, attr), items in groups.items():
+        if (path, attr) in covered:
+            continue
+        one = len(items) == 1
+        shown = ", ".join(f"`{n}` (shape {tuple(t.shape)})" for n, t in items[:_SHOWN])
+        if len(items) > _SHOWN:
+            shown += f" and {len(items) - _SHOWN} more"
+        if attr:
+            kind = type(getattr(modules[path], attr, None)).__name__
+            holder = f"`{attr}` is a {kind}, which PyTorch does not look into"
+        else:
+            holder = "the model holds them where PyTorch does not look"
+        them, they_are = ("it", "it is") if one else ("them", "they are")
+        yield dataclasses.replace(
+            _finding(
+                "hidden-module",
+                path,
+                f"the forward pass trains {shown}, but {they_are} not registered: "
+                f"{holder}, so {they_are} missing from parameters(), state_dict() "
+                f"and .to(), and no optimizer built from parameters() updates {them}",
+                "assign a module as an attribute (self.head = head) or keep modules "
+                "in nn.ModuleList or nn.ModuleDict (parameters in nn.ParameterList "
+                "or nn.ParameterDict), not in a SimpleNamespace, dataclass or "
+                "other object",
+            ),
+            subject=_join(path, attr) if attr else "",
+        )
+
+
+@dataclass
+class _Pass:
+    """What one forward and backward pass of the copy showed."""
+
+    output: Any = None
+    graded: list[Tensor] = dataclasses.field(default_factory=list)
+    got: set[int] = dataclasses.field(default_factory=set)  # params with a gradient
+    bad: set[int] = dataclasses.field(default_factory=set)  # ... a non-finite one
+    leaves: dict[int, Tensor] = dataclasses.field(default_factory=dict)
+    finite_output: bool = True
+    error: BaseException | None = None
+
+
+def _one_pass(twin: nn.Module, example_input: object, theirs: set[int]) -> _Pass:
+    """Forward and backward on ``twin``; each gradient is checked and freed at once.
+
+    A hook after each parameter's gradient is accumulated records that it
+    came and whether it is finite, then drops it: the pass never holds the
+    gradients of the whole model (the memory of a forward pass and the copy).
+    No hook goes on the tensors in ``theirs`` (the original model's).
+    """
+    result = _Pass()
+    handles = []
+
+    def check(p: Tensor) -> None:
+        result.got.add(id(p))
+        if p.grad is not None and not _finite(p.grad):
+            result.bad.add(id(p))
+        p.grad = None
+
+    try:
+        result.output = _call(twin, example_input)
+        result.graded = [o for o in _floats(result.output) if o.requires_grad]
+        result.finite_output = all(_finite(o.detach()) for o in _floats(result.output))
+        if result.graded:
+            result.leaves = _leaves(result.graded)
+            for p in result.leaves.values():  # (lazy ones are materialized now)
+                if id(p) not in theirs:
+                    handles.append(p.register_post_accumulate_grad_hook(check))
+            loss = sum(
+                (torch.view_as_real(o) if o.is_complex() else o).float().mean()
+                for o in result.graded
+            )
+            loss.backward()  # type: ignore[union-attr]
+    except (Exception, SystemExit) as error:  # the model's own failure
+        result.error = error
+    finally:
+        for handle in handles:
+            handle.remove()
+    return result
+
+
+def _non_finite(found: _Model) -> list[str]:
+    """The names of the parameters and buffers that hold NaN or inf."""
+    return [
+        names[0]
+        for names, t in (*found.params.values(), *found.buffers.values())
+        if (t.is_floating_point() or t.is_complex()) and not _finite(t.detach())
+    ]
+
+
+def _set_mode(twin: nn.Module, found: _Model, training: bool) -> None:
+    """``twin.train(training)``; by each module's flag where modules form a cycle."""
+    if found.cycles:  # (train() would recurse until RecursionError)
+        for _, module in found.modules.values():
+            module.training = training
+    else:
+        twin.train(training)
+
+
+@dataclass
+class _DryRun:
+    findings: list[Finding]
+    recomputed: set[tuple[str, str]]  # tensor attributes the forward pass replaced
+
+
+def _dry_run(
+    found: _Model,
+    model: nn.Module,
+    example_input: object,
+    covered: set[tuple[str, str]],
+    tensor_attributes: set[tuple[str, str]],
+) -> _DryRun:
+    """The rules that need an input: one pass on a copy, the model left as it was."""
     if isinstance(model, torch.jit.ScriptModule):
-        yield _not_run(
+        why = (
             "a TorchScript module runs its own compiled copy of the parameters"
             " (audit the eager module before scripting it)"
         )
-        return
+        return _DryRun([_not_run(why)], set())
     try:
         with torch.inference_mode(False):  # (copies made in it cannot be trained)
             twin = _copy(model, {})
     except Exception as error:  # any failure: report it, go on
-        yield _not_run(f"the model cannot be copied ({_first_line(error)})")
-        return
+        return _DryRun(
+            [_not_run(f"the model cannot be copied ({_first_line(error)})")], set()
+        )
     twin_found = _Model.of(twin)
     if any(pid in twin_found.params for pid in found.params):
-        yield _not_run("the copy shares its parameters with the model")
-        return
+        return _DryRun(
+            [_not_run("the copy shares its parameters with the model")], set()
+        )
     for _, p in twin_found.params.values():
         p.grad = None
-    before = {pid: p.grad for pid, (_, p) in found.params.items()}
-    cuda = sorted(
-        {
-            t.device.index or 0
-            for _, t in (*found.params.values(), *found.buffers.values())
-            if t.device.type == "cuda"
-        }
-    )
+    modules = {path: module for path, module in twin_found.modules.values()}
+
+    def held(path: str, attr: str) -> object:
+        module = modules.get(path)
+        return None if module is None else vars(module).get(attr)
+
+    before_attrs = {key: held(*key) for key in tensor_attributes}
+    # What a forward pass that reaches the original could change: its
+    # gradients, and its tensors in place (buffers are copied to restore).
+    grads = {pid: p.grad for pid, (_, p) in found.params.items()}
+    tensors = [t for _, t in (*found.params.values(), *found.buffers.values())]
+    versions = {
+        id(t): t._version for t in tensors if not is_lazy(t) and not t.is_inference()
+    }
+    saved = {
+        id(t): t.detach().clone()
+        for _, t in found.buffers.values()
+        if not is_lazy(t) and t.device.type != "meta"
+    }
+    cuda = sorted({t.device.index or 0 for t in tensors if t.device.type == "cuda"})
+    dtype, threads = torch.get_default_dtype(), torch.get_num_threads()
     # Gradients on even under no_grad() or inference_mode(); torch's random
-    # state restored after.
-    with (
-        torch.random.fork_rng(devices=cuda),
-        torch.inference_mode(False),
-        torch.enable_grad(),
-    ):
-        try:
-            output = _call(twin, example_input)
-            graded = [o for o in _floats(output) if o.requires_grad]
-            if graded:
-                loss = sum(
-                    (torch.view_as_real(o) if o.is_complex() else o).float().mean()
-                    for o in graded
+    # state, the default dtype and the thread count restored after. The pass
+    # runs in train mode (what the gradients are for); a model that cannot
+    # run in train mode on this input (one that needs targets to train) is
+    # checked in the eval mode it is in.
+    failed_in_train = None
+    try:
+        with (
+            torch.random.fork_rng(devices=cuda),
+            torch.inference_mode(False),
+            torch.enable_grad(),
+        ):
+            _set_mode(twin, twin_found, True)
+            theirs = found.params.keys() | found.buffers.keys()
+            run = _one_pass(twin, example_input, theirs)
+            if run.error is not None and not model.training:
+                failed_in_train = run.error
+                _set_mode(twin, twin_found, False)
+                run = _one_pass(twin, example_input, theirs)
+    finally:
+        torch.set_default_dtype(dtype)
+        torch.set_num_threads(threads)
+    reached = [  # (kernels such as batch norm's write running statistics
+        t  # without a new version: the buffers are compared by value)
+        for t in tensors
+        if (id(t) in versions and t._version != versions[id(t)])
+        or (id(t) in saved and not _same(t, saved[id(t)]))
+    ]
+    reached_grads = [
+        pid for pid, (_, p) in found.params.items() if p.grad is not grads[pid]
+    ]
+    if (
+        reached or reached_grads or run.leaves.keys() & theirs
+    ):  # the copy reached the model's own tensors (a
+        for pid in reached_grads:  # forward kept in the instance's __dict__ that
+            found.params[pid][1].grad = grads[pid]  # closes over the model)
+        with torch.no_grad():
+            for t in reached:
+                if id(t) in saved:
+                    t.copy_(saved[id(t)])
+        return _DryRun(
+            [
+                _not_run(
+                    "the copy's forward pass reached the model's own tensors (undone)"
                 )
-                loss.backward()  # type: ignore[union-attr]
-        except Exception as error:  # the model's own failure
-            yield _finding(
-                "dry-run-failed",
-                "",
-                "a forward and backward pass on example_input raised "
-                f"{_first_line(error)}",
-                "read the exception: a shape, dtype or device that does not match "
-                "at the first layer means example_input does not fit the model; "
-                "anywhere else, the model fails on its own (a mixed-dtypes or "
-                "mixed-devices finding, if any, names the cause)",
-            )
-            return
-    leaked = [pid for pid, (_, p) in found.params.items() if p.grad is not before[pid]]
-    if leaked:  # the copy reached the model's own parameters (a forward kept in
-        for pid in leaked:  # the instance's __dict__ that closes over the model)
-            found.params[pid][1].grad = before[pid]
-        yield _not_run("the copy's forward pass reached the model's own parameters")
-        return
-    trainable = [p for _, p in twin_found.params.values() if p.requires_grad]
-    if not graded and trainable:
-        yield _finding(
-            "no-gradient",
-            "",
-            f"the output ({type(output).__name__}) holds no floating-point tensor "
-            "that requires a gradient, so nothing can be backpropagated and no "
-            "parameter gets a gradient: the forward pass cuts every path to the "
-            "parameters (.data, .detach(), torch.no_grad(), an integer result such "
-            "as argmax), or returns its result in a form the audit cannot read",
-            "compute with the parameters themselves (self.weight, not "
-            "self.weight.data), and return floating-point tensors (alone, or in a "
-            "tuple, list, dict or dataclass)",
+            ],
+            set(),
         )
-        return
-    if not graded:
-        return  # nothing to train: nothing to check
-    no_grad: dict[str, list[str]] = {}
-    for names, p in twin_found.params.values():
-        if not p.requires_grad or is_lazy(p):
-            continue
-        path, _, leaf = names[0].rpartition(".")
-        if p.grad is None:
-            no_grad.setdefault(path, []).append(leaf)
-        elif not _finite(p.grad):
-            yield _finding(
-                "non-finite-gradient",
-                path,
-                f"`{leaf}` has NaN or infinite values in its gradient after one "
-                "backward pass on example_input: one optimizer step makes the "
-                "weights infinite or NaN, and every later loss NaN",
-                "look for log or division by 0, sqrt at 0 or an overflow in the "
-                "forward pass; torch.autograd.set_detect_anomaly(True) names the "
-                "operation",
+    if run.error is not None:
+        return _DryRun(
+            [
+                _finding(
+                    "dry-run-failed",
+                    "",
+                    "a forward and backward pass on example_input raised "
+                    f"{_first_line(run.error)}",
+                    "read the exception: a shape, dtype or device that does not "
+                    "match at the first layer means example_input does not fit the "
+                    "model; anywhere else, the model fails on its own (a "
+                    "mixed-dtypes or mixed-devices finding, if any, names the cause)",
+                )
+            ],
+            set(),
+        )
+    recomputed = {  # attributes the forward pass assigned anew
+        key for key, value in before_attrs.items() if held(*key) is not value
+    }
+    after = _Model.of(twin)  # (a lazy layer may have registered new parameters)
+    findings = list(_unregistered(after, run.leaves, covered))
+    trainable = [p for _, p in after.params.values() if p.requires_grad]
+    if not run.graded and trainable:
+        findings.append(
+            _finding(
+                "no-gradient",
+                "",
+                f"the output ({type(run.output).__name__}) holds no floating-point "
+                "tensor that requires a gradient, so nothing can be backpropagated "
+                "and no parameter gets a gradient: the forward pass cuts every path "
+                "to the parameters (.data, .detach(), torch.no_grad(), an integer "
+                "result such as argmax), or returns its result in a form the audit "
+                "cannot read",
+                "compute with the parameters themselves (self.weight, not "
+                "self.weight.data), and return floating-point tensors (alone, or in "
+                "a tuple, list, dict or dataclass)",
             )
+        )
+        return _DryRun(findings, recomputed)
+    if not run.graded:
+        return _DryRun(findings, recomputed)  # nothing to train: nothing to check
+    findings += _values(after, run)
+    findings += _gradients(after, run, failed_in_train)
+    return _DryRun(findings, recomputed)
+
+
+def _values(found: _Model, run: _Pass) -> Iterator[Finding]:
+    """non-finite-value and non-finite-gradient: one finding for one cause."""
+    bad_grads = [names[0] for pid, (names, _) in found.params.items() if pid in run.bad]
+    if run.finite_output and not bad_grads:
+        return
+    bad = _non_finite(found)  # (read only when something is wrong)
+    if bad:
+        them = "it" if len(bad) == 1 else "them"
+        yield _finding(
+            "non-finite-value",
+            "",
+            f"{_names(bad)} {_is(bad)} NaN or infinite already: every output and "
+            f"gradient computed from {them} is NaN or infinite, and no training "
+            "step can recover",
+            "find where the values went wrong (a diverged training step, a bad "
+            "initialization or checkpoint), then load or re-initialize them; "
+            "torch.isfinite(t).all() checks one tensor",
+        )
+    elif not run.finite_output:
+        yield _finding(
+            "non-finite-value",
+            "",
+            "the output of the forward pass on example_input holds NaN or infinite "
+            "values, though every parameter and buffer is finite: an overflow (exp "
+            "of a large number), a log or division by 0, or the square root of a "
+            "negative number; every loss computed from it is NaN",
+            "clamp or rescale before exp, add an epsilon before log and division, use "
+            "torch.logsumexp or log_softmax; torch.autograd.set_detect_anomaly(True) "
+            "names the operation in the backward pass",
+        )
+    else:
+        yield _finding(
+            "non-finite-gradient",
+            "",
+            f"{_names(bad_grads)} {'has' if len(bad_grads) == 1 else 'have'} NaN or "
+            "infinite values in the gradient after one backward pass on "
+            "example_input: one optimizer step makes the weights NaN or infinite, "
+            "and every later loss NaN",
+            "look for log or division by 0, sqrt at 0 or an overflow in the forward "
+            "pass; torch.autograd.set_detect_anomaly(True) names the operation",
+        )
+
+
+def _gradients(
+    found: _Model, run: _Pass, failed_in_train: BaseException | None
+) -> Iterator[Finding]:
+    """no-gradient: parameters the backward pass did not reach, by module."""
+    no_grad: dict[str, list[str]] = {}
+    for pid, (names, p) in found.params.items():
+        if p.requires_grad and not is_lazy(p) and pid not in run.got:
+            path, _, leaf = names[0].rpartition(".")
+            no_grad.setdefault(path, []).append(leaf)
     for path, leaves in no_grad.items():
         one = len(leaves) == 1
         get, they, require = (
-            ("gets", "it", "requires")
-            if one
-            else (
-                "get",
-                "they",
-                "require",
-            )
+            ("gets", "it", "requires") if one else ("get", "they", "require")
         )
         them, they_are = ("it", "it is") if one else ("them", "they are")
-        yield _finding(
+        finding = _finding(
             "no-gradient",
             path,
             f"{_names(leaves)} {get} no gradient from a backward pass on "
@@ -932,6 +1281,17 @@ def _dry_run(
             "compute with the parameter itself (self.weight, not self.weight.data); "
             "remove an unused layer, or freeze it with requires_grad_(False)",
         )
+        if failed_in_train is not None:
+            finding = dataclasses.replace(
+                finding,
+                severity="warning",
+                message=finding.message
+                + f" (in eval mode: in train mode the model raised "
+                f"{_first_line(failed_in_train)}, so the pass ran in eval mode, "
+                "where what only training uses, such as an auxiliary head or a "
+                "loss, gets no gradient)",
+            )
+        yield finding
 
 
 # --- the entry point ------------------------------------------------------------
@@ -941,6 +1301,8 @@ def audit(
     model: nn.Module,
     example_input: object = None,
     optimizer: torch.optim.Optimizer | None = None,
+    *,
+    ignore: Iterable[str] = (),
 ) -> AuditReport:
     """Check ``model`` for the chapter's pitfalls; say what goes wrong and the fix.
 
@@ -950,23 +1312,31 @@ def audit(
     several devices or of several dtypes, tied parameters. With
     ``example_input`` (a tensor, a tuple of positional arguments, or a dict of
     keyword arguments) it also runs one forward and backward pass, on a copy of
-    the model and with the random state restored, to find parameters that get
-    no gradient or a NaN one. With ``optimizer`` it checks that the optimizer
-    updates exactly the model's parameters. The model, its gradients and the
-    random state are left as they were.
+    the model, in train mode and with the random state restored, to find
+    parameters that get no gradient or a NaN one, NaN or infinite values, and
+    parameters the forward pass uses but the model does not register (held in
+    any object). With ``optimizer`` it checks that the optimizer updates
+    exactly the model's parameters. The model, its gradients, its mode, the
+    input, the random state, the default dtype and the thread count are left
+    as they were.
 
     Args:
         model: the module to check.
         example_input: an input for one forward pass, or ``None``.
         optimizer: the optimizer that will train ``model``, or ``None``.
+        ignore: rule ids (``"tensor-attribute"``), or names in the model (a
+            module path or an attribute, such as ``"teacher"``), whose
+            findings to leave out: for an idiom kept on purpose.
 
     Returns:
         AuditReport: the findings; ``report.ok`` is true when there is no error,
         and ``report.raise_for_errors()`` fails a test when there is.
 
     Raises:
-        TypeError: ``model`` is not an ``nn.Module`` or ``optimizer`` not a
-            ``torch.optim.Optimizer``.
+        TypeError: ``model`` is not an ``nn.Module``, ``optimizer`` not a
+            ``torch.optim.Optimizer``, or ``ignore`` a string, not a list of them.
+        ValueError: an entry of ``ignore`` is neither a rule id nor a name in
+            the model.
 
     Examples:
         The book's FixedHiddenMLP keeps its constant as a plain tensor, and the
@@ -1015,7 +1385,8 @@ def audit(
         )
     if not isinstance(model, nn.Module):
         raise TypeError(f"audit expects an nn.Module, got {type(model).__name__}")
-    if isinstance(model, torch._dynamo.eval_frame.OptimizedModule):
+    eval_frame = sys.modules.get("torch._dynamo.eval_frame")  # not imported: no
+    if eval_frame is not None and isinstance(model, eval_frame.OptimizedModule):
         model = model._orig_mod  # torch.compile's wrapper: audit what it compiles
     if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
         raise TypeError(
@@ -1024,11 +1395,19 @@ def audit(
         )
     if example_input is not None:
         _check_input(example_input)
+    if isinstance(ignore, str) or not all(isinstance(i, str) for i in ignore):
+        raise TypeError(
+            "audit: ignore must be a list of rule ids or names, such as "
+            f"['teacher'], got {ignore!r}"
+        )
+    ignored = tuple(ignore)
     found = _Model.of(model)
+    _check_ignore(found, ignored)
+    covered: set[tuple[str, str]] = set()
     findings = [
         *_non_string_keys(found),
         *_cycles(found),
-        *_attributes(found),
+        *_attributes(found, covered),
         *_uninitialized(found),
         *_mixed(found),
         *_tied(found),
@@ -1044,14 +1423,63 @@ def audit(
         "tied-parameters",
     ]
     if example_input is not None:
-        findings += _dry_run(found, model, example_input)
-        rules += ["no-gradient", "non-finite-gradient", "dry-run-failed"]
-        rules += ["not-copyable"]
+        tensor_attributes = {
+            (f.path, f.subject[len(f.path) + 1 :] if f.path else f.subject)
+            for f in findings
+            if f.rule == "tensor-attribute"
+        }
+        run = _dry_run(found, model, example_input, covered, tensor_attributes)
+        findings = [  # tensors the forward pass recomputes are not state
+            f
+            for f in findings
+            if not (
+                f.rule == "tensor-attribute"
+                and (f.path, f.subject[len(f.path) + 1 :] if f.path else f.subject)
+                in run.recomputed
+            )
+        ]
+        findings += run.findings
+        rules += ["no-gradient", "non-finite-gradient", "non-finite-value"]
+        rules += ["dry-run-failed", "not-copyable"]
     if optimizer is not None:
         findings += _optimizer(found, optimizer)
         rules += ["optimizer-missing", "optimizer-foreign"]
+    findings = [f for f in findings if not _ignored(f, ignored)]
     findings.sort(key=lambda f: _ORDER[f.severity])  # stable: found order kept
-    return AuditReport(type(model).__name__, tuple(findings), tuple(rules))
+    return AuditReport(type(model).__name__, tuple(findings), tuple(rules), ignored)
+
+
+def _within(name: str, entry: str) -> bool:
+    """Whether ``name`` is ``entry`` or inside it (``entry.x``, ``entry[0]``)."""
+    return name == entry or name.startswith((f"{entry}.", f"{entry}["))
+
+
+def _ignored(finding: Finding, ignored: tuple[str, ...]) -> bool:
+    return any(
+        entry == finding.rule
+        or (entry and finding.path and _within(finding.path, entry))
+        or (finding.subject and _within(finding.subject, entry))
+        for entry in ignored
+    )
+
+
+def _check_ignore(found: _Model, ignored: tuple[str, ...]) -> None:
+    """Each entry a rule id, a module path or an attribute of a module."""
+    if all(entry in RULES for entry in ignored):
+        return
+    names = {path for path, _ in found.modules.values()}
+    for path, module in found.modules.values():
+        names.update(
+            _join(path, attr) for attr in vars(module) if attr not in _INTERNALS
+        )
+        names.update(_join(path, k) for k in list(module._parameters.keys()))
+        names.update(_join(path, k) for k in list(module._buffers.keys()))
+    unknown = [e for e in ignored if e not in RULES and e not in names]
+    if unknown:
+        raise ValueError(
+            f"audit: ignore takes rule ids ({', '.join(RULES)}) or names in the "
+            f"model (module paths, attributes); got {unknown[0]!r}"
+        )
 
 
 # --- what an audit costs ------------------------------------------------------

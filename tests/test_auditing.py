@@ -561,7 +561,7 @@ def test_a_copy_that_reaches_the_model_is_refused_and_its_gradients_restored():
 
     net = Leaky()
     finding = only(audit(net, X20), "not-copyable")
-    assert "the copy's forward pass reached the model's own parameters" in (
+    assert "the copy's forward pass reached the model's own tensors" in (
         finding.message
     )
     assert net.inner.weight.grad is None
@@ -753,7 +753,8 @@ def test_findings_come_errors_first_and_link_to_the_site():
 
 
 NOT_RUN = (
-    "(not run: no-gradient, non-finite-gradient and dry-run-failed need "
+    "(not run: no-gradient, non-finite-gradient, non-finite-value and dry-run-failed "
+    "need "
     "example_input; optimizer-missing and optimizer-foreign need the optimizer)"
 )
 
