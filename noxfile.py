@@ -338,6 +338,26 @@ def bench(session: nox.Session) -> None:
     session.run("python", "-m", "dlcomp", "bench", *args)
 
 
+@nox.session
+def zoo(session: nox.Session) -> None:
+    """Audit stock models: every torchvision classifier and a timm sample.
+
+    Runs tools/audit_zoo.py: each model in train and eval mode with an input
+    and AdamW must give no error or warning and be left unchanged, and each
+    rule's pitfall injected into real models must be caught; writes
+    build/zoo.json with the audit's cost on each model. torchvision needs a
+    torch built for it, so this session installs torch 2.14.1 with
+    torchvision 0.29.1 (no constraints file; a CUDA build of several GB where
+    no CPU wheel is at hand) and timm. `nox -s zoo -- --only resnet` for some.
+    `nox -s tests` runs its torch-only sample (tests/test_audit_zoo.py).
+    """
+    session.install("torch==2.14.1", "torchvision==0.29.1", "timm>=1.0", "numpy")
+    session.install("--no-deps", "-e", ".")
+    (ROOT / "build").mkdir(exist_ok=True)
+    out = ROOT / "build" / "zoo.json"
+    session.run("python", "tools/audit_zoo.py", "--json", str(out), *session.posargs)
+
+
 @nox.session(name="bench_checkpoints")
 def bench_checkpoints(session: nox.Session) -> None:
     """Time checkpoint saves and loads against safetensors and torch.save.
