@@ -128,11 +128,10 @@ def _audit(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 )
         try:
             report = audit(model, example, ignore=args.ignore)
-        except ValueError as error:
-            if not str(error).startswith("audit: ignore"):
-                raise
-            parser.error(f"argument --ignore: {str(error).removeprefix('audit: ')}")
-        except Exception:
+        except Exception as error:
+            message = str(error)
+            if isinstance(error, ValueError) and message.startswith("audit: ignore"):
+                parser.error(f"argument --ignore: {message.removeprefix('audit: ')}")
             traceback.print_exc()
             print("python -m dlcomp audit: the audit itself failed", file=sys.stderr)
             return 3

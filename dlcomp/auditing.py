@@ -38,9 +38,11 @@ from __future__ import annotations
 import collections
 import copy
 import dataclasses
+import functools
 import html
 import re
 import sys
+import types
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -446,7 +448,7 @@ def _cycles(found: _Model) -> Iterator[Finding]:
             f"`{entry}` is {what}: a module registered inside itself, so train(), "
             "eval(), to(), state_dict() and print() recurse until RecursionError",
             "keep a reference to a parent outside the registered submodules: "
-            "object.__setattr__(self, 'parent', parent), or a weakref.ref(parent)",
+            "object.__setattr__(self, 'parent', parent)",
         )
 
 
@@ -764,7 +766,8 @@ def _detached(value: object) -> Any:
     """A copy of the input without its autograd history (out of inference mode).
 
     A copy, so that a forward pass that writes into its input in place
-    leaves the caller's tensor as it was.
+    leaves the caller's tensor as it was. Tensors inside other objects are
+    passed as they are (their gradients are kept by the pass).
     """
     if isinstance(value, Tensor):
         return value.detach().clone()
@@ -774,6 +777,8 @@ def _detached(value: object) -> Any:
         return [_detached(v) for v in value]
     if type(value) is tuple:
         return tuple(_detached(v) for v in value)
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a namedtuple
+        return type(value)(*(_detached(v) for v in value))
     return value
 
 
@@ -849,11 +854,16 @@ def _copy(module: nn.Module, memo: dict[int, Any]) -> nn.Module:
     return new
 
 
-def _not_run(why: str) -> Finding:
+def _not_run(why: str, ran: bool = False) -> Finding:
+    outcome = (
+        "so the pass's outcome was set aside"
+        if ran
+        else "so no forward and backward pass was run"
+    )
     return _finding(
         "not-copyable",
         "",
-        f"{why}, so no forward and backward pass was run: no-gradient, "
+        f"{why}, {outcome}: no-gradient, "
         "non-finite-gradient, non-finite-value and dry-run-failed were not checked",
         "make the model deep-copyable (copy.deepcopy(model) works), or check its "
         "gradients in a training step of your own",
@@ -868,7 +878,9 @@ def _finite(tensor: Tensor) -> bool:
 
 
 def _same(a: Tensor, b: Tensor) -> bool:
-    """Equal values, NaN equal to NaN."""
+    """Equal values, NaN equal to NaN (strided tensors)."""
+    if a.layout != b.layout or a.shape != b.shape:
+        return False
     if a.is_floating_point() or a.is_complex():
         return a.shape == b.shape and torch.allclose(
             a, b, rtol=0, atol=0, equal_nan=True
@@ -901,18 +913,39 @@ def _leaves(outputs: list[Tensor]) -> dict[int, Tensor]:
 _LOOKED_AT = 20_000  # objects searched, at most, for the names of unregistered leaves
 
 
+# What the name search does not look into: plain values, code, classes.
+_OPAQUE = (
+    str, bytes, int, float, complex, bool, type(None), type, types.ModuleType,
+    types.FunctionType, types.MethodType, types.BuiltinFunctionType,
+    functools.partial,
+)  # fmt: skip
+
+
 def _inside(item: object, name: str) -> list[tuple[str, object]]:
-    """What the name search looks into: (name, value) for one object."""
+    """What the name search looks into: (name, value) for one object.
+
+    A module's tensors and attributes, a container's items, and any other
+    object's ``__dict__`` and ``__slots__`` (a ``SimpleNamespace``, a
+    dataclass, a callable wrapper); plain values are left out.
+    """
+    found: list[tuple[str, object]]
     if isinstance(item, nn.Module):
         inside = {**item._parameters, **item._buffers, **item._modules}
         inside.update((k, v) for k, v in vars(item).items() if k not in _INTERNALS)
-        return [(f"{name}.{_name(k)}", v) for k, v in inside.items()]
-    if isinstance(item, _CONTAINERS):
-        return _items(item, name)
-    state = getattr(item, "__dict__", None)
-    if isinstance(item, type) or callable(item) or not isinstance(state, dict):
-        return []  # classes, functions, methods, Python modules, plain values
-    return [(f"{name}.{k}", v) for k, v in state.items()]
+        found = [(f"{name}.{_name(k)}", v) for k, v in inside.items()]
+    elif isinstance(item, _CONTAINERS):
+        found = _items(item, name)
+    elif isinstance(item, _OPAQUE):
+        return []
+    else:
+        state = getattr(item, "__dict__", None)
+        found = [(f"{name}.{k}", v) for k, v in (state or {}).items()]
+        for cls in type(item).__mro__:
+            slots = vars(cls).get("__slots__", ())
+            for slot in (slots,) if isinstance(slots, str) else slots:
+                if slot not in ("__dict__", "__weakref__") and hasattr(item, slot):
+                    found.append((f"{name}.{slot}", getattr(item, slot)))
+    return [(n, v) for n, v in found if not isinstance(v, _OPAQUE)]
 
 
 def _locate(found: _Model, targets: set[int]) -> dict[int, tuple[str, str, str]]:
@@ -943,7 +976,10 @@ def _locate(found: _Model, targets: set[int]) -> dict[int, tuple[str, str, str]]
 
 
 def _unregistered(
-    found: _Model, leaves: dict[int, Tensor], covered: set[tuple[str, str]]
+    found: _Model,
+    leaves: dict[int, Tensor],
+    where: dict[int, tuple[str, str, str]],
+    covered: set[tuple[str, str]],
 ) -> Iterator[Finding]:
     """hidden-module: leaves the forward pass trains that the model does not register.
 
@@ -954,7 +990,6 @@ def _unregistered(
     targets = {i for i in leaves if i not in registered}
     if not targets:
         return
-    where = _locate(found, targets)
     groups: dict[tuple[str, str], list[tuple[str, Tensor]]] = {}
     for i in sorted(targets, key=lambda i: where.get(i, ("", "", ""))):
         tensor = leaves[i]
@@ -997,6 +1032,8 @@ def _unregistered(
 class _Pass:
     """What one forward and backward pass of the copy showed."""
 
+    after: _Model | None = None  # the copy after the forward pass
+    where: dict[int, tuple[str, str, str]] = dataclasses.field(default_factory=dict)
     output: Any = None
     graded: list[Tensor] = dataclasses.field(default_factory=list)
     got: set[int] = dataclasses.field(default_factory=set)  # params with a gradient
@@ -1006,16 +1043,22 @@ class _Pass:
     error: BaseException | None = None
 
 
-def _one_pass(twin: nn.Module, example_input: object, theirs: set[int]) -> _Pass:
+def _one_pass(
+    twin: nn.Module, found: _Model, example_input: object, theirs: set[int]
+) -> _Pass:
     """Forward and backward on ``twin``; each gradient is checked and freed at once.
 
     A hook after each parameter's gradient is accumulated records that it
     came and whether it is finite, then drops it: the pass never holds the
     gradients of the whole model (the memory of a forward pass and the copy).
-    No hook goes on the tensors in ``theirs`` (the original model's).
+    Hooks go on the copy's parameters before the pass (a checkpointed layer
+    builds its graph only during backward), on lazy ones and on unregistered
+    tensors of the copy after it; any other leaf (the caller's tensors, the
+    original model's in ``theirs``) keeps the gradient it had.
     """
     result = _Pass()
     handles = []
+    hooked: set[int] = set()
 
     def check(p: Tensor) -> None:
         result.got.add(id(p))
@@ -1023,20 +1066,43 @@ def _one_pass(twin: nn.Module, example_input: object, theirs: set[int]) -> _Pass
             result.bad.add(id(p))
         p.grad = None
 
+    def hook(p: Tensor) -> None:
+        if id(p) not in hooked and p.requires_grad and not is_lazy(p):
+            hooked.add(id(p))
+            handles.append(p.register_post_accumulate_grad_hook(check))
+
     try:
+        for _, p in found.params.values():
+            hook(p)
         result.output = _call(twin, example_input)
         result.graded = [o for o in _floats(result.output) if o.requires_grad]
         result.finite_output = all(_finite(o.detach()) for o in _floats(result.output))
         if result.graded:
             result.leaves = _leaves(result.graded)
-            for p in result.leaves.values():  # (lazy ones are materialized now)
-                if id(p) not in theirs:
-                    handles.append(p.register_post_accumulate_grad_hook(check))
+            result.after = after = _Model.of(twin)  # (lazy layers materialized)
+            for _, p in after.params.values():
+                hook(p)
+            registered = after.params.keys() | after.buffers.keys() | theirs
+            hidden = {i for i in result.leaves if i not in registered}
+            result.where = _locate(after, hidden) if hidden else {}
+            for i in result.where:
+                hook(result.leaves[i])
+            kept = [  # (a gradient is accumulated in place: its values too)
+                (t, t.grad, None if t.grad is None else t.grad.clone())
+                for i, t in result.leaves.items()
+                if i not in hooked
+            ]
             loss = sum(
                 (torch.view_as_real(o) if o.is_complex() else o).float().mean()
                 for o in result.graded
             )
-            loss.backward()  # type: ignore[union-attr]
+            try:
+                loss.backward()  # type: ignore[union-attr]
+            finally:
+                for t, grad, values in kept:
+                    t.grad = grad
+                    if grad is not None and values is not None:
+                        grad.copy_(values)
     except (Exception, SystemExit) as error:  # the model's own failure
         result.error = error
     finally:
@@ -1046,12 +1112,85 @@ def _one_pass(twin: nn.Module, example_input: object, theirs: set[int]) -> _Pass
 
 
 def _non_finite(found: _Model) -> list[str]:
-    """The names of the parameters and buffers that hold NaN or inf."""
+    """The names of the parameters that hold NaN or inf.
+
+    Parameters only: a buffer may hold infinity on purpose (an attention
+    mask of -inf), and a batch norm's statistics are the pass's outcome.
+    """
     return [
         names[0]
-        for names, t in (*found.params.values(), *found.buffers.values())
+        for names, t in found.params.values()
         if (t.is_floating_point() or t.is_complex()) and not _finite(t.detach())
     ]
+
+
+class _Guard:
+    """What a pass that reaches the original model could change, and its undoing.
+
+    The model's gradients, its modules' attributes (a hook bound to the
+    original that stores an activation) and its tensors in place: versions
+    for parameters, values for buffers (kernels such as batch norm's write
+    running statistics without a new version; they are copied to restore).
+    """
+
+    def __init__(self, found: _Model) -> None:
+        self.found = found
+        self.grads = {pid: p.grad for pid, (_, p) in found.params.items()}
+        self.attributes = {
+            mid: dict(vars(module)) for mid, (_, module) in found.modules.items()
+        }
+        self.tensors = [t for _, t in (*found.params.values(), *found.buffers.values())]
+        self.versions = {
+            id(t): t._version
+            for t in self.tensors
+            if not is_lazy(t) and not t.is_inference()
+        }
+        self.saved = {
+            id(t): t.detach().clone()
+            for _, t in found.buffers.values()
+            if not is_lazy(t) and t.device.type != "meta" and t.layout == torch.strided
+        }
+
+    def undo(self) -> bool:
+        """Put back what changed; whether anything had."""
+        changed = False
+        for pid, (_, p) in self.found.params.items():
+            if p.grad is not self.grads[pid]:
+                p.grad, changed = self.grads[pid], True
+        for mid, (_, module) in self.found.modules.items():
+            now, before = vars(module), self.attributes[mid]
+            if now.keys() != before.keys() or any(
+                now[k] is not v for k, v in before.items()
+            ):
+                now.clear()
+                now.update(before)
+                changed = True
+        for t in self.tensors:
+            moved = id(t) in self.versions and t._version != self.versions[id(t)]
+            differs = id(t) in self.saved and not _same(t, self.saved[id(t)])
+            if id(t) in self.saved and (moved or differs):
+                with torch.no_grad():
+                    t.copy_(self.saved[id(t)])
+            changed = changed or moved or differs
+        return changed
+
+
+def _rebind_hooks(found: _Model, memo: dict[int, Any]) -> None:
+    """Hooks that are methods of the original's objects, bound to their copies.
+
+    The copy's hook dictionaries are shallow copies: a hook such as
+    ``self._save`` (a feature extractor storing activations) would still
+    write to the original model.
+    """
+    for _, module in found.modules.values():
+        for key in _BASE:
+            table = vars(module).get(key)
+            if not isinstance(table, dict):
+                continue
+            for hid, fn in list(table.items()):
+                owner = getattr(fn, "__self__", None)
+                if isinstance(fn, types.MethodType) and id(owner) in memo:
+                    table[hid] = types.MethodType(fn.__func__, memo[id(owner)])
 
 
 def _set_mode(twin: nn.Module, found: _Model, training: bool) -> None:
@@ -1083,9 +1222,10 @@ def _dry_run(
             " (audit the eager module before scripting it)"
         )
         return _DryRun([_not_run(why)], set())
+    memo: dict[int, Any] = {}
     try:
         with torch.inference_mode(False):  # (copies made in it cannot be trained)
-            twin = _copy(model, {})
+            twin = _copy(model, memo)
     except Exception as error:  # any failure: report it, go on
         return _DryRun(
             [_not_run(f"the model cannot be copied ({_first_line(error)})")], set()
@@ -1095,6 +1235,7 @@ def _dry_run(
         return _DryRun(
             [_not_run("the copy shares its parameters with the model")], set()
         )
+    _rebind_hooks(twin_found, memo)
     for _, p in twin_found.params.values():
         p.grad = None
     modules = {path: module for path, module in twin_found.modules.values()}
@@ -1104,25 +1245,18 @@ def _dry_run(
         return None if module is None else vars(module).get(attr)
 
     before_attrs = {key: held(*key) for key in tensor_attributes}
-    # What a forward pass that reaches the original could change: its
-    # gradients, and its tensors in place (buffers are copied to restore).
-    grads = {pid: p.grad for pid, (_, p) in found.params.items()}
-    tensors = [t for _, t in (*found.params.values(), *found.buffers.values())]
-    versions = {
-        id(t): t._version for t in tensors if not is_lazy(t) and not t.is_inference()
-    }
-    saved = {
-        id(t): t.detach().clone()
-        for _, t in found.buffers.values()
-        if not is_lazy(t) and t.device.type != "meta"
-    }
-    cuda = sorted({t.device.index or 0 for t in tensors if t.device.type == "cuda"})
+    guard = _Guard(found)
+    cuda = sorted(
+        {t.device.index or 0 for t in guard.tensors if t.device.type == "cuda"}
+    )
     dtype, threads = torch.get_default_dtype(), torch.get_num_threads()
+    modes = {id(m): m.training for _, m in twin_found.modules.values()}
+    theirs = found.params.keys() | found.buffers.keys()
     # Gradients on even under no_grad() or inference_mode(); torch's random
-    # state, the default dtype and the thread count restored after. The pass
-    # runs in train mode (what the gradients are for); a model that cannot
-    # run in train mode on this input (one that needs targets to train) is
-    # checked in the eval mode it is in.
+    # state, the default dtype and the thread count restored after. A model
+    # in eval mode runs in train mode (what the gradients are for); one that
+    # cannot (it needs targets to train) runs in the eval mode it is in. A
+    # model in train mode runs as it is (a layer kept in eval mode stays so).
     failed_in_train = None
     try:
         with (
@@ -1130,50 +1264,47 @@ def _dry_run(
             torch.inference_mode(False),
             torch.enable_grad(),
         ):
-            _set_mode(twin, twin_found, True)
-            theirs = found.params.keys() | found.buffers.keys()
-            run = _one_pass(twin, example_input, theirs)
-            if run.error is not None and not model.training:
-                failed_in_train = run.error
-                _set_mode(twin, twin_found, False)
-                run = _one_pass(twin, example_input, theirs)
+            if model.training:
+                run = _one_pass(twin, twin_found, example_input, theirs)
+            else:
+                try:
+                    _set_mode(twin, twin_found, True)
+                    run = _one_pass(twin, twin_found, example_input, theirs)
+                except Exception as error:  # a train() of the model's own raised
+                    run = _Pass(error=error)
+                if run.error is not None:
+                    failed_in_train = run.error
+                    for _, module in twin_found.modules.values():
+                        module.training = modes[id(module)]
+                    run = _one_pass(twin, twin_found, example_input, theirs)
     finally:
         torch.set_default_dtype(dtype)
         torch.set_num_threads(threads)
-    reached = [  # (kernels such as batch norm's write running statistics
-        t  # without a new version: the buffers are compared by value)
-        for t in tensors
-        if (id(t) in versions and t._version != versions[id(t)])
-        or (id(t) in saved and not _same(t, saved[id(t)]))
-    ]
-    reached_grads = [
-        pid for pid, (_, p) in found.params.items() if p.grad is not grads[pid]
-    ]
-    if (
-        reached or reached_grads or run.leaves.keys() & theirs
-    ):  # the copy reached the model's own tensors (a
-        for pid in reached_grads:  # forward kept in the instance's __dict__ that
-            found.params[pid][1].grad = grads[pid]  # closes over the model)
-        with torch.no_grad():
-            for t in reached:
-                if id(t) in saved:
-                    t.copy_(saved[id(t)])
+    if guard.undo() or run.leaves.keys() & theirs:
         return _DryRun(
             [
                 _not_run(
-                    "the copy's forward pass reached the model's own tensors (undone)"
+                    "the copy's forward pass reached the model itself (what it "
+                    "changed there is undone)",
+                    ran=True,
                 )
             ],
             set(),
         )
     if run.error is not None:
+        also = (
+            f" (in the eval mode the model is in; in train mode it raised "
+            f"{_first_line(failed_in_train)})"
+            if failed_in_train is not None
+            else ""
+        )
         return _DryRun(
             [
                 _finding(
                     "dry-run-failed",
                     "",
                     "a forward and backward pass on example_input raised "
-                    f"{_first_line(run.error)}",
+                    f"{_first_line(run.error)}{also}",
                     "read the exception: a shape, dtype or device that does not "
                     "match at the first layer means example_input does not fit the "
                     "model; anywhere else, the model fails on its own (a "
@@ -1185,8 +1316,8 @@ def _dry_run(
     recomputed = {  # attributes the forward pass assigned anew
         key for key, value in before_attrs.items() if held(*key) is not value
     }
-    after = _Model.of(twin)  # (a lazy layer may have registered new parameters)
-    findings = list(_unregistered(after, run.leaves, covered))
+    after = run.after or _Model.of(twin)  # (lazy layers materialized)
+    findings = list(_unregistered(after, run.leaves, run.where, covered))
     trainable = [p for _, p in after.params.values() if p.requires_grad]
     if not run.graded and trainable:
         findings.append(
@@ -1207,14 +1338,17 @@ def _dry_run(
         return _DryRun(findings, recomputed)
     if not run.graded:
         return _DryRun(findings, recomputed)  # nothing to train: nothing to check
-    findings += _values(after, run)
+    findings += _values(after, found, run)
     findings += _gradients(after, run, failed_in_train)
     return _DryRun(findings, recomputed)
 
 
-def _values(found: _Model, run: _Pass) -> Iterator[Finding]:
-    """non-finite-value and non-finite-gradient: one finding for one cause."""
-    bad_grads = [names[0] for pid, (names, _) in found.params.items() if pid in run.bad]
+def _values(after: _Model, found: _Model, run: _Pass) -> Iterator[Finding]:
+    """non-finite-value and non-finite-gradient: one finding for one cause.
+
+    ``after`` is the copy after the pass, ``found`` the model as it was given.
+    """
+    bad_grads = [names[0] for pid, (names, _) in after.params.items() if pid in run.bad]
     if run.finite_output and not bad_grads:
         return
     bad = _non_finite(found)  # (read only when something is wrong)
@@ -1395,12 +1529,16 @@ def audit(
         )
     if example_input is not None:
         _check_input(example_input)
-    if isinstance(ignore, str) or not all(isinstance(i, str) for i in ignore):
+    if isinstance(ignore, str) or not isinstance(ignore, Iterable):
         raise TypeError(
             "audit: ignore must be a list of rule ids or names, such as "
             f"['teacher'], got {ignore!r}"
         )
     ignored = tuple(ignore)
+    if not all(isinstance(entry, str) for entry in ignored):
+        raise TypeError(
+            f"audit: ignore must hold strings (rule ids or names), got {ignored!r}"
+        )
     found = _Model.of(model)
     _check_ignore(found, ignored)
     covered: set[tuple[str, str]] = set()
@@ -1467,13 +1605,11 @@ def _check_ignore(found: _Model, ignored: tuple[str, ...]) -> None:
     """Each entry a rule id, a module path or an attribute of a module."""
     if all(entry in RULES for entry in ignored):
         return
-    names = {path for path, _ in found.modules.values()}
+    names = {path for path, _ in found.modules.values() if path}  # (not the model)
     for path, module in found.modules.values():
         names.update(
             _join(path, attr) for attr in vars(module) if attr not in _INTERNALS
         )
-        names.update(_join(path, k) for k in list(module._parameters.keys()))
-        names.update(_join(path, k) for k in list(module._buffers.keys()))
     unknown = [e for e in ignored if e not in RULES and e not in names]
     if unknown:
         raise ValueError(

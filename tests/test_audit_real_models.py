@@ -448,3 +448,218 @@ def test_cli_ignore_leaves_out_a_rule_or_a_name(cli):
     status, _, err = cli(MODEL, "MOD:Distiller", "--ignore", "tacher")
     assert status == 2
     assert "argument --ignore: ignore takes rule ids" in err
+
+
+# --- found by attacking the audit: each failed before its fix ------------------------
+
+
+def test_ignore_takes_any_iterable_and_refuses_none_empty_and_parameter_names():
+    assert audit(Distiller(), ignore=(e for e in ["teacher"])).findings == ()
+    with pytest.raises(TypeError, match="ignore must be a list"):
+        audit(Distiller(), ignore=None)
+    for entry in ["", "student.weight"]:  # the model itself; a parameter
+        with pytest.raises(ValueError, match="ignore takes rule ids"):
+            audit(Distiller(), ignore=[entry])
+
+
+def test_a_layer_under_reentrant_checkpointing_gets_its_gradient():
+    from torch.utils.checkpoint import checkpoint
+
+    class Checkpointed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(6, 6)
+            self.b = nn.Linear(6, 2)
+
+        def forward(self, X):
+            return checkpoint(self.b, self.a(X), use_reentrant=True)
+
+    assert audit(Checkpointed(), X).findings == ()
+
+
+def test_a_hook_bound_to_the_model_runs_on_the_copy():
+    class Extractor(nn.Module):  # Grad-CAM's pattern: a method hook keeps activations
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(6, 2)
+            self.fc.register_forward_hook(self.keep)
+
+        def keep(self, module, inputs, output):
+            self.activation = output
+
+        def forward(self, X):
+            return self.fc(X)
+
+    net = Extractor()
+    assert audit(net, X).findings == ()
+    assert "activation" not in vars(net)
+
+
+def test_a_closure_that_writes_to_the_model_is_undone_and_reported():
+    net = nn.Linear(6, 2)
+    net.register_forward_hook(lambda m, i, o: setattr(net, "seen", o))  # the original
+    report = audit(net, X)
+    assert "reached the model itself" in report.warnings[0].message
+    assert "seen" not in vars(net)
+
+
+def test_an_input_in_a_namedtuple_keeps_its_values_and_gradient():
+    import collections
+
+    Batch = collections.namedtuple("Batch", "x")
+
+    class Doubles(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(6, 2)
+
+        def forward(self, batch):
+            batch.x.mul_(2)
+            return self.fc(batch.x)
+
+    x = X.clone()
+    audit(Doubles(), (Batch(x),))
+    assert torch.equal(x, X)
+    leaf = X.clone().requires_grad_()
+    leaf.grad = torch.full_like(leaf, 7.0)
+
+    class Uses(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(6, 2)
+
+        def forward(self, holder):
+            return self.fc(holder.x)
+
+    audit(Uses(), (types.SimpleNamespace(x=leaf),))  # a container the audit keeps
+    assert torch.equal(leaf.grad, torch.full_like(leaf, 7.0))
+
+
+def test_non_finite_values_blame_parameters_as_given_not_masks_or_statistics():
+    class Log(nn.Module):
+        def forward(self, X):
+            return torch.log(X - 0.5)  # NaN below 0.5
+
+    net = nn.Sequential(nn.Linear(6, 4), Log(), nn.BatchNorm1d(4)).eval()
+    (finding,) = audit(net, torch.rand(8, 6)).errors
+    assert finding.rule == "non-finite-value"
+    assert "the output" in finding.message
+    assert "running_mean" not in finding.message
+
+    class Masked(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(6, 2)
+            self.w = nn.Parameter(torch.zeros(2))
+            self.register_buffer("mask", torch.tensor([0.0, float("-inf")]))
+
+        def forward(self, X):
+            scores = self.fc(X) + self.mask
+            return scores.softmax(-1) * self.w.sqrt()  # sqrt at 0
+
+    report = audit(Masked(), X)
+    assert [f.rule for f in report.findings] == ["non-finite-gradient"], report
+    assert "`w`" in report.findings[0].message
+
+
+def test_a_sparse_buffer_does_not_crash_the_dry_run():
+    class Graph(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("adjacency", torch.eye(4).to_sparse())
+            self.fc = nn.Linear(6, 2)
+
+        def forward(self, X):
+            return torch.sparse.mm(self.adjacency, self.fc(X))
+
+    assert audit(Graph(), X).findings == ()
+
+
+def test_a_train_method_that_raises_falls_back_to_eval_mode():
+    class InferenceOnly(nn.Linear):
+        def train(self, mode=True):
+            if mode:
+                raise ValueError("inference-only")
+            return super().train(False)
+
+    net = InferenceOnly(6, 2).eval()
+    assert audit(net, X).findings == ()
+
+
+def test_both_modes_failing_names_both():
+    class Broken(nn.Module):
+        def forward(self, X):
+            if self.training:
+                raise ValueError("needs targets")
+            raise RuntimeError("no weights")
+
+    finding = audit(Broken().eval(), X).errors[0]
+    assert "RuntimeError: no weights" in finding.message
+    assert "in train mode it raised ValueError: needs targets" in finding.message
+
+
+def test_a_layer_kept_in_eval_mode_stays_so_in_a_training_model():
+    net = nn.Sequential(nn.Linear(6, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+    net[1].eval()  # frozen statistics: batches of one row are fine
+    assert audit(net, torch.rand(1, 6)).findings == ()
+
+
+@dataclasses.dataclass(slots=True)
+class Slotted:
+    layer: nn.Linear
+
+
+class CallableWrapper:
+    def __init__(self, layer):
+        self.layer = layer
+
+    def __call__(self, X):
+        return self.layer(X)
+
+
+@pytest.mark.parametrize(
+    "holder",
+    [Slotted, CallableWrapper],
+    ids=["slots-dataclass", "callable-object"],
+)
+def test_layers_behind_slots_or_callables_are_named(holder):
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.vocab = {str(i): i for i in range(30_000)}  # plain values: no cost
+            self.h = holder(nn.Linear(6, 2))
+
+        def forward(self, X):
+            return self.h.layer(X)
+
+    (finding,) = audit(Model(), X).errors
+    assert "`h.layer.weight`" in finding.message, finding
+    assert finding.subject == "h"
+    assert audit(Model(), X, ignore=["h"]).findings == ()
+
+
+def test_the_cycle_fix_does_not_suggest_a_weakref():
+    class Child(nn.Module):
+        def __init__(self, parent):
+            super().__init__()
+            self.parent = parent
+
+    class Parent(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.child = Child(self)
+
+    (finding,) = audit(Parent()).errors
+    assert "weakref" not in finding.fix
+
+
+def test_cli_an_unexpected_error_inside_the_audit_is_status_3(cli, monkeypatch):
+    import dlcomp.auditing
+
+    def broken(*args, **kwargs):
+        raise ValueError("a bug in the audit")
+
+    monkeypatch.setattr(dlcomp.auditing, "audit", broken)
+    status, _, err = cli(MODEL, "MOD:Distiller")
+    assert status == 3, err
+    assert "the audit itself failed" in err

@@ -561,7 +561,7 @@ def test_a_copy_that_reaches_the_model_is_refused_and_its_gradients_restored():
 
     net = Leaky()
     finding = only(audit(net, X20), "not-copyable")
-    assert "the copy's forward pass reached the model's own tensors" in (
+    assert "the copy's forward pass reached the model itself" in (
         finding.message
     )
     assert net.inner.weight.grad is None
