@@ -19,8 +19,8 @@ rule                      severity  finds
                                     that are not strings
 ``no-gradient``           error     parameters that get no gradient (with an input)
 ``non-finite-gradient``   error     NaN or infinite gradients (with an input)
-``non-finite-value``      error     NaN or infinite values in the output, the
-                                    parameters or the buffers (with an input)
+``non-finite-value``      error     NaN or infinite values in the output or the
+                                    parameters (with an input)
 ``dry-run-failed``        error     the forward or backward pass raised (with an input)
 ``not-copyable``          warning   the model cannot be copied, so no pass was run
 ``module-cycle``          error     a module registered inside itself
