@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # a checkout: dlcomp
-from dlcomp import audit
+from dlcomp import audit, interleaved
 from dlcomp.auditing import RULES
 
 Inputs = Callable[[], object]
@@ -239,15 +239,6 @@ def _forward_backward(model: nn.Module, example: object) -> None:
     model.zero_grad(set_to_none=True)
 
 
-def _median_time(fn: Callable[[], object], runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def check_stock(stock: Stock, mode: str, timed: bool) -> Result:
     """Audit a stock model in ``mode``: no error or warning, nothing changed."""
     model = stock.build().train(mode == "train")
@@ -267,12 +258,18 @@ def check_stock(stock: Stock, mode: str, timed: bool) -> Result:
     ]
     result = Result(stock.name, mode, not problems, problems, seconds)
     if timed and not problems:
-        runs = 1 if stock.big else 3
+        # Interleaved blocks (A, B, A, B...): a change of load falls on both.
         with torch.random.fork_rng(devices=[]):
-            _forward_backward(model, example)  # warm-up
-            fb = _median_time(lambda: _forward_backward(model, example), runs)
-        au = _median_time(lambda: audit(model, example, optimizer), runs)
-        result.ratio = au / fb
+            pair = interleaved(
+                {
+                    "audit": lambda: audit(model, example, optimizer),
+                    "pass": lambda: _forward_backward(model, example),
+                },
+                warmup=1,
+                min_runs=3 if stock.big else 5,
+                min_time=0.2,
+            )
+        result.ratio = pair["audit"].median / pair["pass"].median
     return result
 
 
@@ -460,6 +457,49 @@ def run(sample: bool, only: str | None, timed: bool) -> list[Result]:
     return results
 
 
+def _peak(name: str, what: str) -> int:
+    """In this process: the peak memory growth (bytes) of one audit or one pass.
+
+    The model, its input and optimizer are built first; the growth of the
+    process's peak resident memory after that is what ``what`` costs:
+    ``audit`` (audit with the input and optimizer) or ``pass`` (one forward
+    and backward pass, its gradients kept as training keeps them).
+    """
+    import resource
+
+    stock = next(s for s in zoo(sample=False) if s.name == name)
+    model = stock.build().train()
+    example = stock.example()
+    optimizer = torch.optim.AdamW(model.parameters())
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if what == "audit":
+        audit(model, example, optimizer)
+    else:
+        out = model(*example) if isinstance(example, tuple) else model(example)
+        outs = [o for o in _tensors(tuple(out) if isinstance(out, tuple) else out)]
+        sum(o.float().mean() for o in outs if o.requires_grad).backward()
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024
+
+
+def memory_ratio(name: str) -> float:
+    """Peak memory of an audit over that of one forward and backward pass.
+
+    Each measured in a fresh process (a peak only grows), train mode.
+    """
+    import subprocess
+
+    peaks = {}
+    for what in ("audit", "pass"):
+        result = subprocess.run(
+            [sys.executable, __file__, "--peak", name, what],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise RuntimeError(f"--peak {name} {what} failed:\n{result.stderr}")
+        peaks[what] = int(result.stdout.split()[-1])
+    return peaks["audit"] / max(peaks["pass"], 1)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the zoo; exit status 1 if any check failed."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -467,7 +507,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", metavar="REGEX", help="models whose name matches")
     parser.add_argument("--no-timing", action="store_true", help="skip the cost ratios")
     parser.add_argument("--json", type=Path, metavar="FILE", help="write the results")
+    parser.add_argument(
+        "--memory", metavar="REGEX",
+        help="only measure peak memory, audit over one pass, for matching models",
+    )  # fmt: skip
+    parser.add_argument(
+        "--peak", nargs=2, metavar=("NAME", "WHAT"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
+    if args.peak:
+        print(_peak(*args.peak))
+        return 0
+    if args.memory:
+        for stock in zoo(sample=False):
+            if re.search(args.memory, stock.name):
+                ratio = memory_ratio(stock.name)
+                print(f"{stock.name}: peak memory of audit / one pass {ratio:.2f}")
+        return 0
     torch.set_num_threads(torch.get_num_threads())
     start = time.perf_counter()
     results = run(args.sample, args.only, not args.no_timing)
