@@ -82,6 +82,24 @@ def _images(size: int, batch: int = 2) -> Inputs:
     )
 
 
+def _conv_bn_net() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Dropout(0.1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10),
+    )  # fmt: skip
+
+
+def _compiled(build: Callable[[], nn.Module]) -> Callable[[], nn.Module]:
+    """The model after ``model.compile()`` in place (the audit must run it eagerly)."""
+
+    def compiled() -> nn.Module:
+        model = build()
+        model.compile(backend="eager")
+        return model
+
+    return compiled
+
+
 def torch_models() -> Iterator[Stock]:
     """Stock models of torch.nn itself (no other package)."""
     g = torch.Generator().manual_seed(0)
@@ -120,14 +138,10 @@ def torch_models() -> Iterator[Stock]:
         _seeded(lambda: nn.MultiheadAttention(16, 2)),
         lambda: (seq, seq, seq),
     )
+    yield Stock("conv-bn-net", _seeded(_conv_bn_net), _images(16))
     yield Stock(
-        "conv-bn-net",
-        _seeded(lambda: nn.Sequential(
-            nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-            nn.Dropout(0.1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10),
-        )),
-        _images(16),
-    )  # fmt: skip
+        "conv-bn-net compiled in place", _compiled(_seeded(_conv_bn_net)), _images(16)
+    )
     yield Stock(
         "nn.EmbeddingBag",
         _seeded(lambda: nn.EmbeddingBag(50, 8)),
@@ -164,6 +178,10 @@ def torchvision_models() -> Iterator[Stock]:
         yield Stock(
             f"torchvision.{name}", build, _images(size), big=bool(_BIG.search(name))
         )
+    resnet18 = _seeded(lambda: torchvision.models.resnet18(weights=None))
+    yield Stock(
+        "torchvision.resnet18 compiled in place", _compiled(resnet18), _images(64)
+    )
 
 
 def timm_models() -> Iterator[Stock]:
