@@ -130,10 +130,11 @@ from dlcomp._torchzip import vet_item
 
 __all__ = [
     "FORMAT",
-    "MANIFEST",
-    "VERSION",
     "JsonFileSystemReader",
+    "MANIFEST",
     "Manifest",
+    "RecordingWriter",
+    "VERSION",
     "describe",
     "encode_extra",
     "encode_values",
@@ -144,6 +145,7 @@ __all__ = [
     "manifest_text",
     "read_manifest",
     "single_process_quietly",
+    "with_storage_data",
 ]
 
 FORMAT = "dlcomp.distributed-checkpoint"
@@ -190,6 +192,29 @@ def _damaged(where: str, why: str) -> CheckpointError:
 
 
 # --- saving: describe what dcp.save wrote ------------------------------------------
+
+
+class RecordingWriter(filesystem.FileSystemWriter):
+    """dcp.save's default writer, keeping the storage data of what it wrote.
+
+    torch 2.13 returns it in the metadata ``dcp.save`` returns; torch 2.11
+    and 2.12 write it only into the pickled ``.metadata`` file (their
+    ``finish`` fills a copy), which dlcomp never reads. The writer records it
+    as it finishes, so :func:`with_storage_data` can complete the metadata.
+    """
+
+    storage_data: dict[Any, Any] | None = None
+
+    def finish(self, metadata: Metadata, results: list[list[Any]]) -> None:
+        self.storage_data = {wr.index: wr.storage_data for rs in results for wr in rs}
+        super().finish(metadata, results)
+
+
+def with_storage_data(metadata: Metadata, writer: RecordingWriter) -> Metadata:
+    """``metadata`` with the writer's storage data where torch left it out."""
+    if metadata.storage_data is None and writer.storage_data is not None:
+        return dataclasses.replace(metadata, storage_data=writer.storage_data)
+    return metadata
 
 
 def encode_values(states: Mapping[str, Any]) -> dict[str, Any]:

@@ -349,7 +349,11 @@ class DistributedCheckpointManager(StepCheckpoints):
         values = encode_values(states)  # the manifest holds them: TypeError
         import torch.distributed.checkpoint as dcp
 
-        from dlcomp._safe_dcp import single_process_quietly
+        from dlcomp._safe_dcp import (
+            RecordingWriter,
+            single_process_quietly,
+            with_storage_data,
+        )
 
         staging = self.directory / f".staging-{final.name}"
         if _rank() == 0:
@@ -357,7 +361,9 @@ class DistributedCheckpointManager(StepCheckpoints):
         _barrier()
         try:
             with single_process_quietly():
-                metadata = dcp.save(states, checkpoint_id=staging)
+                writer = RecordingWriter(staging)
+                metadata = dcp.save(states, storage_writer=writer)
+                metadata = with_storage_data(metadata, writer)
         except BaseException as error:  # DCP's CheckpointException is a BaseException
             if type(error).__name__ != "CheckpointException":
                 raise
