@@ -200,20 +200,32 @@ class RecordingWriter(filesystem.FileSystemWriter):
     torch 2.13 returns it in the metadata ``dcp.save`` returns; torch 2.11
     and 2.12 write it only into the pickled ``.metadata`` file (their
     ``finish`` fills a copy), which dlcomp never reads. The writer records it
-    as it finishes, so :func:`with_storage_data` can complete the metadata.
+    as it finishes (in the coordinating process only), so
+    :func:`with_storage_data` can complete the metadata.
     """
 
     storage_data: dict[Any, Any] | None = None
 
+    version: str | None = None
+
     def finish(self, metadata: Metadata, results: list[list[Any]]) -> None:
         self.storage_data = {wr.index: wr.storage_data for rs in results for wr in rs}
+        self.version = getattr(filesystem, "CURRENT_DCP_VERSION", metadata.version)
         super().finish(metadata, results)
 
 
-def with_storage_data(metadata: Metadata, writer: RecordingWriter) -> Metadata:
-    """``metadata`` with the writer's storage data where torch left it out."""
-    if metadata.storage_data is None and writer.storage_data is not None:
-        return dataclasses.replace(metadata, storage_data=writer.storage_data)
+def with_storage_data(
+    metadata: Metadata, recorded: tuple[dict[Any, Any], str | None] | None
+) -> Metadata:
+    """``metadata`` with the storage data and version a writer recorded.
+
+    Only where torch left them out (torch 2.11, 2.12), as the file has them.
+    """
+    if metadata.storage_data is None and recorded is not None:
+        storage, version = recorded
+        return dataclasses.replace(
+            metadata, storage_data=storage, version=version or metadata.version
+        )
     return metadata
 
 

@@ -1216,7 +1216,11 @@ def _torch_load(file: IO[bytes], path: Path, size: int, map_location: Any) -> An
     """``torch.load(weights_only=True)`` of the vetted file, failures translated."""
     file.seek(0)
     try:
-        return torch.load(file, map_location=map_location, weights_only=True)
+        # A sparse tensor from a file is checked (indices in range) as it is
+        # built: an unchecked one can make later operations read out of
+        # bounds. (torch 2.11 and 2.12 warn when neither is chosen.)
+        with torch.sparse.check_sparse_tensor_invariants(enable=True):
+            return torch.load(file, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
         message = str(error)
         found = re.search(r"GLOBAL (\S+) whose module \S+ is blocked", message)

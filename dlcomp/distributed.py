@@ -363,7 +363,11 @@ class DistributedCheckpointManager(StepCheckpoints):
             with single_process_quietly():
                 writer = RecordingWriter(staging)
                 metadata = dcp.save(states, storage_writer=writer)
-                metadata = with_storage_data(metadata, writer)
+                if metadata.storage_data is None:  # torch 2.11, 2.12: only the
+                    # coordinator's writer saw it; it travels to every rank
+                    mine = (writer.storage_data, writer.version)
+                    recorded = [r for r in _gathered(mine) if r[0] is not None]
+                    metadata = with_storage_data(metadata, next(iter(recorded), None))
         except BaseException as error:  # DCP's CheckpointException is a BaseException
             if type(error).__name__ != "CheckpointException":
                 raise
