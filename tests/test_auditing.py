@@ -544,7 +544,8 @@ def test_equal_but_separate_parameters_are_not_tied():
 def test_a_compiled_model_is_audited_through_its_original_module():
     net = mlp()
     with warnings.catch_warnings():  # torch.compile's imports touch TorchScript
-        warnings.filterwarnings("ignore", "`torch.jit.script", DeprecationWarning)
+        # a DeprecationWarning in torch 2.13, a FutureWarning in 2.14
+        warnings.filterwarnings("ignore", "`torch.jit.script")
         compiled = torch.compile(net)
     report = audit(compiled, X20)  # the wrapper is unwrapped, not run
     assert report.findings == ()
@@ -561,9 +562,7 @@ def test_a_copy_that_reaches_the_model_is_refused_and_its_gradients_restored():
 
     net = Leaky()
     finding = only(audit(net, X20), "not-copyable")
-    assert "the copy's forward pass reached the model itself" in (
-        finding.message
-    )
+    assert "the copy's forward pass reached the model itself" in (finding.message)
     assert net.inner.weight.grad is None
 
 
@@ -585,8 +584,9 @@ def test_sparse_meta_and_scripted_models_do_not_crash():
     assert audit(sparse, torch.tensor([[1, 2]])).findings == ()
     meta = nn.Linear(4, 2, device="meta")
     assert audit(meta, torch.rand(2, 4, device="meta")).findings == ()
-    with warnings.catch_warnings():  # torch 2.13 deprecates TorchScript
-        warnings.filterwarnings("ignore", "`torch.jit.script", DeprecationWarning)
+    with warnings.catch_warnings():  # torch deprecates TorchScript
+        # a DeprecationWarning in torch 2.13, a FutureWarning in 2.14
+        warnings.filterwarnings("ignore", "`torch.jit.script")
         scripted = torch.jit.script(mlp())
     assert audit(scripted).findings == ()
     finding = only(audit(scripted, X20), "not-copyable")
