@@ -38,6 +38,17 @@ import dlcomp  # noqa: E402  (installed with `pip install -e .`)
 # The project's addresses are set once, in pyproject.toml.
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))
 dlcomp_urls = PYPROJECT["project"]["urls"]  # Documentation, Source, Issues
+# The Install box states the Python and torch versions: the range dlcomp
+# declares, and the releases `nox -s compat` tests (both set in pyproject.toml).
+dlcomp_requires = {
+    "python": PYPROJECT["project"]["requires-python"],
+    "torch": next(
+        d.removeprefix("torch")
+        for d in PYPROJECT["project"]["dependencies"]
+        if d.startswith("torch>")
+    ),
+    "tested": ", ".join(PYPROJECT["tool"]["dlcomp"]["torch-tested"]),
+}
 
 FAST = os.environ.get("DLCOMP_FAST") == "1"
 
@@ -284,7 +295,7 @@ html_theme_options = {
     "show_toc_level": 2,
     "secondary_sidebar_items": ["page-toc", "sourcelink"],
     "footer_start": ["copyright"],
-    "footer_end": ["sphinx-version"],
+    "footer_end": ["dlcomp-built-with", "sphinx-version"],
     # The theme's own labels that its catalogs do not translate.
     "icon_links_label": {"zh_CN": "图标链接"}.get(language, "Icon Links"),
     "search_bar_text": {"zh_CN": "搜索文档……"}.get(language, "Search the docs ..."),

@@ -338,6 +338,40 @@ def bench(session: nox.Session) -> None:
     session.run("python", "-m", "dlcomp", "bench", *args)
 
 
+# The torch releases dlcomp is tested against (`nox -s compat`), from
+# pyproject.toml's [tool.dlcomp]: the oldest it supports (the floor of its
+# range), the one it pins (constraints.txt) and the newest tested. Add a new
+# release there, and raise the ceiling with it, once `nox -s compat` passes.
+TORCH_TESTED = PYPROJECT["tool"]["dlcomp"]["torch-tested"]
+
+
+def constraints_without_torch(session: nox.Session) -> list[str]:
+    """constraints.txt less its torch pins, in the session's folder."""
+    lines = (ROOT / "constraints.txt").read_text().splitlines()
+    keep = [ln for ln in lines if not ln.startswith(("torch==", "torchvision=="))]
+    path = Path(session.virtualenv.location) / "constraints-without-torch.txt"
+    path.write_text("\n".join(keep) + "\n")
+    return ["-c", str(path)]
+
+
+@nox.session
+@nox.parametrize("torch", TORCH_TESTED)
+def compat(session: nox.Session, torch: str) -> None:
+    """The library's tests (doctests included) against each torch of the range.
+
+    `nox -s compat` runs the floor, the pin and the newest release, each in
+    its own virtualenv (pip's cache keeps the wheels); one of them:
+    `nox -s "compat(torch='2.11.0')"`. Where PyPI serves only a CUDA build
+    of a release, that is what it installs (several GB). Not run by CI: run
+    it before a release and when raising the range (see README).
+    """
+    requirements = nox.project.dependency_groups(PYPROJECT, "test")
+    pins = constraints_without_torch(session)
+    session.install(f"torch=={torch}", "-e", ".", *pins, *requirements)
+    session.run("python", "-c", "import torch; print('torch', torch.__version__)")
+    session.run("pytest", "-p", "no:cacheprovider", *session.posargs)
+
+
 @nox.session
 def zoo(session: nox.Session) -> None:
     """Audit stock models: every torchvision classifier and a timm sample.

@@ -82,6 +82,22 @@ GENERATED = {
         " extra adds matplotlib for the plots of ": " 附加依赖为 ",
         "bench-tail": " 的图表加装 matplotlib。",
         "The source: ": "源代码：",
+        "The outputs on this site were printed by torch {torch}.": (
+            "本站各页面的输出由 torch {torch} 打印。"
+        ),
+        "On a machine without an NVIDIA GPU, install the CPU build of torch "
+        "first, from PyTorch's CPU wheel index (under 1 GB installed, against "
+        "about 5 GB for the default Linux build with its CUDA libraries), then "
+        "dlcomp:": (
+            "在没有 NVIDIA GPU 的机器上，请先从 PyTorch 的 CPU wheel 索引安装 "
+            "torch 的 CPU 版本（安装后不到 1 GB，而 Linux 上默认的版本连同 CUDA 库"
+            "约占 5 GB），再安装 dlcomp："
+        ),
+        "dlcomp needs Python {python} and torch {torch}; it is tested with torch "
+        "{tested}. This site was built with torch {built}.": (
+            "dlcomp 需要 Python {python} 和 torch {torch}；测试所用的 torch 版本为 "
+            "{tested}。构建本站所用的是 torch {built}。"
+        ),
         "Pages under {name}": "{name} 下的页面",
         "Total running time of the script:": "脚本总运行时间：",
         " ({min} minutes {sec} seconds)": " {min} 分 {sec} 秒",

@@ -104,6 +104,16 @@ def docstring_note(version: str, baseurl: str) -> str:
 
 # -- the Install box -----------------------------------------------------------
 
+#: PyTorch's index of CPU-only wheels (the "cpu" variant of its builds).
+CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+
+
+def _built_torch() -> str:
+    """The torch this build runs with (the one that executed the pages)."""
+    import torch
+
+    return str(torch.__version__)
+
 
 def _paragraph(*parts: str | nodes.Node) -> nodes.paragraph:
     para = nodes.paragraph()
@@ -184,6 +194,29 @@ class InstallBox(SphinxDirective):
             )
             box += _paragraph(*after, _("More on "), more, _("."))
             return [_untranslatable(box)]
+        requires = config.dlcomp_requires
+        if requires:
+            box += _paragraph(
+                _(
+                    "On a machine without an NVIDIA GPU, install the CPU build of "
+                    "torch first, from PyTorch's CPU wheel index (under 1 GB "
+                    "installed, against about 5 GB for the default Linux build with "
+                    "its CUDA libraries), then dlcomp:"
+                )
+            )
+            cpu = f'pip install "torch{requires["torch"]}" --index-url {CPU_INDEX}'
+            both = f"{cpu}\n{code}"
+            box += nodes.literal_block(both, both, language="bash")
+            box += _paragraph(
+                _(
+                    "dlcomp needs Python {python} and torch {torch}; it is tested "
+                    "with torch {tested}. This site was built with torch {built}.",
+                    python=requires["python"],
+                    torch=requires["torch"],
+                    tested=requires["tested"],
+                    built=_built_torch(),
+                )
+            )
         box += _paragraph(
             *after,
             _(
@@ -311,6 +344,17 @@ def build_wheel(dist: Path, version: str) -> Path:
     return dist / name
 
 
+def _built_with(
+    app: Sphinx, pagename: str, templatename: str, context: dict[str, Any], doctree: Any
+) -> None:
+    """The footer's line: which torch printed the outputs of the pages."""
+    context["dlcomp_built_with"] = site_text(
+        app.config.language,
+        "The outputs on this site were printed by torch {torch}.",
+        torch=_built_torch(),
+    )
+
+
 def _finish(app: Sphinx, exception: Exception | None) -> None:
     if exception is not None or app.builder.format != "html":
         return
@@ -325,7 +369,10 @@ def _finish(app: Sphinx, exception: Exception | None) -> None:
 
 def setup(app: Sphinx) -> dict[str, Any]:
     app.add_config_value("dlcomp_urls", {}, "env")
+    # {"python": ">=3.11", "torch": ">=2.11,<2.15", "tested": "2.11.0, ..."}
+    app.add_config_value("dlcomp_requires", {}, "env")
     app.add_directive("dlcomp-install", InstallBox)
     app.connect("source-read", _gallery_box)
     app.connect("build-finished", _finish)
+    app.connect("html-page-context", _built_with)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

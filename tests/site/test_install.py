@@ -162,3 +162,32 @@ def test_the_header_links_to_the_source_repository(site: Path):
         assert re.search(
             rf'<a href="{re.escape(URLS["Source"])}" title="Source on GitHub"', source
         ), page
+
+
+def test_the_install_box_gives_the_cpu_only_line_and_the_versions(site: Path):
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))
+    torch_range = next(
+        d.removeprefix("torch")
+        for d in project["project"]["dependencies"]
+        if d.startswith("torch>")
+    )
+    tested = ", ".join(project["tool"]["dlcomp"]["torch-tested"])
+    (box,) = cell_texts(site / "index.html", "dlcomp-install", collapse=True)
+    cpu = (
+        f'pip install "torch{torch_range}" '
+        "--index-url https://download.pytorch.org/whl/cpu"
+    )
+    assert cpu in box
+    assert box.index(cpu) < box.rindex('pip install "')  # torch first, then dlcomp
+    assert f"Python {project['project']['requires-python']}" in box
+    assert f"tested with torch {tested}." in box
+    assert re.search(r"This site was built with torch \d+\.\d+\.\d+", box)
+
+
+def test_every_page_says_which_torch_printed_its_outputs(site: Path):
+    line = re.compile(
+        r'<p class="dlcomp-built-with">(The outputs on this site were printed by '
+        r"torch|本站各页面的输出由 torch) \d+\.\d+\.\d+\S*"
+    )
+    for page in ("index.html", "gpu.html", "zh_CN/blocks.html", "api/auditing.html"):
+        assert line.search((site / page).read_text("utf-8")), page
