@@ -34,6 +34,7 @@ import pickletools
 import re
 import stat
 import struct
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -1218,8 +1219,16 @@ def _torch_load(file: IO[bytes], path: Path, size: int, map_location: Any) -> An
     try:
         # A sparse tensor from a file is checked (indices in range) as it is
         # built: an unchecked one can make later operations read out of
-        # bounds. (torch 2.11 and 2.12 warn when neither is chosen.)
-        with torch.sparse.check_sparse_tensor_invariants(enable=True):
+        # bounds. (torch 2.11 and 2.12 warn when neither is chosen; 2.14
+        # checks under weights_only=True and says so in a warning, which is
+        # what was asked for here.)
+        with (
+            torch.sparse.check_sparse_tensor_invariants(enable=True),
+            warnings.catch_warnings(),
+        ):
+            warnings.filterwarnings(
+                "ignore", "Validating sparse tensor invariants", UserWarning
+            )
             return torch.load(file, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
         message = str(error)
