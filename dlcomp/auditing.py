@@ -870,11 +870,24 @@ def _not_run(why: str, ran: bool = False) -> Finding:
     )
 
 
+_CHUNK = 1 << 22  # elements checked at once
+
+
 def _finite(tensor: Tensor) -> bool:
+    """No NaN or infinity in ``tensor``, checked a chunk at a time.
+
+    ``torch.isfinite`` of a whole tensor allocates a mask and temporaries
+    as many elements long (on vgg16 they raised the audit's peak memory from
+    1.7 to 2.9 times that of a pass); a chunk's are a few MiB.
+    """
     if tensor.device.type == "meta" or is_lazy(tensor):
         return True  # no values to check
     values = tensor.coalesce().values() if tensor.is_sparse else tensor
-    return bool(torch.isfinite(values).all())
+    flat = values.reshape(-1)
+    return all(
+        bool(torch.isfinite(flat[start : start + _CHUNK]).all())
+        for start in range(0, flat.numel(), _CHUNK)
+    )
 
 
 def _same(a: Tensor, b: Tensor) -> bool:

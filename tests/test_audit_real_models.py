@@ -663,3 +663,15 @@ def test_cli_an_unexpected_error_inside_the_audit_is_status_3(cli, monkeypatch):
     status, _, err = cli(MODEL, "MOD:Distiller")
     assert status == 3, err
     assert "the audit itself failed" in err
+
+
+def test_finiteness_is_checked_in_every_chunk_of_a_large_tensor():
+    from dlcomp.auditing import _CHUNK, _finite
+
+    values = torch.zeros(2 * _CHUNK + 8)
+    assert _finite(values)
+    values[-1] = float("inf")  # in the last, short chunk
+    assert not _finite(values)
+    values[-1] = 0.0
+    values[_CHUNK + 1] = float("nan")
+    assert not _finite(values.view(-1, 4))  # any shape
