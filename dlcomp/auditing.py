@@ -19,8 +19,9 @@ rule                      severity  finds
                                     that are not strings
 ``no-gradient``           error     parameters that get no gradient (with an input)
 ``non-finite-gradient``   error     NaN or infinite gradients (with an input)
-``non-finite-value``      error     NaN or infinite values in the output or the
-                                    parameters (with an input)
+``non-finite-value``      error     NaN or infinity in the output or a gradient,
+                                    naming the parameters that cause it (with an
+                                    input)
 ``dry-run-failed``        error     the forward or backward pass raised (with an input)
 ``not-copyable``          warning   the model cannot be copied, so no pass was run
 ``module-cycle``          error     a module registered inside itself
@@ -1064,10 +1065,11 @@ def _one_pass(
     A hook after each parameter's gradient is accumulated records that it
     came and whether it is finite, then drops it: the pass never holds the
     gradients of the whole model (the memory of a forward pass and the copy).
-    Hooks go on the copy's parameters before the pass (a checkpointed layer
-    builds its graph only during backward), on lazy ones and on unregistered
-    tensors of the copy after it; any other leaf (the caller's tensors, the
-    original model's in ``theirs``) keeps the gradient it had.
+    Hooks go on the copy's parameters before the pass (a layer under
+    reentrant checkpointing builds its graph only during backward), on lazy
+    ones and on unregistered tensors of the copy after it; any other leaf
+    (the caller's tensors, the original model's in ``theirs``) keeps the
+    gradient it had.
     """
     result = _Pass()
     handles = []
@@ -1370,8 +1372,9 @@ def _values(after: _Model, found: _Model, run: _Pass) -> Iterator[Finding]:
         yield _finding(
             "non-finite-value",
             "",
-            f"{_names(bad)} {_is(bad)} NaN or infinite already: every output and "
-            f"gradient computed from {them} is NaN or infinite, and no training "
+            f"{_names(bad)} {_is(bad)} NaN or infinite already: every output "
+            f"computed from {them} is NaN or infinite (the gradients of {them} may "
+            "stay finite, so a gradient check alone can miss it), and no training "
             "step can recover",
             "find where the values went wrong (a diverged training step, a bad "
             "initialization or checkpoint), then load or re-initialize them; "

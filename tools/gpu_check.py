@@ -4,10 +4,11 @@ Run from a checkout, with the machine's own Python and no install::
 
     PYTHONPATH=. python tools/gpu_check.py --out benchmarks/results/gpu-check-DATE
 
-It needs torch, pytest, matplotlib and numpy (no Sphinx, no Jupyter, no
-network) and, on one H100, takes a few minutes. It
+It needs torch, pytest, matplotlib, numpy and safetensors (no Sphinx, no
+Jupyter, no network) and, on one H100, takes a few minutes. It
 
-1. runs the GPU-marked tests (``pytest -m gpu``);
+1. runs the GPU-marked tests (``pytest -m gpu`` over the test files that
+   hold them, so that other test files' tools need not be installed);
 2. runs ``python -m dlcomp bench --quick`` (every measurement, sync
    included) and keeps its JSON and summary;
 3. runs the code cells of ``docs/gpu.md`` in order, in one namespace, as the
@@ -19,7 +20,7 @@ network) and, on one H100, takes a few minutes. It
 and writes everything into ``--out`` (at most 8 files): ``gpu_check.json``
 (the machine, the verdicts and what each step returned), ``tests.xml`` and
 ``tests.txt`` (the GPU tests), ``bench.json`` and ``bench.txt`` (the
-bench), ``cells.json`` (the page's cells). The exit status is 0 when every
+bench), ``cells.json`` (the page's cells): six files. The exit status is 0 when every
 step ran (a statement that does not hold is a finding, not a failure).
 
 ``--dry-run`` runs the same steps on the CPU (``nox -s tests`` runs it, so
@@ -77,12 +78,21 @@ def _environ() -> dict[str, str]:
 # --- 1 and 2: the GPU tests and the bench --------------------------------------------
 
 
+def gpu_test_files() -> list[str]:
+    """The test files that hold GPU-marked tests (``pytest.mark.gpu``)."""
+    return sorted(
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "tests").glob("test_*.py")
+        if "mark.gpu" in path.read_text("utf-8")
+    )
+
+
 def gpu_tests(out: Path, timeout: float) -> dict[str, Any]:
-    """``pytest -m gpu`` over tests/ (on a CPU every one of them is skipped)."""
+    """``pytest -m gpu`` over the files that hold them (on a CPU: all skipped)."""
     result = _run(
         [sys.executable, "-m", "pytest", "-m", "gpu", "-o", "addopts=",
          "-o", "minversion=0", "--import-mode=importlib", "-p", "no:cacheprovider",
-         "-rs", f"--junitxml={out / 'tests.xml'}", "tests"],
+         "-rs", f"--junitxml={out / 'tests.xml'}", *gpu_test_files()],
         timeout,
     )  # fmt: skip
     (out / "tests.txt").write_text(result.pop("output"))

@@ -87,11 +87,11 @@ GENERATED = {
         ),
         "On a machine without an NVIDIA GPU, install the CPU build of torch "
         "first, from PyTorch's CPU wheel index (under 1 GB installed, against "
-        "about 5 GB for the default Linux build with its CUDA libraries), then "
-        "dlcomp:": (
+        "about 4.5 GB for the default build on Linux x86-64 with its CUDA "
+        "libraries), then dlcomp:": (
             "在没有 NVIDIA GPU 的机器上，请先从 PyTorch 的 CPU wheel 索引安装 "
-            "torch 的 CPU 版本（安装后不到 1 GB，而 Linux 上默认的版本连同 CUDA 库"
-            "约占 5 GB），再安装 dlcomp："
+            "torch 的 CPU 版本（安装后不到 1 GB，而 Linux x86-64 上默认的版本连同 "
+            "CUDA 库约占 4.5 GB），再安装 dlcomp："
         ),
         "dlcomp needs Python {python} and torch {torch}; it is tested with torch "
         "{tested}. This site was built with torch {built}.": (

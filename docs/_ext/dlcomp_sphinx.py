@@ -524,9 +524,15 @@ def _package_sources(packages: list[str]) -> list[Path]:
 
 
 def source_hash(packages: list[str]) -> tuple[str, list[Path]]:
-    """A hash of the source of ``packages`` (paths and contents) and its files."""
+    """A hash of the source of ``packages`` and of torch's version, and the files.
+
+    The torch version is part of it: outputs printed by another torch are
+    run again (every page's footer names the torch that printed them).
+    """
+    import torch
+
     files = _package_sources(packages)
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(f"torch {torch.__version__}\0".encode())
     for path in files:
         package_root = next(
             parent for parent in path.parents if not (parent / "__init__.py").is_file()

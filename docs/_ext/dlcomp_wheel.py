@@ -200,8 +200,8 @@ class InstallBox(SphinxDirective):
                 _(
                     "On a machine without an NVIDIA GPU, install the CPU build of "
                     "torch first, from PyTorch's CPU wheel index (under 1 GB "
-                    "installed, against about 5 GB for the default Linux build with "
-                    "its CUDA libraries), then dlcomp:"
+                    "installed, against about 4.5 GB for the default build on "
+                    "Linux x86-64 with its CUDA libraries), then dlcomp:"
                 )
             )
             cpu = f'pip install "torch{requires["torch"]}" --index-url {CPU_INDEX}'
@@ -347,7 +347,13 @@ def build_wheel(dist: Path, version: str) -> Path:
 def _built_with(
     app: Sphinx, pagename: str, templatename: str, context: dict[str, Any], doctree: Any
 ) -> None:
-    """The footer's line: which torch printed the outputs of the pages."""
+    """The footer's line: which torch printed the outputs of the pages.
+
+    Cached outputs are keyed on torch's version too (dlcomp_sphinx), so they
+    were printed by this torch; a build that runs nothing says nothing.
+    """
+    if app.config.nb_execution_mode == "off":
+        return
     context["dlcomp_built_with"] = site_text(
         app.config.language,
         "The outputs on this site were printed by torch {torch}.",
