@@ -1220,7 +1220,7 @@ def _set_mode(twin: nn.Module, found: _Model, training: bool) -> None:
 @dataclass
 class _DryRun:
     findings: list[Finding]
-    recomputed: set[tuple[str, str]]  # tensor attributes the forward pass replaced
+    recomputed: set[str]  # (the subjects of) attributes the forward pass assigned anew
 
 
 def _dry_run(
@@ -1228,9 +1228,12 @@ def _dry_run(
     model: nn.Module,
     example_input: object,
     covered: set[tuple[str, str]],
-    tensor_attributes: set[tuple[str, str]],
 ) -> _DryRun:
-    """The rules that need an input: one pass on a copy, the model left as it was."""
+    """The rules that need an input: one pass on a copy, the model left as it was.
+
+    ``covered``: the (module path, attribute) pairs the static rules reported;
+    those the forward pass assigns anew come back as ``recomputed``.
+    """
     if isinstance(model, torch.jit.ScriptModule):
         why = (
             "a TorchScript module runs its own compiled copy of the parameters"
@@ -1259,7 +1262,7 @@ def _dry_run(
         module = modules.get(path)
         return None if module is None else vars(module).get(attr)
 
-    before_attrs = {key: held(*key) for key in tensor_attributes}
+    before_attrs = {key: held(*key) for key in covered}
     guard = _Guard(found)
     cuda = sorted(
         {t.device.index or 0 for t in guard.tensors if t.device.type == "cuda"}
@@ -1329,7 +1332,7 @@ def _dry_run(
             set(),
         )
     recomputed = {  # attributes the forward pass assigned anew
-        key for key, value in before_attrs.items() if held(*key) is not value
+        _join(*key) for key, value in before_attrs.items() if held(*key) is not value
     }
     after = run.after or _Model.of(twin)  # (lazy layers materialized)
     findings = list(_unregistered(after, run.leaves, run.where, covered))
@@ -1577,20 +1580,11 @@ def audit(
         "tied-parameters",
     ]
     if example_input is not None:
-        tensor_attributes = {
-            (f.path, f.subject[len(f.path) + 1 :] if f.path else f.subject)
-            for f in findings
-            if f.rule == "tensor-attribute"
-        }
-        run = _dry_run(found, model, example_input, covered, tensor_attributes)
+        run = _dry_run(found, model, example_input, covered)
         findings = [  # tensors the forward pass recomputes are not state
             f
             for f in findings
-            if not (
-                f.rule == "tensor-attribute"
-                and (f.path, f.subject[len(f.path) + 1 :] if f.path else f.subject)
-                in run.recomputed
-            )
+            if not (f.rule == "tensor-attribute" and f.subject in run.recomputed)
         ]
         findings += run.findings
         rules += ["no-gradient", "non-finite-gradient", "non-finite-value"]
