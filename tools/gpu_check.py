@@ -34,9 +34,9 @@ import argparse
 import contextlib
 import io
 import json
+import os
 import platform
 import re
-import statistics
 import subprocess
 import sys
 import time
@@ -55,11 +55,10 @@ CELL = re.compile(r"^```\{code-cell\}[^\n]*\n(.*?)^```\s*$", re.DOTALL | re.MULT
 def _run(cmd: list[str], timeout: float) -> dict[str, Any]:
     """A subprocess from the checkout (dlcomp importable), its output kept."""
     start = time.perf_counter()
-    env_path = str(ROOT)
     try:
         result = subprocess.run(
             cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-            env={**_environ(), "PYTHONPATH": env_path},
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
         )  # fmt: skip
         status, out = result.returncode, result.stdout + result.stderr
     except subprocess.TimeoutExpired as error:
@@ -67,12 +66,6 @@ def _run(cmd: list[str], timeout: float) -> dict[str, Any]:
         out = f"{error.stdout or ''}{error.stderr or ''}"
     return {"command": cmd, "status": status, "seconds": time.perf_counter() - start,
             "output": out}  # fmt: skip
-
-
-def _environ() -> dict[str, str]:
-    import os
-
-    return dict(os.environ)
 
 
 # --- 1 and 2: the GPU tests and the bench --------------------------------------------
@@ -179,16 +172,11 @@ def run_cells(out: Path) -> dict[str, Any]:
 # --- 4: the statements the page lists as not yet checked on a GPU ---------------------
 
 
-def _median(fn: Callable[[], object], sync: Callable[[], None], runs: int = 5) -> float:
-    fn()
-    sync()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def _median(fn: Callable[[], object]) -> float:
+    """Seconds per call on the GPU: :func:`dlcomp.benchmark`'s median (synchronized)."""
+    from dlcomp import benchmark
+
+    return benchmark(fn, device="cuda", min_time=0.2, min_runs=5).median
 
 
 def _error_text(fn: Callable[[], object]) -> str:
@@ -249,8 +237,8 @@ def check_non_blocking(torch: Any) -> tuple[bool, dict[str, Any]]:
     returned = time.perf_counter() - start
     sync()
     done = time.perf_counter() - start
-    blocking = _median(lambda: pageable.to("cuda"), sync)
-    pageable_nb = _median(lambda: pageable.to("cuda", non_blocking=True), sync)
+    blocking = _median(lambda: pageable.to("cuda"))
+    pageable_nb = _median(lambda: pageable.to("cuda", non_blocking=True))
     on_device = torch.rand(n, device="cuda")
     host = torch.empty(n, pin_memory=True)
     sync()
@@ -274,10 +262,9 @@ def check_pinning(torch: Any) -> tuple[bool, dict[str, Any]]:
     """pin_memory() then copy against copying directly; a DataLoader's batch."""
     from torch.utils.data import DataLoader, TensorDataset
 
-    sync = torch.cuda.synchronize
     pageable = torch.rand(16 * 2**20)
-    direct = _median(lambda: pageable.to("cuda"), sync)
-    pin_then = _median(lambda: pageable.pin_memory().to("cuda"), sync)
+    direct = _median(lambda: pageable.to("cuda"))
+    pin_then = _median(lambda: pageable.pin_memory().to("cuda"))
     batch, _ = next(iter(DataLoader(TensorDataset(torch.rand(64, 8), torch.rand(64)),
                                     batch_size=16, pin_memory=True)))  # fmt: skip
     seen = {
