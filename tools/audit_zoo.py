@@ -246,15 +246,16 @@ def _changed(model: nn.Module, example: object, before: dict[str, object]) -> li
     return changed
 
 
-def _forward_backward(model: nn.Module, example: object) -> None:
+def _forward_backward(model: nn.Module, example: object, keep: bool = False) -> None:
+    """One training pass: forward, the mean of the outputs, backward.
+
+    The gradients are dropped after, unless ``keep`` (as training keeps them
+    until the optimizer's step: what the memory comparison counts).
+    """
     out = model(*example) if isinstance(example, tuple) else model(example)
-    outs = [
-        o
-        for o in _tensors(out if not hasattr(out, "_fields") else tuple(out))
-        if o.requires_grad
-    ]
-    sum(o.float().mean() for o in outs).backward()
-    model.zero_grad(set_to_none=True)
+    sum(o.float().mean() for o in _tensors(out) if o.requires_grad).backward()
+    if not keep:
+        model.zero_grad(set_to_none=True)
 
 
 def check_stock(stock: Stock, mode: str, timed: bool) -> Result:
@@ -493,9 +494,7 @@ def _peak(name: str, what: str) -> int:
     if what == "audit":
         audit(model, example, optimizer)
     else:
-        out = model(*example) if isinstance(example, tuple) else model(example)
-        outs = [o for o in _tensors(tuple(out) if isinstance(out, tuple) else out)]
-        sum(o.float().mean() for o in outs if o.requires_grad).backward()
+        _forward_backward(model, example, keep=True)
     return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024
 
 
