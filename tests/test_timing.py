@@ -223,10 +223,15 @@ def test_synchronized_timing_of_a_simulated_accelerator(monkeypatch):
     check_waits_for_the_device(monkeypatch, torch.device("cuda", 0), real=False)
 
 
+def fake_clocks(monkeypatch, wall, cpu):
+    """time.perf_counter and time.process_time return these readings in turn."""
+    walls, cpus = iter(wall), iter(cpu)
+    monkeypatch.setattr(time, "perf_counter", lambda: next(walls))
+    monkeypatch.setattr(time, "process_time", lambda: next(cpus))
+
+
 def test_cpu_share_is_cpu_time_over_wall_time(monkeypatch):
-    clocks = {"wall": iter([10.0, 12.0]), "cpu": iter([1.0, 2.5])}
-    monkeypatch.setattr(time, "perf_counter", lambda: next(clocks["wall"]))
-    monkeypatch.setattr(time, "process_time", lambda: next(clocks["cpu"]))
+    fake_clocks(monkeypatch, wall=[10.0, 12.0], cpu=[1.0, 2.5])
     with CpuShare() as cpu:
         pass
     assert cpu.share == 0.75
@@ -238,9 +243,7 @@ def test_cpu_share_is_cpu_time_over_wall_time(monkeypatch):
 
 
 def test_cpu_share_of_a_process_that_ran_throughout_is_not_busy(monkeypatch):
-    clocks = {"wall": iter([0.0, 1.0]), "cpu": iter([0.0, 0.95])}
-    monkeypatch.setattr(time, "perf_counter", lambda: next(clocks["wall"]))
-    monkeypatch.setattr(time, "process_time", lambda: next(clocks["cpu"]))
+    fake_clocks(monkeypatch, wall=[0.0, 1.0], cpu=[0.0, 0.95])
     with CpuShare() as cpu:
         pass
     assert not cpu.busy
