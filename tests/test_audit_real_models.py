@@ -675,3 +675,28 @@ def test_finiteness_is_checked_in_every_chunk_of_a_large_tensor():
     values[-1] = 0.0
     values[_CHUNK + 1] = float("nan")
     assert not _finite(values.view(-1, 4))  # any shape
+
+
+def test_each_gradient_is_freed_as_soon_as_it_is_checked():
+    # What the API page says of the cost: the audit never holds the whole
+    # model's gradients. When the gradient reaches the first layer's output,
+    # the last layer's gradients are already gone (in plain training, there).
+    seen = []
+
+    class Two(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(6, 6)
+            self.b = nn.Linear(6, 2)
+
+        def forward(self, X):
+            h = self.a(X)
+            h.register_hook(lambda g: seen.append(self.b.weight.grad))
+            return self.b(h)
+
+    net = Two()
+    assert audit(net, X).findings == ()
+    assert seen == [None]
+    seen.clear()
+    net(X).mean().backward()  # without the audit: the gradient is kept
+    assert seen[0] is not None
