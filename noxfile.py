@@ -188,47 +188,20 @@ def translations(session: nox.Session) -> None:
     the pages' outputs come from the execution cache, so run it after
     `nox -s docs`: the alt text of an output's figure is a message too),
     drops the ones that stay English (docstrings, the gallery's running time,
-    images' paths: docs/_ext/dlcomp_i18n.py), and merges them into
+    images' paths: docs/_ext/dlcomp_catalogs.py), and merges them into
     docs/locales/zh_CN/LC_MESSAGES/*.po with sphinx-intl: new messages come
     in empty, changed ones marked fuzzy with the old translation as a draft.
     Then prints each message a translator has to look at; the docs build
     fails until there are none.
     """
-    import sys
-
     install(session, "docs", "translations")
     out = ROOT / "build" / "gettext"
     shutil.rmtree(out, ignore_errors=True)
     session.run("sphinx-build", "-q", "-b", "gettext", "-c", ".", "docs", str(out),
                 env={"DLCOMP_NB_EXECUTION": "cache", "CI": ""})  # fmt: skip
-    sys.path.insert(0, str(ROOT / "docs" / "_ext"))
-    from dlcomp_i18n import (
-        check_catalog,
-        prune_templates,
-        translations_of,
-        what_changed,
-    )
-
-    prune_templates(out)
-    messages = LOCALES / "zh_CN" / "LC_MESSAGES"
-    before = translations_of(messages)
-    session.run("sphinx-intl", "update", "--pot-dir", str(out), "--locale-dir",
-                str(LOCALES), "--language", "zh_CN", "--line-width", "-1",
-                "--no-obsolete")  # fmt: skip
-    pots = {p.relative_to(out).with_suffix("") for p in out.rglob("*.pot")}
-    for po in sorted(messages.rglob("*.po")):  # a page that is gone, its catalog too
-        if po.name in ("sphinx.po", "outputs.po"):
-            continue  # the theme's labels, the outputs' words (headers): not pages
-        if po.relative_to(messages).with_suffix("") not in pots:
-            session.log(f"removing {po.relative_to(ROOT)}: no such page any more")
-            po.unlink()
-    catalogs = sorted(messages.rglob("*.po"))
-    problems = [p for po in catalogs for p in check_catalog(po)]
-    for problem in problems:
-        session.log(problem)
-    for change in what_changed(before, messages):  # the English words, - and +
-        session.log(change)
-    session.log(f"{len(problems)} messages to translate or check")
+    # In the session's Python (babel, sphinx-intl), not nox's own.
+    session.run("python", str(ROOT / "docs" / "_ext" / "dlcomp_catalogs.py"), "update",
+                str(out), str(LOCALES), "zh_CN")  # fmt: skip
 
 
 @nox.session

@@ -3,7 +3,8 @@
 The catalogs (docs/locales/zh_CN/LC_MESSAGES) hold every message of the site
 that is translated. The strict docs build fails on a page message the
 catalogs lack (docs/_ext/dlcomp_i18n.py); these tests read the catalogs
-themselves, so a translator sees each problem without building the site.
+(docs/_ext/dlcomp_catalogs.py) themselves, so a translator sees each problem
+without building the site.
 """
 
 import sys
@@ -13,7 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "docs" / "_ext"))
-import dlcomp_i18n  # noqa: E402  (docs/_ext: the site's translation helpers)
+import dlcomp_catalogs  # noqa: E402  (docs/_ext: the catalogs' reader and checks)
 
 MESSAGES = ROOT / "docs" / "locales" / "zh_CN" / "LC_MESSAGES"
 CATALOGS = sorted(MESSAGES.rglob("*.po"))
@@ -43,12 +44,12 @@ def test_every_page_has_a_catalog() -> None:
     "po", CATALOGS, ids=lambda p: p.relative_to(MESSAGES).as_posix()
 )
 def test_catalog_is_complete_and_consistent(po: Path) -> None:
-    problems = dlcomp_i18n.check_catalog(po)
+    problems = dlcomp_catalogs.check_catalog(po)
     assert not problems, "\n".join(problems)
 
 
 def test_catalogs_use_only_glossary_terms() -> None:
-    rows = dlcomp_i18n.glossary()
+    rows = dlcomp_catalogs.glossary()
     assert {"block", "layer", "tied parameters", "deferred initialization",
             "checkpoint", "accelerator", "tensor", "gradient",
             "optimizer"} <= {r["english"] for r in rows}  # fmt: skip
@@ -58,9 +59,11 @@ def test_catalogs_use_only_glossary_terms() -> None:
 
 
 def test_an_empty_or_fuzzy_message_is_reported(tmp_path: Path) -> None:
-    empty = dlcomp_i18n.check_catalog(catalog(tmp_path, ("A block", "")))
+    empty = dlcomp_catalogs.check_catalog(catalog(tmp_path, ("A block", "")))
     assert empty == ["page.po: 'A block': not translated"]
-    fuzzy = dlcomp_i18n.check_catalog(catalog(tmp_path, ("A block", "块"), fuzzy=True))
+    fuzzy = dlcomp_catalogs.check_catalog(
+        catalog(tmp_path, ("A block", "块"), fuzzy=True)
+    )
     assert len(fuzzy) == 1
     assert "fuzzy" in fuzzy[0]
 
@@ -69,7 +72,7 @@ def test_a_glossary_synonym_is_reported(tmp_path: Path) -> None:
     po = catalog(
         tmp_path, ("Tied parameters", "参数绑定"), ("Tied layers", "共享参数的层")
     )
-    problems = dlcomp_i18n.check_catalog(po)
+    problems = dlcomp_catalogs.check_catalog(po)
     assert len(problems) == 1, problems
     assert "'参数绑定'" in problems[0]
     assert "'tied parameters'" in problems[0]
@@ -87,7 +90,7 @@ def test_a_glossary_synonym_is_reported(tmp_path: Path) -> None:
     ],
 )
 def test_lost_or_changed_markup_is_reported(tmp_path: Path, source, text) -> None:
-    problems = dlcomp_i18n.check_catalog(catalog(tmp_path, (source, text)))
+    problems = dlcomp_catalogs.check_catalog(catalog(tmp_path, (source, text)))
     assert len(problems) == 1, problems
     assert "markup differs" in problems[0], problems
 
@@ -102,16 +105,16 @@ def test_lost_or_changed_markup_is_reported(tmp_path: Path, source, text) -> Non
     ],
 )
 def test_translated_titles_keep_their_targets(tmp_path: Path, source, text) -> None:
-    assert dlcomp_i18n.check_catalog(catalog(tmp_path, (source, text))) == []
+    assert dlcomp_catalogs.check_catalog(catalog(tmp_path, (source, text))) == []
 
 
 def test_a_numbered_heading_must_escape_its_dot(tmp_path: Path) -> None:
     bad = catalog(tmp_path, ("1. What goes wrong?", "1. 会出什么问题？"))
-    problems = dlcomp_i18n.check_catalog(bad)
+    problems = dlcomp_catalogs.check_catalog(bad)
     assert len(problems) == 1, problems
     assert "escaped dot" in problems[0]
     good = catalog(tmp_path, ("1. What goes wrong?", "1\\\\. 会出什么问题？"))
-    assert dlcomp_i18n.check_catalog(good) == []
+    assert dlcomp_catalogs.check_catalog(good) == []
 
 
 def test_rest_markup_touching_a_fullwidth_bracket_is_reported(tmp_path: Path) -> None:
@@ -124,6 +127,6 @@ def test_rest_markup_touching_a_fullwidth_bracket_is_reported(tmp_path: Path) ->
         + 'msgstr "运行 ``y`` （很快）。"\n',
         encoding="utf-8",
     )
-    problems = dlcomp_i18n.check_catalog(path)
+    problems = dlcomp_catalogs.check_catalog(path)
     assert len(problems) == 1, problems
     assert "``x``" in problems[0] or "Run ``x``" in problems[0], problems

@@ -7,14 +7,7 @@ and its code, outputs and figures from the English build.
 - Docstrings stay English: :class:`KeepDocstrings` marks their text
   untranslatable before Sphinx looks for translations (and before the
   gettext builder extracts messages).
-- ``prune_templates(gettext_dir)``: after ``sphinx-build -b gettext``, drop
-  the gallery's running-time line (its value changes at every run; the
-  build translates it itself) and images' paths (the editions share them),
-  and the line numbers of the locations (an edit elsewhere on a page leaves
-  its catalog as it is).
-- ``check_catalog(path)``: the problems of one ``.po`` file (untranslated or
-  fuzzy messages, markup that the translation lost, words the glossary
-  rules out). ``python docs/_ext/dlcomp_i18n.py check FILE.po ...`` prints them.
+- The catalogs themselves (read, updated, checked) are :mod:`dlcomp_catalogs`.
 - The Sphinx extension: in a translated build, every message of a page that
   the catalogs do not translate is a warning (an error under ``-W``), so an
   English change without its translation fails the build; every page gets
@@ -23,15 +16,14 @@ and its code, outputs and figures from the English build.
 
 from __future__ import annotations
 
-import csv
 import re
-import sys
 from pathlib import Path
+
+from dlcomp_catalogs import IMAGE_URI, RUNNING_TIME, from_docstring
 
 HERE = Path(__file__).resolve().parent
 DOCS = HERE.parent
 LOCALES = DOCS / "locales"
-GLOSSARY = LOCALES / "glossary.csv"
 
 #: The editions: language code, its name in that language, its folder on the
 #: site relative to the English root ("" for English itself).
@@ -121,193 +113,6 @@ def site_text(language: str, english: str, **fields: str) -> str:
     """``english`` in ``language`` (see :data:`GENERATED`), its fields filled in."""
     text = GENERATED.get(language, {}).get(english, ENGLISH.get(english, english))
     return text.format(**fields) if fields else text
-
-
-DOCSTRING = "docstring of"
-# sphinx-gallery's running-time line, written into every example's page.
-RUNNING_TIME = re.compile(
-    r"^\*\*Total running time of the script:\*\* "
-    r"\((?P<min>\d+) minutes (?P<sec>[\d.]+) seconds\)$"
-)
-# With images among the translated targets (for their alt text), Sphinx also
-# offers each image's path, so that an edition could show its own picture.
-# The editions share their figures: paths are not translated.
-IMAGE_URI = re.compile(r"^\.\. image:: ")
-
-
-# -- catalogs -----------------------------------------------------------------
-
-
-def from_docstring(source: str) -> bool:
-    """Whether a node's source is a docstring (autodoc, or autosummary's table)."""
-    return DOCSTRING in source or "<autosummary>" in source
-
-
-def prune_templates(gettext_dir: Path) -> list[Path]:
-    """Drop untranslated messages from the .pot files; delete emptied ones.
-
-    Returns the .pot files that remain.
-    """
-    from babel.messages.pofile import read_po, write_po
-
-    kept = []
-    for pot in sorted(gettext_dir.rglob("*.pot")):
-        with pot.open("rb") as f:
-            catalog = read_po(f)
-        for message in list(catalog):
-            if not message.id:
-                continue
-            if RUNNING_TIME.match(str(message.id)) or IMAGE_URI.match(str(message.id)):
-                catalog.delete(message.id, message.context)
-                continue
-            # The file, not the line: an edit above a message does not
-            # touch the catalog (the translator finds it by its text).
-            message.locations = sorted({(name, None) for name, _ in message.locations})
-        if not [m for m in catalog if m.id]:
-            pot.unlink()
-            continue
-        with pot.open("wb") as f:
-            write_po(f, catalog, width=0, sort_output=False)
-        kept.append(pot)
-    return kept
-
-
-def translations_of(messages_dir: Path) -> dict[str, dict[str, str]]:
-    """Per catalog (path below ``messages_dir``), each translation's English."""
-    from babel.messages.pofile import read_po
-
-    found: dict[str, dict[str, str]] = {}
-    for po in sorted(messages_dir.rglob("*.po")):
-        with po.open("rb") as f:
-            catalog = read_po(f)
-        found[po.relative_to(messages_dir).as_posix()] = {
-            str(m.string): str(m.id) for m in catalog if m.id and m.string
-        }
-    return found
-
-
-def what_changed(before: dict[str, dict[str, str]], messages_dir: Path) -> list[str]:
-    """For each fuzzy message after an update, how its English changed.
-
-    ``before`` is :func:`translations_of` from before the update: a fuzzy
-    message keeps the old translation as a draft, which names the old English.
-    """
-    import difflib
-
-    from babel.messages.pofile import read_po
-
-    lines = []
-    for name, old in before.items():
-        po = messages_dir / name
-        if not po.is_file():
-            continue
-        with po.open("rb") as f:
-            catalog = read_po(f)
-        for m in catalog:
-            if not (m.id and m.fuzzy and str(m.string) in old):
-                continue
-            was, now = old[str(m.string)].split(), str(m.id).split()
-            diff = difflib.ndiff(was, now)
-            words = [d for d in diff if d[:1] in "+-"]
-            lines.append(f"{name}: changed: {' '.join(words)}")
-    return lines
-
-
-def glossary() -> list[dict[str, str]]:
-    """The glossary's rows: english, chinese, avoid (words separated by |), note."""
-    with GLOSSARY.open(encoding="utf-8", newline="") as f:
-        return list(csv.DictReader(f))
-
-
-# Markup a translation keeps exactly: roles with their targets, inline code,
-# link targets and glued values.
-_ROLE = re.compile(r"(\{[\w:.-]+\}|:[\w:.-]+:)`([^`]*)`")
-_MYST_CODE = re.compile(r"(?<![`}:\w])`([^`]+)`(?!`)")
-_RST_CODE = re.compile(r"``(.+?)``")
-_LINK_TARGET = re.compile(r"\]\(([^)\s]+)\)|<([^<>\s]+)>`_")
-# A link into the book may point at the edition in the reader's language
-# (https://d2l.ai/... in English, https://zh.d2l.ai/... in Chinese).
-_BOOK = re.compile(r"^https://(?:zh\.)?d2l\.ai/.*$")
-
-
-# "1. What goes wrong if ..." (an exercise's heading): parsed alone, a
-# translated message starting so becomes a list, and Sphinx drops it.
-NUMBERED = re.compile(r"^(\d+)\. ")
-# In reST, inline markup must not end right before an opening bracket or
-# start right after a closing one (full-width ones included).
-RST_TOUCHING = re.compile(r"`[（【《\u201c\u2018]|[）】》\u201d\u2019](?::[\w:]+:)?`")
-NUMBERED_ESCAPED = re.compile(r"^\d+\\\. ")
-
-
-def _role_target(content: str) -> str:
-    match = re.search(r"<([^<>]+)>\s*$", content)
-    return match.group(1) if match else content
-
-
-def markup(text: str) -> list[str]:
-    """The pieces of ``text`` that a translation must keep as they are."""
-    found = []
-    rest = text
-    for role, content in _ROLE.findall(text):
-        title = _role_target(content) != content
-        found.append(f"{role}{'<' + _role_target(content) + '>' if title else content}")
-    rest = _ROLE.sub(" ", text)
-    found += [f"``{c}``" for c in _RST_CODE.findall(rest)]
-    rest = _RST_CODE.sub(" ", rest)
-    found += [f"`{c}`" for c in _MYST_CODE.findall(rest)]
-    found += [
-        _BOOK.sub("(a link into the book)", a or b)
-        for a, b in _LINK_TARGET.findall(text)
-    ]
-    return sorted(found)
-
-
-def check_catalog(path: Path) -> list[str]:
-    """Everything wrong with one translated catalog, one line per problem."""
-    from babel.messages.pofile import read_po
-
-    with path.open("rb") as f:
-        catalog = read_po(f)
-    rules = [
-        (row["english"], word)
-        for row in glossary()
-        for word in row["avoid"].split("|")
-        if word
-    ]
-    problems = []
-    for message in catalog:
-        if not message.id:
-            continue
-        where = f"{path.name}: {str(message.id)[:60]!r}"
-        if message.fuzzy:
-            problems.append(f"{where}: fuzzy (check it, then remove the flag)")
-        if not message.string:
-            problems.append(f"{where}: not translated")
-            continue
-        source, text = str(message.id), str(message.string)
-        rest = any(name.endswith((".rst", ".py")) for name, _ in message.locations)
-        if rest and RST_TOUCHING.search(text):
-            problems.append(
-                f"{where}: reST markup touches a full-width bracket or quote, so "
-                "it is not markup: put a space between them "
-                f"({RST_TOUCHING.search(text).group(0)!r})"
-            )
-        if NUMBERED.match(source) and not NUMBERED_ESCAPED.match(text):
-            problems.append(
-                f"{where}: starts with a number and a dot, which Markdown reads as "
-                "a numbered list when the translation is parsed alone: write "
-                f"{NUMBERED.match(source).group(1)}\\. (an escaped dot)"
-            )
-        if markup(source) != markup(text):
-            lost = sorted(set(markup(source)) ^ set(markup(text)))
-            problems.append(f"{where}: markup differs from the English: {lost}")
-        for english, word in rules:
-            if word in text:
-                problems.append(
-                    f"{where}: uses {word!r}; the glossary's term for "
-                    f"{english!r} is another (docs/locales/glossary.csv)"
-                )
-    return problems
 
 
 # -- Sphinx -------------------------------------------------------------------
@@ -883,16 +688,3 @@ def setup(app) -> dict:
     app.connect("doctree-read", outputs_note)
     app.connect("build-finished", rewrite_translated_pages)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
-
-
-def main(argv: list[str]) -> int:
-    if len(argv) < 2 or argv[0] != "check":
-        print("usage: python docs/_ext/dlcomp_i18n.py check FILE.po ...")
-        return 2
-    problems = [p for name in argv[1:] for p in check_catalog(Path(name))]
-    print("\n".join(problems) or "no problems")
-    return 1 if problems else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -254,7 +254,7 @@ def test_the_downloaded_notebook_leaves_out_the_hidden_glue_cells():
 
 def test_a_link_into_the_book_may_point_at_the_readers_edition():
     sys.path.insert(0, str(ROOT / "docs" / "_ext"))
-    from dlcomp_i18n import markup
+    from dlcomp_catalogs import markup
 
     english = (
         "[tied](https://d2l.ai/chapter_builders-guide/parameters.html#tied-parameters)"
