@@ -84,6 +84,7 @@ extensions = [
     "dlcomp_wheel",  # docs/_ext: the wheel in dist/, the Install box
     "notfound.extension",  # 404.html with absolute links, for any URL depth
     "dlcomp_codelinks",  # docs/_ext: sphinx-codeautolink, the gallery skipped
+    "dlcomp_rules",  # docs/_ext: the audit's rules table, from dlcomp.auditing.RULES
 ]
 
 # -- languages --------------------------------------------------------------

@@ -7,31 +7,9 @@ tensor, ``self._modules[block] = block``, a ``forward`` that computes with
 finds each of them, says what goes wrong and how to fix it, and links to the
 section of the site that explains it.
 
-Each rule has an id, a severity and a page:
-
-========================  ========  ===================================================
-rule                      severity  finds
-========================  ========  ===================================================
-``hidden-module``         error     modules or parameters in a plain list, tuple, dict
-                                    or set (or warning, when they hold no state)
-``tensor-attribute``      warning   tensors kept as plain attributes, not buffers
-``non-string-key``        error     ``_modules``/``_parameters``/``_buffers`` keys
-                                    that are not strings
-``no-gradient``           error     parameters that get no gradient (with an input)
-``non-finite-gradient``   error     NaN or infinite gradients (with an input)
-``non-finite-value``      error     NaN or infinity in the output or a gradient,
-                                    naming the parameters that cause it (with an
-                                    input)
-``dry-run-failed``        error     the forward or backward pass raised (with an input)
-``not-copyable``          warning   the model cannot be copied, so no pass was run
-``module-cycle``          error     a module registered inside itself
-``uninitialized``         warning   lazy parameters or buffers not materialized
-``optimizer-missing``     error     parameters the optimizer does not update
-``optimizer-foreign``     error     optimizer tensors that are not the model's
-``mixed-devices``         warning   parameters and buffers on several devices
-``mixed-dtypes``          warning   floating parameters and buffers of several dtypes
-``tied-parameters``       note      one parameter reachable under several names
-========================  ========  ===================================================
+Each rule has an id, a severity, what it finds and the section that explains
+it: :data:`RULES`, the one list of them (the API page's table of rules is
+rendered from it).
 """
 
 from __future__ import annotations
@@ -68,27 +46,85 @@ SITE_URL = "https://dlcomp.github.io/dlcomp/"
 class _Rule:
     severity: Severity
     page: str  # the page and anchor of the section that explains it
+    finds: str  # what it finds (Markdown: `code` in backticks)
+    section: str = "below"  # the explaining section's name (on the API page: below)
+    severity_note: str = ""  # when the severity differs, in parentheses
+    needs: Literal["", "input", "optimizer"] = ""  # what runs it besides the model
 
 
 RULES: Mapping[str, _Rule] = {
-    "hidden-module": _Rule("error", "blocks.html#pitfall-plain-list"),
-    "tensor-attribute": _Rule("warning", "blocks.html#pitfall-plain-tensor"),
-    "non-string-key": _Rule("error", "blocks.html#pitfall-module-key"),
-    "no-gradient": _Rule("error", "custom-layers.html#pitfall-data-forward"),
-    "non-finite-gradient": _Rule("error", "api/auditing.html#rule-non-finite-gradient"),
-    "non-finite-value": _Rule("error", "api/auditing.html#rule-non-finite-value"),
-    "dry-run-failed": _Rule("error", "api/auditing.html#rule-dry-run-failed"),
-    "not-copyable": _Rule("warning", "api/auditing.html#rule-not-copyable"),
-    "module-cycle": _Rule("error", "api/auditing.html#rule-module-cycle"),
-    "uninitialized": _Rule("warning", "deferred-init.html#pitfall-init-before-dry-run"),
-    "optimizer-missing": _Rule("error", "api/auditing.html#rule-optimizer-missing"),
-    "optimizer-foreign": _Rule(
-        "error", "deferred-init.html#pitfall-optimizer-before-dry-run"
+    "hidden-module": _Rule(
+        "error", "blocks.html#pitfall-plain-list",
+        "modules or parameters in a plain list, tuple, dict, set or deque, or set "
+        "without registering them; with an input, parameters the forward pass "
+        "trains from any other object (a `SimpleNamespace`, a dataclass)",
+        "5.1, exercise 1", "warning if they hold no state",
     ),
-    "mixed-devices": _Rule("warning", "gpu.html#networks-on-a-device"),
-    "mixed-dtypes": _Rule("warning", "api/auditing.html#rule-mixed-dtypes"),
-    "tied-parameters": _Rule("note", "parameters.html#sharing-parameters"),
-}
+    "tensor-attribute": _Rule(
+        "warning", "blocks.html#pitfall-plain-tensor",
+        "a tensor kept as a plain attribute (with an input, not one the forward "
+        "pass assigns anew)",
+        "5.1, a constant weight", "error if it requires a gradient",
+    ),
+    "non-string-key": _Rule(
+        "error", "blocks.html#pitfall-module-key",
+        "`_modules`, `_parameters` or `_buffers` keys that are not strings",
+        "5.1, the sequential block",
+    ),
+    "module-cycle": _Rule(
+        "error", "api/auditing.html#rule-module-cycle",
+        "a module registered inside itself",
+    ),
+    "no-gradient": _Rule(
+        "error", "custom-layers.html#pitfall-data-forward",
+        "parameters that get no gradient", "5.4, computing with .data",
+        needs="input",
+    ),
+    "non-finite-gradient": _Rule(
+        "error", "api/auditing.html#rule-non-finite-gradient",
+        "NaN or infinite gradients", needs="input",
+    ),
+    "non-finite-value": _Rule(
+        "error", "api/auditing.html#rule-non-finite-value",
+        "NaN or infinity in the output or a gradient, naming the parameters "
+        "that cause it", needs="input",
+    ),
+    "dry-run-failed": _Rule(
+        "error", "api/auditing.html#rule-dry-run-failed",
+        "a forward or backward pass that raises", needs="input",
+    ),
+    "not-copyable": _Rule(
+        "warning", "api/auditing.html#rule-not-copyable",
+        "a model that cannot be copied, so no pass ran", needs="input",
+    ),
+    "uninitialized": _Rule(
+        "warning", "deferred-init.html#pitfall-init-before-dry-run",
+        "lazy parameters or buffers not materialized",
+        "5.3, initializing before the dry run",
+    ),
+    "optimizer-missing": _Rule(
+        "error", "api/auditing.html#rule-optimizer-missing",
+        "parameters the optimizer does not update", needs="optimizer",
+    ),
+    "optimizer-foreign": _Rule(
+        "error", "deferred-init.html#pitfall-optimizer-before-dry-run",
+        "optimizer tensors that are not the model's parameters (another model's, "
+        "replaced ones, buffers)",
+        "5.3, the optimizer before the dry run", needs="optimizer",
+    ),
+    "mixed-devices": _Rule(
+        "warning", "gpu.html#networks-on-a-device",
+        "parameters and buffers on several devices", "5.6, networks on a device",
+    ),
+    "mixed-dtypes": _Rule(
+        "warning", "api/auditing.html#rule-mixed-dtypes",
+        "floating parameters and buffers of several dtypes",
+    ),
+    "tied-parameters": _Rule(
+        "note", "parameters.html#sharing-parameters",
+        "one parameter reachable under several names", "5.2, tied parameters",
+    ),
+}  # fmt: skip
 """Every rule: its severity and the section of the site that explains it."""
 
 _ORDER = {"error": 0, "warning": 1, "note": 2}
