@@ -8,11 +8,15 @@ directory or leaves temporary files, and that it finds the site's links.
 import zipfile
 from pathlib import Path
 
+import nbformat
 import pytest
 from run_downloads import (
     check_install_command,
+    check_notebook,
     check_wheel,
+    code_key,
     linked_downloads,
+    main,
     run_file,
     same_package,
 )
@@ -71,6 +75,75 @@ def test_the_links_of_the_site_are_found(tmp_path):
     )
     (site / "blocks.html").write_text('<a href="_notebooks/blocks.ipynb#top">nb</a>')
     assert [p.name for p in linked_downloads(site)] == ["blocks.ipynb", "plot_a.py"]
+
+
+def two_editions(tmp_path: Path, english: str, chinese: str) -> Path:
+    """A site whose two editions each link their copy of plot_a.py."""
+    site = tmp_path / "site"
+    for edition, body in (("", english), ("zh_CN/", chinese)):
+        folder = site / edition / "_downloads" / "abc"
+        folder.mkdir(parents=True)
+        (folder / "plot_a.py").write_text(body)
+        (site / edition / "plot_a.html").write_text(
+            '<a href="_downloads/abc/plot_a.py">download</a>'
+        )
+    return site
+
+
+def counting_script(counter: Path, text: str = "") -> str:
+    return f"open({str(counter)!r}, 'a').write('ran\\n')  # {text}\n"
+
+
+def test_the_editions_copies_of_one_script_run_once(tmp_path, capsys):
+    counter = tmp_path / "runs.txt"
+    body = counting_script(counter)
+    assert main(two_editions(tmp_path, body, body)) == 0
+    assert counter.read_text().splitlines() == ["ran"]
+    assert "same code as _downloads/abc/plot_a.py: ok" in capsys.readouterr().out
+
+
+def test_copies_whose_code_differs_each_run(tmp_path):
+    counter = tmp_path / "runs.txt"
+    english, chinese = counting_script(counter, "a"), counting_script(counter, "b")
+    assert main(two_editions(tmp_path, english, chinese), jobs=2) == 0
+    assert counter.read_text().splitlines() == ["ran", "ran"]
+
+
+def test_a_failing_copy_fails_the_run_even_when_run_once(tmp_path):
+    body = "raise SystemExit('broken')\n"
+    assert main(two_editions(tmp_path, body, body)) == 1
+
+
+def notebook(path: Path, markdown: str, code: str, tags=()) -> Path:
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell(code)
+    cell.metadata["tags"] = list(tags)
+    nb.cells = [nbformat.v4.new_markdown_cell(markdown), cell]
+    nbformat.write(nb, path)
+    return path
+
+
+def test_notebooks_that_differ_only_in_markdown_run_the_same_code(tmp_path):
+    english = notebook(tmp_path / "en.ipynb", "Blocks", "print(1)")
+    chinese = notebook(tmp_path / "zh.ipynb", "块", "print(1)")
+    assert code_key(english) == code_key(chinese)
+
+
+@pytest.mark.parametrize(
+    ("code", "tags"), [("print(2)", ()), ("print(1)", ("raises-exception",))]
+)
+def test_notebooks_whose_code_or_tags_differ_each_run(tmp_path, code, tags):
+    english = notebook(tmp_path / "en.ipynb", "Blocks", "print(1)")
+    chinese = notebook(tmp_path / "zh.ipynb", "Blocks", code, tags)
+    assert code_key(english) != code_key(chinese)
+
+
+def test_a_copy_that_is_not_a_valid_notebook_fails(tmp_path):
+    good = notebook(tmp_path / "good.ipynb", "Blocks", "print(1)")
+    assert check_notebook(good) == []
+    bad = tmp_path / "bad.ipynb"
+    bad.write_text('{"cells": [], "nbformat": 4}')
+    assert check_notebook(bad)[0].startswith("not a valid notebook")
 
 
 def make_wheel(path: Path, names: list[str]) -> Path:

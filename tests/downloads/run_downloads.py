@@ -3,7 +3,7 @@
 Usage (by ``nox -s downloads``, with the Python of a fresh virtualenv that has
 only the site's wheel, its ``gallery`` extra, and nbclient/ipykernel)::
 
-    python tests/downloads/run_downloads.py build/html
+    python tests/downloads/run_downloads.py build/html [--jobs 2]
 
 Each file is copied alone into an empty working directory and run there with
 ``MPLBACKEND=Agg`` (a script) or executed by nbclient in a fresh kernel (a
@@ -12,7 +12,10 @@ fails if it errors, leaves anything in its working directory besides itself
 (and the figure a plotting script says it saved there), or leaves anything
 in its own temporary directory (``TMPDIR``). Caches that
 libraries keep on purpose (matplotlib's, torch.compile's) go to folders
-outside both. Prints one line per file, and each failure with its output.
+outside both. Files that run the same code (the two editions' copies of a
+script; their notebooks, which differ only in Markdown) run once, the other
+copies only checked to be valid notebooks. Prints one line per file, and each
+failure with its output.
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ def linked_downloads(site: Path) -> list[Path]:
             target = (page.parent / href).resolve()
             if target.is_file() and site.resolve() in target.parents:
                 found.add(target)
-    return sorted(found, key=lambda p: p.name)
+    return sorted(found, key=lambda p: (p.name, str(p)))
 
 
 WHEEL_FILES = re.compile(
@@ -183,28 +186,88 @@ print(f"executed {sum(c.cell_type == 'code' for c in nb.cells)} code cells")
 """
 
 
-def main(site: Path) -> int:
+def code_key(source: Path) -> tuple[str, str]:
+    """What running ``source`` executes: a script's bytes, a notebook's code cells.
+
+    The two editions offer the same programs: a gallery script is the same
+    file in both, a notebook differs only in its Markdown. Files with one
+    key run the same code in the same way, so one run answers for all.
+    """
+    if source.suffix == ".py":
+        return ("py", source.read_text(encoding="utf-8"))
+    import json
+
+    cells = json.loads(source.read_text(encoding="utf-8"))["cells"]
+    code = [
+        (
+            "".join(c["source"]) if isinstance(c["source"], list) else c["source"],
+            sorted(c.get("metadata", {}).get("tags", [])),
+        )
+        for c in cells
+        if c.get("cell_type") == "code"
+    ]
+    return ("ipynb", json.dumps(code))
+
+
+def check_notebook(source: Path) -> list[str]:
+    """A notebook not run (its code ran in another file) must still be valid."""
+    import nbformat
+
+    try:
+        nbformat.validate(nbformat.read(source, as_version=4))
+    except Exception as error:  # any reason it is not a notebook
+        return [f"not a valid notebook: {error}"]
+    return []
+
+
+def main(site: Path, jobs: int = 2) -> int:
+    from concurrent.futures import ThreadPoolExecutor
+
     files = linked_downloads(site)
     if not files:
         print(f"no downloadable .py or .ipynb linked from {site}", file=sys.stderr)
         return 1
-    print(f"{len(files)} downloads linked from the site; each runs alone")
-    outcomes = []
+    first: dict[tuple[str, str], Path] = {}
+    same: dict[Path, Path] = {}
     for source in files:
-        outcome = run_file(source)
-        outcomes.append(outcome)
-        verdict = "ok" if not outcome.problems else "; ".join(outcome.problems)
-        print(f"{outcome.seconds:7.1f} s  {outcome.name:45}  {verdict}", flush=True)
+        same[source] = first.setdefault(code_key(source), source)
+    unique = list(first.values())
+    print(
+        f"{len(files)} downloads linked from the site, {len(unique)} different "
+        f"programs; each runs alone, {jobs} at a time"
+    )
+    outcomes = []
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        for outcome in pool.map(run_file, unique):
+            outcomes.append(outcome)
+            verdict = "ok" if not outcome.problems else "; ".join(outcome.problems)
+            print(f"{outcome.seconds:7.1f} s  {outcome.name:45}  {verdict}", flush=True)
+    for source, runner in same.items():
+        if runner is source:
+            continue
+        site_path = source.relative_to(site)
+        problems = check_notebook(source) if source.suffix == ".ipynb" else []
+        outcomes.append(Outcome(str(site_path), 0.0, problems))
+        verdict = "ok" if not problems else "; ".join(problems)
+        print(f"{'':9}  {site_path!s:45}  same code as {runner.relative_to(site)}: "
+              f"{verdict}")  # fmt: skip
     failed = [o for o in outcomes if o.problems]
     for outcome in failed:
         print(f"\n--- {outcome.name}: {'; '.join(outcome.problems)} ---")
         print(outcome.output[-4000:])
     total = sum(o.seconds for o in outcomes)
     print(
-        f"\n{len(outcomes) - len(failed)} of {len(outcomes)} ran clean in {total:.0f} s"
+        f"\n{len(outcomes) - len(failed)} of {len(outcomes)} ran clean "
+        f"({len(unique)} runs, {total:.0f} s of running)"
     )
     return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(Path(sys.argv[1])))
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("site", type=Path)
+    parser.add_argument("--jobs", type=int, default=2, help="files run at once")
+    args = parser.parse_args()
+    sys.exit(main(args.site, args.jobs))
