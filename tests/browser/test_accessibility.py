@@ -1,10 +1,9 @@
-"""Accessibility and layout of the built site in Chromium.
+"""Layout of the built site in Chromium (axe on every page: test_every_page.py).
 
-axe-core (bundled by axe-playwright-python) runs on every page in light and
-dark mode and fails on any serious or critical finding; the header stays one
-row wide enough for it, fragment links land their heading in view, and a
-390 px phone gets whole figures and whole output rows, with a scrollbar where
-a row scrolls, on every chapter page and gallery example.
+The header stays one row wide enough for it, fragment links land their
+heading in view, and a 390 px phone gets whole figures and whole output rows,
+with a scrollbar where a row scrolls, on every chapter page and gallery
+example.
 """
 
 import re
@@ -13,60 +12,7 @@ import pytest
 
 pytestmark = pytest.mark.browser
 
-# Every page a reader reaches, with the highlighted sources (_modules/) but
-# without what Sphinx copies (_static, _sources, downloads, images).
-NOT_PAGES = {"_static", "_sources", "_downloads", "_images", "_notebooks"}
 OUTSIDE = re.compile(r"^https?://(?!127\.0\.0\.1)")
-
-
-def site_pages(site_dir):
-    return sorted(
-        str(p.relative_to(site_dir))
-        for p in site_dir.rglob("*.html")
-        if p.relative_to(site_dir).parts[0] not in NOT_PAGES
-    )
-
-
-@pytest.mark.parametrize("mode", ["light", "dark"])
-def test_axe_finds_nothing_serious_on_any_page(browser, base_url, site_dir, mode):
-    from axe_playwright_python.sync_playwright import Axe
-
-    axe = Axe()
-    pages = site_pages(site_dir)
-    assert len(pages) >= 40
-    # "auto" follows the system setting: the theme then renders in `mode`.
-    context = browser.new_context(color_scheme=mode)
-    context.route(OUTSIDE, lambda route: route.fulfill(status=204, body=""))
-    findings = []
-    for name in pages:
-        page = context.new_page()
-        page.goto(f"{base_url}/{name}", wait_until="load")
-        if name != "404.html":
-            assert page.locator("html").get_attribute("data-theme") == mode, name
-        results = axe.run(page, options={"resultTypes": ["violations"]})
-        for violation in results.response["violations"]:
-            if violation["impact"] in ("serious", "critical"):
-                findings += [
-                    f"{name}: {violation['id']} ({violation['impact']}) "
-                    f"at {node['target']}"
-                    for node in violation["nodes"]
-                ]
-        page.close()
-    context.close()
-    assert not findings, f"{len(findings)} findings:\n" + "\n".join(findings[:40])
-
-
-def test_figures_have_real_alt_text(page, base_url, site_dir):
-    bad = []
-    for name in site_pages(site_dir):
-        if name.startswith("_modules"):
-            continue
-        page.goto(f"{base_url}/{name}")
-        for img in page.locator("div.cell_output img, img.sphx-glr-single-img").all():
-            alt = img.get_attribute("alt") or ""
-            if len(alt) < 20 or re.search(r"\.(png|svg|jpg)$|_images/", alt):
-                bad.append(f"{name}: {alt!r}")
-    assert not bad, bad
 
 
 HEADER_ROW_MAX = 80  # px: the theme's one-row header is 64 px

@@ -15,69 +15,6 @@ CHAPTERS = {
 }
 
 
-def all_pages(site_dir):
-    skip = {"404.html"}  # checked on its own: it is served for missing URLs
-    return sorted(
-        str(p.relative_to(site_dir))
-        for p in site_dir.rglob("*.html")
-        if not p.relative_to(site_dir).parts[0].startswith("_") and p.name not in skip
-    )
-
-
-def visit(page, url):
-    """Load a page; return the console errors and failed requests it produced."""
-    problems = []
-    page.on(
-        "console",
-        lambda m: (
-            problems.append(f"console {m.type}: {m.text}")
-            if m.type == "error"
-            else None
-        ),
-    )
-    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-    page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url}"))
-    response = page.goto(url, wait_until="load")
-    assert response is not None
-    assert response.ok, f"{url}: HTTP {response.status}"
-    return problems
-
-
-# Thumbnails load lazily (when scrolled near): ask for every image now, wait
-# until each has loaded or failed, then list the ones that did not load.
-LOAD_EVERY_IMAGE = """async () => {
-    const images = [...document.images];
-    await Promise.all(images.map((img) => {
-        if (img.loading === 'lazy') img.loading = 'eager';
-        if (img.complete) return null;
-        return new Promise((done) => {
-            img.addEventListener('load', done, {once: true});
-            img.addEventListener('error', done, {once: true});
-        });
-    }));
-    return images
-        .filter((img) => !img.complete || img.naturalWidth === 0)
-        .map((img) => img.src);
-}"""
-
-
-def test_every_page_loads_without_errors_or_broken_images(browser, base_url, site_dir):
-    pages = all_pages(site_dir)
-    assert len(pages) >= 20
-    context = browser.new_context()
-    failures = {}
-    for name in pages:
-        page = context.new_page()
-        problems = visit(page, f"{base_url}/{name}")
-        broken = page.evaluate(LOAD_EVERY_IMAGE)
-        problems += [f"broken image: {src}" for src in broken]
-        if problems:
-            failures[name] = problems
-        page.close()
-    context.close()
-    assert not failures, "\n".join(f"{k}: {v}" for k, v in failures.items())
-
-
 @pytest.mark.parametrize("chapter", CHAPTERS)
 def test_chapter_pages_show_outputs_from_the_build(page, base_url, chapter):
     page.goto(f"{base_url}/{chapter}")

@@ -37,6 +37,24 @@ _SPEC.loader.exec_module(prose_budget)
 
 CHAPTER_PAGES = [f"{page}.html" for page in prose_budget.CHAPTER_PAGES]
 
+#: Folders of the built site that hold files, not pages a reader reads:
+#: what Sphinx copies (static files, page sources, downloads, images) and the
+#: notebooks.
+NOT_PAGES = frozenset({"_static", "_sources", "_downloads", "_images", "_notebooks"})
+
+
+def pages(site: Path) -> list[str]:
+    """Every page of the built site, relative to it, sorted.
+
+    Both editions, the highlighted sources (``_modules/``) and ``404.html``
+    included: the one list the checks of every page walk.
+    """
+    return sorted(
+        p.relative_to(site).as_posix()
+        for p in site.rglob("*.html")
+        if not NOT_PAGES.intersection(p.relative_to(site).parts)
+    )
+
 
 def page_text(path: Path, *, collapse: bool = False) -> str:
     """The visible text of a built page (tags stripped, entities decoded).

@@ -1,0 +1,220 @@
+"""Every page of the built site in Chromium, once: each check a page must pass.
+
+One walk over every page (``sitepages.pages``: both editions, the highlighted
+sources and the 404 page), in a browser with no network: every request that
+leaves 127.0.0.1 is blocked and recorded. On each page, as loaded:
+
+- no console error, page error, failed request or request to another host;
+  every image loads (lazy thumbnails asked for at once);
+- axe-core finds nothing serious or critical, in light and in dark mode
+  (the theme follows the system setting: a second load in a dark context).
+  The highlighted sources (``_modules/``) are the same code in both
+  editions, and the contrast of highlighted code depends only on its token
+  classes: their code is checked on the fewest pages that hold every token
+  class any of them holds (:func:`code_cover`), the rest of each page on all;
+- each figure of an output has real alt text (not a file name);
+- every formula is drawn as MathML (rendered when the site is built,
+  docs/_ext/dlcomp_math.py; folded answers opened first), no MathJax is
+  loaded and no raw TeX such as ``\\(`` is left in the prose.
+"""
+
+import re
+
+import pytest
+from sitepages import pages
+
+pytestmark = pytest.mark.browser
+
+LOCAL = re.compile(r"^(?:https?://127\.0\.0\.1[:/]|data:|blob:|about:)")
+
+# Thumbnails load lazily (when scrolled near): ask for every image now, wait
+# until each has loaded or failed, then list the ones that did not load.
+LOAD_EVERY_IMAGE = """async () => {
+    const images = [...document.images];
+    await Promise.all(images.map((img) => {
+        if (img.loading === 'lazy') img.loading = 'eager';
+        if (img.complete) return null;
+        return new Promise((done) => {
+            img.addEventListener('load', done, {once: true});
+            img.addEventListener('error', done, {once: true});
+        });
+    }));
+    return images
+        .filter((img) => !img.complete || img.naturalWidth === 0)
+        .map((img) => img.src);
+}"""
+
+# Text of the page outside code and typeset math: raw TeX must not be there.
+VISIBLE_PROSE = """() => {
+    const main = document.querySelector('main') || document.body;
+    const copy = main.cloneNode(true);
+    copy.querySelectorAll('pre, code, script, style, math, .highlight')
+        .forEach((node) => node.remove());
+    return copy.textContent;
+}"""
+
+# A formula is drawn when its <math> has a size and its <annotation> (the
+# TeX, kept for copying) takes no room: only the MathML is shown. Folded
+# answers are opened first; a formula in a part still hidden (an unselected
+# tab) must at least be MathML.
+MATH_STATE = """() => {
+    const closed = [...document.querySelectorAll('details')].filter((d) => !d.open);
+    closed.forEach((d) => { d.open = true; });
+    window.dlcompOpened = closed;  // closed again before axe runs
+    const math = [...document.querySelectorAll('.math')];
+    const drawn = (m) => {
+        const el = m.querySelector('math');
+        if (!el) return false;
+        if (m.getClientRects().length === 0) return true;  // not rendered: hidden
+        const box = el.getBoundingClientRect();
+        const tex = el.querySelector('annotation');
+        const texBox = tex ? tex.getBoundingClientRect() : {width: 0, height: 0};
+        return box.width > 0 && box.height > 0 && texBox.width * texBox.height === 0;
+    };
+    return {
+        formulas: math.length,
+        typeset: math.filter(drawn).length,
+        scripts: [...document.scripts].filter((s) => /mathjax/i.test(s.src)).length,
+    };
+}"""
+
+FIGURES = "div.cell_output img, img.sphx-glr-single-img"
+TOKEN = re.compile(r'<span class="([\w -]+)">')
+CODE = [["div.highlight"]]  # axe's selector for highlighted code
+
+
+def code_cover(site, names: list[str]) -> set[str]:
+    """The fewest highlighted-source pages whose code holds every token class.
+
+    Greedy: take the page that adds the most token classes not yet held,
+    until every class of every ``_modules/`` page is held.
+    """
+    classes = {
+        name: set(TOKEN.findall((site / name).read_text(encoding="utf-8")))
+        for name in names
+        if "_modules" in name.split("/")
+    }
+    left, chosen = set().union(*classes.values()), set()
+    while left:
+        best = max(sorted(classes), key=lambda n: len(classes[n] & left))
+        chosen.add(best)
+        left -= classes[best]
+    return chosen
+
+
+def axe_findings(axe, page, mode: str, *, code: bool) -> list[str]:
+    """axe-core's serious and critical findings on the page (without its code)."""
+    found = []
+    context = None if code else {"exclude": CODE}
+    results = axe.run(page, context=context, options={"resultTypes": ["violations"]})
+    for violation in results.response["violations"]:
+        if violation["impact"] in ("serious", "critical"):
+            found += [
+                f"axe ({mode}): {violation['id']} ({violation['impact']}) "
+                f"at {node['target']}"
+                for node in violation["nodes"]
+            ]
+    return found
+
+
+def check_page(page, axe, url: str, *, code: bool) -> tuple[list[str], bool]:
+    """Every check of one loaded page: its problems, and whether it has math."""
+    problems: list[str] = []
+    # The page's own errors and requests; axe's (it fetches stylesheets to
+    # read them, and resolves their imports against the page) are not.
+    recording = [True]
+
+    def note(text: str) -> None:
+        if recording[0]:
+            problems.append(text)
+
+    page.on(
+        "console",
+        lambda m: note(f"console {m.type}: {m.text}") if m.type == "error" else None,
+    )
+    page.on("pageerror", lambda e: note(f"page error: {e}"))
+    page.on("requestfailed", lambda r: note(f"request failed: {r.url}"))
+    response = page.goto(url, wait_until="load")
+    if response is None or not response.ok:
+        return [f"HTTP {response.status if response else 'no response'}"], False
+    problems += [f"broken image: {src}" for src in page.evaluate(LOAD_EVERY_IMAGE)]
+    theme = page.locator("html").get_attribute("data-theme")
+    if not url.endswith("/404.html") and theme != "light":
+        problems.append(f"the theme is {theme!r} in a light system setting")
+    for img in page.locator(FIGURES).all():
+        alt = img.get_attribute("alt") or ""
+        if len(alt) < 20 or re.search(r"\.(png|svg|jpg)$|_images/", alt):
+            problems.append(f"figure without real alt text: {alt!r}")
+    state = page.evaluate(MATH_STATE)
+    page.wait_for_load_state("networkidle")
+    if state["scripts"]:
+        problems.append("the page loads MathJax (math is MathML, built in)")
+    if state["formulas"] and state["typeset"] != state["formulas"]:
+        problems.append(
+            f"{state['formulas'] - state['typeset']} of {state['formulas']} "
+            "formulas not drawn as MathML"
+        )
+    prose = page.evaluate(VISIBLE_PROSE)
+    problems += [
+        f"raw TeX: {raw!r}" for raw in re.findall(r".{0,30}\\[(\[].{0,30}", prose)
+    ]
+    # axe on the page as a reader first sees it (dark mode: dark_mode_findings).
+    page.evaluate("() => window.dlcompOpened.forEach((d) => { d.open = false; })")
+    recording[0] = False
+    problems += axe_findings(axe, page, "light", code=code)
+    return problems, bool(state["formulas"])
+
+
+def dark_mode_findings(page, axe, url: str, *, code: bool) -> list[str]:
+    """The page in a dark system setting: the theme follows it, axe finds nothing."""
+    page.goto(url, wait_until="load")
+    theme = page.locator("html").get_attribute("data-theme")
+    problems = []
+    if not url.endswith("/404.html") and theme != "dark":
+        problems.append(f"the theme is {theme!r} in a dark system setting")
+    return problems + axe_findings(axe, page, "dark", code=code)
+
+
+def test_every_page_passes_every_check_offline(browser, base_url, site_dir):
+    from axe_playwright_python.sync_playwright import Axe
+
+    axe = Axe()
+    names = pages(site_dir)
+    assert len(names) >= 40, names
+    assert any(n.startswith("_modules/") for n in names), "no highlighted sources"
+    cover = code_cover(site_dir, names)
+    assert cover, "no highlighted sources: code_cover found no token classes"
+    outside: list[str] = []
+
+    def block(route):
+        outside.append(route.request.url)
+        route.abort("internetdisconnected")
+
+    light, dark = (browser.new_context(color_scheme=m) for m in ("light", "dark"))
+    for context in (light, dark):
+        context.route(lambda url: not LOCAL.match(url), block)
+    failures: dict[str, list[str]] = {}
+    with_math, figures = [], 0
+    for name in names:
+        url = f"{base_url}/{name}"
+        code = "_modules" not in name.split("/") or name in cover
+        page = light.new_page()
+        before = len(outside)
+        problems, has_math = check_page(page, axe, url, code=code)
+        figures += page.locator(FIGURES).count()
+        page.close()
+        page = dark.new_page()
+        problems += dark_mode_findings(page, axe, url, code=code)
+        page.close()
+        problems += [f"request to another host: {url}" for url in outside[before:]]
+        if has_math:
+            with_math.append(name)
+        if problems:
+            failures[name] = problems
+    light.close()
+    dark.close()
+    report = "\n".join(f"{n}: {'; '.join(p[:8])}" for n, p in failures.items())
+    assert not failures, f"{len(failures)} of {len(names)} pages fail:\n{report}"
+    # The chapter has formulas and figures: a walk that finds none tests nothing.
+    assert len(with_math) >= 5, f"math found only on {with_math}"
+    assert figures >= 20, f"only {figures} figures found: the selector is stale"
