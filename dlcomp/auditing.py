@@ -8,7 +8,7 @@ finds each of them, says what goes wrong and how to fix it, and links to the
 section of the site that explains it.
 
 Each rule has an id, a severity, what it finds and the section that explains
-it: :data:`RULES`, the one list of them (the API page's table of rules is
+it: ``dlcomp.auditing.RULES``, the one list of them (the API page's table of rules is
 rendered from it).
 """
 
