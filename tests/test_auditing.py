@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 import dlcomp
+import dlcomp.__main__
 from dlcomp import AuditError, audit
 from dlcomp.auditing import RULES, SITE_URL  # values: the doctests re-import it
 from dlcomp.pitfalls import (
@@ -921,6 +922,37 @@ def models_file(tmp_path):
     return tmp_path
 
 
+@dataclasses.dataclass
+class CliResult:
+    status: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def cli(models_file, monkeypatch, capsys):
+    """``python -m dlcomp audit ...`` in this process, in the models' folder.
+
+    The usage errors and outputs need no new interpreter: ``main(argv)`` is
+    what ``python -m dlcomp`` runs (the two tests above start one each).
+    """
+    monkeypatch.chdir(models_file)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # main() adds the folder
+
+    def call(*args: str, status: int) -> CliResult:
+        capsys.readouterr()
+        try:
+            code = dlcomp.__main__.main(["audit", *args])
+        except SystemExit as error:
+            code = error.code
+        out, err = capsys.readouterr()
+        assert code == status, f"exited with {code}, expected {status}:\n{err}"
+        return CliResult(code, out, err)
+
+    yield call
+    sys.modules.pop("mymodels", None)  # each test's folder has its own
+
+
 def test_cli_prints_the_report_and_exits_0_on_a_clean_model(models_file):
     result = run(
         "audit", "mymodels:good", "--input-shape", "2,20", status=0, cwd=models_file
@@ -936,21 +968,19 @@ def test_cli_exits_1_on_errors_and_prints_json(models_file):
     assert [f["rule"] for f in data["findings"]] == ["hidden-module"]
 
 
-def test_cli_json_stays_json_when_the_factory_prints(models_file):
-    result = run("audit", "mymodels:noisy", "--json", status=0, cwd=models_file)
+def test_cli_json_stays_json_when_the_factory_prints(cli):
+    result = cli("mymodels:noisy", "--json", status=0)
     assert json.loads(result.stdout)["ok"] is True
     assert "building the model..." in result.stderr
 
 
-def test_cli_runs_the_dry_run_with_an_input_shape(models_file):
-    result = run(
-        "audit", "mymodels:good", "--input-shape", "2,21", status=1, cwd=models_file
-    )
+def test_cli_runs_the_dry_run_with_an_input_shape(cli):
+    result = cli("mymodels:good", "--input-shape", "2,21", status=1)
     assert "dry-run-failed" in result.stdout
 
 
-def test_cli_shows_the_traceback_when_the_factory_raises(models_file):
-    result = run("audit", "dlcomp.pitfalls:DataMyLinear", status=2, cwd=models_file)
+def test_cli_shows_the_traceback_when_the_factory_raises(cli):
+    result = cli("dlcomp.pitfalls:DataMyLinear", status=2)
     assert "Traceback" in result.stderr  # it needs arguments: the reader's error
     assert "dlcomp.pitfalls:DataMyLinear() raised TypeError" in result.stderr
 
@@ -972,7 +1002,7 @@ def test_cli_shows_the_traceback_when_the_factory_raises(models_file):
         ),
     ],
 )
-def test_cli_usage_errors_exit_2_and_say_what_was_expected(models_file, args, says):
-    result = run("audit", *args, status=2, cwd=models_file)
+def test_cli_usage_errors_exit_2_and_say_what_was_expected(cli, args, says):
+    result = cli(*args, status=2)
     assert says in result.stderr
     assert "Traceback" not in result.stderr

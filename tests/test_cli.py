@@ -145,18 +145,34 @@ def assert_usage_error(result, *phrases):
     assert "matmul on" not in result.stderr  # the progress bar never started
 
 
-def test_out_is_an_existing_file(tmp_path):
+class Refused:
+    """What ``main(argv)`` wrote to stderr when it refused its arguments."""
+
+    def __init__(self, args, capsys):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as info:
+            dlcomp.__main__.main(args)
+        self.status = info.value.code
+        self.stderr = capsys.readouterr().err
+        assert self.status == 2, f"exited with {self.status}:\n{self.stderr}"
+
+
+# The usage errors run main(argv) in this process: the same code that
+# `python -m dlcomp` runs (the end-to-end runs above start one each).
+
+
+def test_out_is_an_existing_file(tmp_path, capsys):
     out = tmp_path / "results.json"
     out.write_text("{}")
-    result = run("bench", "--quick", "--device", "cpu", "--out", str(out), status=2)
+    result = Refused(["bench", "--quick", "--device", "cpu", "--out", str(out)], capsys)
     assert_usage_error(result, f"argument --out: {out} is a file, not a folder")
     assert out.read_text() == "{}"
 
 
-def test_out_is_inside_a_file(tmp_path):
+def test_out_is_inside_a_file(tmp_path, capsys):
     (tmp_path / "file").write_text("")
     out = tmp_path / "file" / "results"
-    result = run("bench", "--quick", "--device", "cpu", "--out", str(out), status=2)
+    result = Refused(["bench", "--quick", "--device", "cpu", "--out", str(out)], capsys)
     assert_usage_error(
         result, f"argument --out: cannot create {out}: {tmp_path / 'file'} is a file"
     )
@@ -166,12 +182,11 @@ def test_out_is_inside_a_file(tmp_path):
     not hasattr(os, "geteuid") or os.geteuid() == 0,
     reason="root may write in any folder: a read-only folder proves nothing",
 )
-def test_out_is_not_writable(tmp_path):
+def test_out_is_not_writable(tmp_path, capsys):
     tmp_path.chmod(0o500)
     try:
-        result = run(
-            "bench", "--quick", "--device", "cpu", "--out", str(tmp_path), status=2
-        )
+        args = ["bench", "--quick", "--device", "cpu", "--out", str(tmp_path)]
+        result = Refused(args, capsys)
     finally:
         tmp_path.chmod(0o700)
     assert_usage_error(result, f"argument --out: cannot write in {tmp_path}")
@@ -192,11 +207,10 @@ def test_out_is_not_writable_as_root_too(monkeypatch, capsys, tmp_path):
     )
 
 
-def test_device_that_does_not_exist(tmp_path):
+def test_device_that_does_not_exist(tmp_path, capsys):
     out = tmp_path / "out"
-    result = run(
-        "bench", "--quick", "--device", "nonsense", "--out", str(out), status=2
-    )
+    args = ["bench", "--quick", "--device", "nonsense", "--out", str(out)]
+    result = Refused(args, capsys)
     assert_usage_error(
         result,
         "argument --device: cannot measure on 'nonsense': not a device name",
@@ -205,10 +219,11 @@ def test_device_that_does_not_exist(tmp_path):
     assert not out.exists()  # checked before anything was written
 
 
-def test_accelerator_that_is_not_here(tmp_path):
+def test_accelerator_that_is_not_here(tmp_path, capsys):
     # Without CUDA, "cuda" is not here; with it, a 100th device is not.
     name = "cuda:99" if torch.cuda.is_available() else "cuda"
-    result = run("bench", "--quick", "--device", name, "--out", str(tmp_path), status=2)
+    args = ["bench", "--quick", "--device", name, "--out", str(tmp_path)]
+    result = Refused(args, capsys)
     here = ", ".join([str(d) for d in try_all_gpus() if d.type != "cpu"] + ["cpu"])
     assert_usage_error(
         result, f"cannot measure on {name!r}", f"the devices here are {here}"
