@@ -1,19 +1,22 @@
-"""Sphinx configuration for the dlcomp site.
+"""Sphinx configuration for the dlcomp site: settings only.
 
-Build from the repository root with the sources in docs/:
-
-    sphinx-build -W --keep-going -n -T -c . docs build/html
-
-(``nox -s docs`` does exactly that.) Paths below follow Sphinx's rules: the
-static/template paths are relative to this file (the conf dir), while
-``exclude_patterns`` and every sphinx-gallery path are relative to docs/.
+The published site is built by ``tools/build_site.py`` (``nox -s docs`` runs
+it): one strict ``sphinx-build -W --keep-going -n -T -c . docs <out>`` per
+edition, from the repository root, English into build/html, each translation
+(``DLCOMP_LANGUAGE``) into build/<language>/html, then copied into the
+English site's <language>/ folder. What the site adds to Sphinx lives in
+docs/_ext (``dlcomp_sphinx`` and the extensions listed below). Paths below
+follow Sphinx's rules: the static/template paths are relative to this file
+(the conf dir), while ``exclude_patterns`` and every sphinx-gallery path are
+relative to docs/.
 
 Environment variables:
 
 - ``DLCOMP_INTERSPHINX=1``: link to the Python and PyTorch docs (needs the
   network to fetch their inventories; off by default so offline builds pass).
 - ``DLCOMP_NB_EXECUTION``: myst-nb's execution mode. Default ``cache``
-  (re-run a page only when its text changed), ``force`` when ``CI`` is set.
+  (re-run a page only when its text or the library changed); with ``CI``
+  set, tools/build_site.py empties the cache first, so every page runs.
 - ``DLCOMP_FAST=1``: prose-only build: run no notebook and no gallery script.
 - ``DLCOMP_BASE_URL``: the address the site is served from (the GitHub Pages
   workflow sets it; on Read the Docs ``READTHEDOCS_CANONICAL_URL`` is used).
@@ -37,6 +40,9 @@ import dlcomp  # noqa: E402  (installed with `pip install -e .`)
 
 # The project's addresses are set once, in pyproject.toml.
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))
+# The generated gallery's folder below docs/ (nox reads it there too; the
+# extensions read sphinx_gallery_conf["gallery_dirs"], docs/_ext/dlcomp_config.py).
+GALLERY = PYPROJECT["tool"]["dlcomp"]["gallery-dir"]
 dlcomp_urls = PYPROJECT["project"]["urls"]  # Documentation, Source, Issues
 # The Install box states the Python and torch versions: the range dlcomp
 # declares, and the releases `nox -s compat` tests (both set in pyproject.toml).
@@ -51,10 +57,6 @@ dlcomp_requires = {
 }
 
 FAST = os.environ.get("DLCOMP_FAST") == "1"
-
-# Notebook kernels inherit this: with a fixed hash seed, sets of strings print
-# in the same order on every build (outputs must be stable run to run).
-os.environ["PYTHONHASHSEED"] = "0"
 
 project = "dlcomp"
 author = "The dlcomp engineers"
@@ -80,7 +82,7 @@ extensions = [
     "sphinx_gallery.gen_gallery",
     "sphinx_copybutton",
     "sphinx_design",
-    "dlcomp_sphinx",  # docs/_ext: dlcomp-source, dlcomp-api, reset_torch
+    "dlcomp_sphinx",  # docs/_ext: directives, chapter pages, downloads, cache key
     "dlcomp_wheel",  # docs/_ext: the wheel in dist/, the Install box
     "notfound.extension",  # 404.html with absolute links, for any URL depth
     "dlcomp_codelinks",  # docs/_ext: sphinx-codeautolink, the gallery skipped
@@ -99,20 +101,7 @@ gettext_uuid = False
 gettext_location = True
 # Figures' alt text is read aloud: it is translated too.
 gettext_additional_targets = ["image"]
-if language == "zh_CN":
-    # Search: Sphinx segments Chinese words with jieba; the glossary's terms
-    # (延后初始化, 检查点, ...) are added to its dictionary as whole words, so
-    # that a query for one finds the pages that use it.
-    import csv
-
-    _jieba_words = ROOT / "build" / "jieba-glossary.txt"
-    _jieba_words.parent.mkdir(parents=True, exist_ok=True)
-    with (ROOT / "docs" / "locales" / "glossary.csv").open(encoding="utf-8") as _f:
-        _terms = sorted({row["chinese"] for row in csv.DictReader(_f)})
-    _jieba_words.write_text(
-        "".join(f"{t} 1000 n\n" for t in _terms if not t.isascii()), "utf-8"
-    )
-    html_search_options = {"dict": str(_jieba_words)}
+# Chinese search: docs/_ext/dlcomp_search.py gives jieba the glossary's terms.
 
 # The site's path on its host, for the links of the 404 page: "/" for a
 # custom domain or local serving, "/dlcomp/" for a GitHub Pages project site;
@@ -146,19 +135,14 @@ exclude_patterns = [
     "**.ipynb_checkpoints",
     # sphinx-gallery writes name.py and name.ipynb next to name.rst; without
     # these, myst-nb would pick the notebook over the rst and run it again.
-    "auto_examples/**/*.ipynb",
-    "auto_examples/**/*.py",
-    "auto_examples/**/*.json",
-    "auto_examples/**/*.zip",
+    *(f"{GALLERY}/**/*.{kind}" for kind in ("ipynb", "py", "json", "zip")),
 ]
 nitpicky = True
 
 # -- myst / myst-nb ---------------------------------------------------------
 myst_enable_extensions = ["colon_fence", "dollarmath", "amsmath", "deflist"]
 myst_heading_anchors = 3
-nb_execution_mode = os.environ.get(
-    "DLCOMP_NB_EXECUTION", "force" if os.environ.get("CI") else "cache"
-)
+nb_execution_mode = os.environ.get("DLCOMP_NB_EXECUTION", "cache")
 if FAST or nb_execution_mode == "off":
     nb_execution_mode = "off"
     # No cell runs, so nothing is glued: {glue:text} has no value to paste
@@ -169,7 +153,7 @@ nb_execution_cache_path = str(ROOT / "build" / ".jupyter_cache")
 nb_execution_raise_on_error = True  # a failing cell fails the build
 nb_execution_show_tb = True  # and the log shows its traceback
 nb_execution_timeout = 300
-nb_execution_excludepatterns = ["auto_examples/**"]
+nb_execution_excludepatterns = [f"{GALLERY}/**"]
 nb_merge_streams = True
 # The prompts of folded cells (myst-nb's own words) in the edition's language.
 if language == "zh_CN":
@@ -222,7 +206,7 @@ codeautolink_custom_blocks = {"pycon": "dlcomp_codelinks.clean_pycon"}
 # -- sphinx-gallery ---------------------------------------------------------
 sphinx_gallery_conf = {
     "examples_dirs": "../gallery",
-    "gallery_dirs": "auto_examples",
+    "gallery_dirs": GALLERY,
     "filename_pattern": r"/plot_",
     "within_subsection_order": "FileNameSortKey",
     # Sections in the chapter's order (5.1 ... 5.6), not the folders' names.

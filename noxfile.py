@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from pathlib import Path
 
 import nox
@@ -27,20 +26,11 @@ nox.options.sessions = [
 
 ROOT = Path(__file__).parent
 PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
+GALLERY = PYPROJECT["tool"]["dlcomp"]["gallery-dir"]  # the generated gallery, in docs/
 CONSTRAINTS = ("-c", str(ROOT / "constraints.txt"))
 BUILD = ROOT / "build" / "html"  # myst-nb keeps its cache in build/.jupyter_cache
 NODE_TOOLS = ROOT / "tools" / "node"  # html-validate and Lighthouse, pinned by its lock
 SPHINX = ["-W", "--keep-going", "-n", "-T", "-c", ".", "docs", str(BUILD)]
-
-
-def clean_build() -> None:
-    """Delete the built site, myst-nb's cache and the generated gallery."""
-    for path in (
-        ROOT / "build",
-        ROOT / "docs" / "auto_examples",
-        ROOT / "docs" / "gen_modules",
-    ):
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def install(session: nox.Session, *groups: str, project: bool = True) -> None:
@@ -96,55 +86,8 @@ def typecheck(session: nox.Session) -> None:
     session.run("mypy", *session.posargs)
 
 
-# The Chinese edition: built into build/zh_CN/html (myst-nb keeps its executed
-# notebooks beside the output folder, so the two builds must not share one),
-# then copied into the English site's zh_CN/ folder.
-TRANSLATED = ("zh_CN",)
-
-
-def edition(language: str) -> Path:
-    return ROOT / "build" / language / "html"
-
-
-def sphinx_args(language: str) -> list[str]:
-    if language == "en":
-        return SPHINX
-    return [*SPHINX[:-1], str(edition(language))]
-
-
-def build_site(
-    session: nox.Session, env: dict[str, str], *options: str
-) -> dict[str, float]:
-    """Build the English site, then each translation, and put them together.
-
-    Every edition runs its pages from one execution cache: the English build
-    runs them (in CI from an empty cache), a translation reuses its outputs.
-    Returns the seconds each edition took (a translation's include the copy).
-    """
-    times = {}
-    env = dict(env)
-    force = os.environ.get("CI") or os.environ.get("DLCOMP_NB_EXECUTION") == "force"
-    if force and env.get("DLCOMP_FAST") != "1":
-        # Re-executing every page (CI, or asked for) empties the cache
-        # instead of bypassing it, so the translations still find the outputs.
-        shutil.rmtree(ROOT / "build" / ".jupyter_cache", ignore_errors=True)
-        env["DLCOMP_NB_EXECUTION"] = "cache"
-    start = time.perf_counter()
-    session.run("sphinx-build", *options, *SPHINX, env=env)
-    times["en"] = time.perf_counter() - start
-    for language in TRANSLATED:
-        start = time.perf_counter()
-        session.run("sphinx-build", *options, *sphinx_args(language),
-                    env={**env, "DLCOMP_LANGUAGE": language})  # fmt: skip
-        target = BUILD / language
-        shutil.rmtree(target, ignore_errors=True)
-        skip = shutil.ignore_patterns(".doctrees", ".buildinfo")
-        shutil.copytree(edition(language), target, ignore=skip)
-        # One wheel for the whole site: the edition's copy is the same file.
-        for wheel in (target / "dist").glob("*.whl"):
-            shutil.copy2(BUILD / "dist" / wheel.name, wheel)
-        times[language] = time.perf_counter() - start
-    return times
+# tools/build_site.py builds the published site: both editions, put together.
+BUILD_SITE = str(ROOT / "tools" / "build_site.py")
 
 
 @nox.session
@@ -161,12 +104,8 @@ def docs(session: nox.Session) -> None:
     `nox -s docs -- --clean` deletes build/ and the generated gallery first.
     """
     install(session, "docs")
-    env = {}
-    if "--clean" in session.posargs:
-        clean_build()
-    if "--fast" in session.posargs:
-        env["DLCOMP_FAST"] = "1"
-    build_site(session, env)
+    options = [a for a in session.posargs if a in ("--clean", "--fast")]
+    session.run("python", BUILD_SITE, *options)
     if "--fast" not in session.posargs:
         # The built pages must show outputs produced by this build.
         session.run(
@@ -260,10 +199,18 @@ def buildtime(session: nox.Session) -> None:
     Chinese edition, built after it from the same cache, may add at most 40%
     to it. A no-change rebuild of both must take under 15% of the clean one.
     """
+    import json
+
     install(session, "docs")
-    clean_build()
-    clean = build_site(session, {"CI": ""}, "-q")
-    again = build_site(session, {"CI": ""}, "-q")
+    times = ROOT / "build" / "times.json"
+
+    def build_site(*options: str) -> dict[str, float]:
+        session.run("python", BUILD_SITE, "--quiet", "--times", str(times), *options,
+                    env={"CI": ""})  # fmt: skip
+        return json.loads(times.read_text())
+
+    clean = build_site("--clean")
+    again = build_site()
     english, both, rebuild = clean["en"], sum(clean.values()), sum(again.values())
     others = ", ".join(f"{k} {t:.1f} s" for k, t in clean.items() if k != "en")
     session.log(
@@ -381,9 +328,7 @@ def bench_checkpoints(session: nox.Session) -> None:
     session.run("python", str(ROOT / "benchmarks" / "checkpoints.py"), *args)
 
 
-GENERATED = (
-    r"(auto_examples|gen_modules|sg_execution_times|jupyter_cache|jupyter_execute)"
-)
+GENERATED = rf"({GALLERY}|gen_modules|sg_execution_times|jupyter_cache|jupyter_execute)"
 
 
 def node_tools(session: nox.Session) -> Path:

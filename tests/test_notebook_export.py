@@ -13,7 +13,9 @@ import pytest
 
 import dlcomp.blocks
 
-PATH = Path(__file__).parents[1] / "docs" / "_ext" / "dlcomp_notebooks.py"
+EXT = Path(__file__).parents[1] / "docs" / "_ext"
+sys.path.insert(0, str(EXT))  # dlcomp_source, which dlcomp_notebooks imports
+PATH = EXT / "dlcomp_notebooks.py"
 spec = importlib.util.spec_from_file_location("dlcomp_notebooks", PATH)
 assert spec is not None
 assert spec.loader is not None

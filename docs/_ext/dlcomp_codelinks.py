@@ -27,11 +27,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from dlcomp_config import in_gallery
 from sphinx.application import Sphinx
 from sphinx.environment import BuildEnvironment
 from sphinx_codeautolink.extension.block import clean_pycon as _codeautolink_pycon
 
-GALLERY_DIR = "auto_examples/"  # sphinx_gallery_conf["gallery_dirs"], below docs/
 SKIP_FILE = ".. autolink-skip:: file\n\n"
 # Sphinx's own pattern (sphinx.ext.doctest.doctestopt_re) for the comments it hides.
 DOCTEST_FLAGS = re.compile(r"[ \t]*#\s*doctest:.+$", re.MULTILINE)
@@ -43,7 +43,7 @@ def clean_pycon(source: str) -> tuple[str, str]:
 
 
 def _skip_gallery_pages(app: Sphinx, docname: str, source: list[str]) -> None:
-    if docname.startswith(GALLERY_DIR):
+    if in_gallery(app.config, docname):
         # After a leading ":orphan:": file-wide metadata must come first, or
         # it is shown as a field list (the gallery's index starts with it).
         orphan = ":orphan:\n\n"

@@ -20,6 +20,7 @@ import re
 from pathlib import Path
 
 from dlcomp_catalogs import IMAGE_URI, RUNNING_TIME, from_docstring
+from dlcomp_config import in_gallery
 
 HERE = Path(__file__).resolve().parent
 DOCS = HERE.parent
@@ -107,6 +108,7 @@ GENERATED = {
 
 #: English text of the keys in GENERATED that are not English text themselves.
 ENGLISH = {"bench-tail": ".", "DOCSTRINGS_NOTE": "", "OUTPUTS_NOTE": ""}
+ENGLISH_CLASS = "dlcomp-en"  # docstring text on a translated page
 
 
 def site_text(language: str, english: str, **fields: str) -> str:
@@ -354,7 +356,7 @@ def _gallery_texts(app) -> dict[str, str]:
     return {
         _plain(english): _plain(chinese)
         for domain, messages in _catalogs(app).items()
-        if domain.startswith("auto_examples/")
+        if in_gallery(app.config, domain)
         and domain.rsplit("/", 1)[-1].startswith("plot_")
         for english, chinese in messages.items()
     }
@@ -414,210 +416,6 @@ def api_docstrings_note(app, doctree) -> None:
     section.insert(1, box)
 
 
-ENGLISH_CLASS = "dlcomp-en"  # docstring text on a translated page
-_ENGLISH_TAG = re.compile(r'<(\w+) class="([^"]*\bdlcomp-en\b[^"]*)"(?! lang=)')
-
-
-def mark_english_docstrings(page: str) -> str:
-    """Docstring text (marked while read) of a translated page gets ``lang="en"``."""
-    return _ENGLISH_TAG.sub(r'<\1 class="\2" lang="en"', page)
-
-
-OUTPUTS_CATALOG = "outputs.po"  # in each language's LC_MESSAGES
-NAME, NUMBER = r"[\w.]+", r"[\d,]+"  # what a {field} of a pattern matches
-_OUTPUT_TABLE = re.compile(r'<table class="dlcomp-table">.*?</table>', re.DOTALL)
-_HEADER_CELL = re.compile(r"<th>([^<]*)</th>")
-_CAPTION = re.compile(r"<caption>([^<]*)")
-_OUTPUT_PRE = re.compile(
-    r'(<div class="output [^"]*">\s*<div class="highlight"><pre>)(.*?)(</pre>)',
-    re.DOTALL,
-)
-
-
-def output_catalog(language: str) -> tuple[dict[str, str], list[tuple]]:
-    """The outputs' words in ``language``: exact headers, and summary patterns.
-
-    A message with ``{name}`` fields is a pattern: each field matches a
-    model's name (``model``) or a number (any other), ``(s)`` an optional
-    plural "s"; the longest patterns are tried first.
-    """
-    from babel.messages.pofile import read_po
-
-    path = LOCALES / language / "LC_MESSAGES" / OUTPUTS_CATALOG
-    if not path.is_file():
-        return {}, []
-    with path.open("rb") as f:
-        catalog = read_po(f)
-    words, patterns = {}, []
-    for message in catalog:
-        if not message.id or not message.string:
-            continue
-        source, text = str(message.id), str(message.string)
-        if "{" not in source:
-            words[source] = text
-            continue
-        regex = re.escape(source).replace(r"\(s\)", "s?")
-        regex = re.sub(
-            r"\\\{(\w+)\\\}",
-            lambda m: f"(?P<{m[1]}>{NAME if m[1] == 'model' else NUMBER})",
-            regex,
-        )
-        patterns.append((len(source), re.compile(regex), text))
-    patterns.sort(key=lambda p: -p[0])
-    return words, patterns
-
-
-def translate_output_text(text: str, patterns: list[tuple], *, lines=False) -> str:
-    """``text`` with a summary at its start in the catalog's words.
-
-    With ``lines`` (printed text), each line that is a summary, alone or
-    followed by a remark in brackets, and no other line.
-    """
-
-    def line(match: re.Match[str]) -> str:
-        return match[1] + translate_output_text(match[2], patterns, lines=False)
-
-    if lines:
-        summary = "|".join(
-            re.sub(r"\(\?P<\w+>", "(?:", regex.pattern) for _, regex, _ in patterns
-        )
-        if not summary:
-            return text
-        whole = re.compile(rf"(?m)^((?:<[^<>]*>)*[ \t]*)((?:{summary})(?: \(.*)?)$")
-        return whole.sub(line, text)
-    for _, regex, target in patterns:
-        found = regex.match(text)
-        if found:
-            return target.format(**found.groupdict()) + text[found.end() :]
-    return text
-
-
-def translate_outputs_html(page: str, words: dict[str, str], patterns) -> str:
-    """The outputs of one built page with their headers and summaries translated."""
-
-    def table(match: re.Match[str]) -> str:
-        html = _HEADER_CELL.sub(lambda m: f"<th>{words.get(m[1], m[1])}</th>", match[0])
-        return _CAPTION.sub(
-            lambda m: f"<caption>{translate_output_text(m[1], patterns)}", html
-        )
-
-    def pre(match: re.Match[str]) -> str:
-        text = translate_output_text(match[2], patterns, lines=True)
-        return match[1] + text + match[3]
-
-    return _OUTPUT_PRE.sub(pre, _OUTPUT_TABLE.sub(table, page))
-
-
-def rewrite_translated_pages(app, exception) -> None:
-    """build-finished: one pass over a translated edition's built pages.
-
-    The pages' outputs are the English build's (one execution for both
-    editions); the headers of dlcomp's tables and the one-line summaries
-    above them are taken from ``outputs.po``. The library's own messages (a
-    finding, an error) stay English: the edition's landing page says so.
-    The API pages' docstring text is marked English (``lang="en"``).
-    """
-    if exception is not None or app.builder.format != "html":
-        return
-    if app.config.language == "en":
-        return
-    words, patterns = output_catalog(app.config.language)
-    outdir = Path(app.outdir)
-    for page in outdir.rglob("*.html"):
-        folder = page.relative_to(outdir).parts[0]
-        if folder in ("_static", "_sources", "_modules"):
-            continue
-        text = page.read_text("utf-8")
-        new = text
-        if "cell_output" in text or "sphx-glr-script-out" in text:
-            new = translate_outputs_html(new, words, patterns)
-        if folder == "api":
-            new = mark_english_docstrings(new)
-        if new != text:
-            page.write_text(new, "utf-8")
-
-
-def outputs_note(app, doctree) -> None:
-    """doctree-read: a translated landing page says what of the outputs is English."""
-    from docutils import nodes
-
-    if app.config.language == "en" or app.env.docname != app.config.root_doc:
-        return
-    if app.builder.name == "gettext":
-        return
-    note = site_text(app.config.language, "OUTPUTS_NOTE")
-    section = next(iter(doctree.findall(nodes.section)), None)
-    if section is None or not note:
-        return
-    para = nodes.paragraph(note, note, classes=["dlcomp-outputs-note"])
-    para["translatable"] = False
-    section.append(nodes.note("", para))
-
-
-def _chinese_search():
-    """Sphinx 9.0's Chinese search, with a stemmer its script defines.
-
-    ``SearchChinese`` stems Latin words with the English stemmer, but the
-    ``language_data.js`` it writes ends with ``window.Stemmer =
-    ChineseStemmer``, a name nothing defines: the search page stops with
-    "ChineseStemmer is not defined" and finds nothing. This subclass ships
-    the same stemmer under the name it has.
-    """
-    from sphinx.search import _MINIFIED_JS_PATH
-    from sphinx.search.zh import SearchChinese
-
-    class ChineseSearch(SearchChinese):
-        js_stemmer_rawcode = ""
-        js_stemmer_code = "\n".join(
-            (
-                (_MINIFIED_JS_PATH / "base-stemmer.js").read_text("utf-8"),
-                (_MINIFIED_JS_PATH / "english-stemmer.js").read_text("utf-8"),
-                "window.Stemmer = EnglishStemmer;",
-            )
-        )
-
-        # A reader types words without spaces (保存模型): the query is cut
-        # into the words the index holds, longest first from the left, as
-        # jieba cut the pages (its words, the glossary's terms); a Han
-        # character that starts no indexed word stands alone.
-        js_splitter_code = CHINESE_SPLITTER
-
-        def word_filter(self, stemmed_word: str) -> bool:
-            # Sphinx drops one-letter words; a Chinese word of one character
-            # (层, 块) is a word a reader searches for.
-            return len(stemmed_word) > 1 or bool(HAN.fullmatch(stemmed_word))
-
-    return ChineseSearch
-
-
-HAN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
-CHINESE_SPLITTER = r"""
-var splitQuery = (query) => {
-  const index = typeof Search !== "undefined" && Search._index ? Search._index : {};
-  const has = (table, word) =>
-    !!table && Object.prototype.hasOwnProperty.call(table, word);
-  const known = (word) => has(index.terms, word) || has(index.titleterms, word);
-  const words = [];
-  for (const run of query.split(/[^\p{Letter}\p{Number}_\p{Emoji_Presentation}]+/gu)) {
-    for (const part of run.split(/(\p{Script=Han}+)/u)) {
-      if (!part) continue;
-      if (!/\p{Script=Han}/u.test(part)) {
-        words.push(part);
-        continue;
-      }
-      for (let start = 0; start < part.length; ) {
-        let end = Math.min(part.length, start + 8);
-        while (end > start + 1 && !known(part.slice(start, end))) end--;
-        words.push(part.slice(start, end));
-        start = end;
-      }
-    }
-  }
-  return words;
-};
-"""
-
-
 def language_links(app, pagename, templatename, context, doctree) -> None:
     """html-page-context: links to this page in the other editions."""
     here = app.config.language
@@ -648,33 +446,7 @@ def language_links(app, pagename, templatename, context, doctree) -> None:
     context["dlcomp_languages"] = links
 
 
-def local_audit_links(app, exception) -> None:
-    """build-finished: in a translated edition, the audit's links stay in it.
-
-    ``dlcomp.audit`` links each finding to the hosted English page that
-    explains it; the outputs on a translated page point at the same
-    section of this edition instead (the sections keep their ids).
-    """
-    if exception is not None or app.config.language == "en":
-        return
-    if app.builder.format != "html":
-        return
-    from dlcomp.auditing import SITE_URL
-
-    outdir = Path(app.outdir)
-    href = re.compile(r'href="' + re.escape(SITE_URL) + r'([^"#]*)')
-    for page in outdir.rglob("*.html"):
-        text = page.read_text("utf-8")
-        if SITE_URL not in text:
-            continue
-        up = "../" * (len(page.relative_to(outdir).parts) - 1)
-        page.write_text(href.sub(rf'href="{up}\1', text), "utf-8")
-
-
 def setup(app) -> dict:
-    import sphinx.search
-
-    sphinx.search.languages["zh"] = _chinese_search()
     app.add_transform(_keep_docstrings_transform())
     app.add_transform(_glue_in_translations())
     app.connect("doctree-read", check_translated)
@@ -684,7 +456,7 @@ def setup(app) -> dict:
     app.connect("doctree-read", translate_thumbnails)
     app.connect("doctree-read", api_docstrings_note)
     app.connect("html-page-context", language_links)
-    app.connect("build-finished", local_audit_links)
-    app.connect("doctree-read", outputs_note)
-    app.connect("build-finished", rewrite_translated_pages)
+    # The parts a translated edition also needs.
+    app.setup_extension("dlcomp_outputs")
+    app.setup_extension("dlcomp_search")
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -1,9 +1,9 @@
 """Turn the site's notebooks into notebooks a reader downloads and runs.
 
-Loaded by ``dlcomp_sphinx`` (not part of the library). Plain Python: it needs
-neither Sphinx nor myst-nb, so its unit tests run anywhere. What only a
-build knows (where a cross-reference points, what a cell glued, which
-gallery examples exist) comes in as callbacks.
+Loaded by ``dlcomp_chapters`` and ``dlcomp_downloads`` (not the library).
+Plain Python: it needs neither Sphinx nor myst-nb, so its unit tests run
+anywhere. What only a build knows (where a cross-reference points, what a
+cell glued, which gallery examples exist) comes in as callbacks.
 
 - :func:`chapter_notebook`: the executed notebook of a chapter page, as
   myst-nb wrote it, becomes a Jupyter notebook: MyST in the Markdown cells
@@ -22,54 +22,13 @@ from __future__ import annotations
 
 import ast
 import copy
-import importlib
-import inspect
 import re
-import textwrap
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from dlcomp_source import resolve_object, source_without_docstring
+
 # -- the source of a library object (the `dlcomp-source` directive) ----------
-
-
-def resolve_object(dotted: str) -> Any:
-    """Import ``a.b.Class.method``: the longest importable module, then attributes."""
-    parts = dotted.split(".")
-    for i in range(len(parts) - 1, 0, -1):
-        try:
-            obj = importlib.import_module(".".join(parts[:i]))
-        except ModuleNotFoundError:
-            continue
-        for attr in parts[i:]:
-            obj = getattr(obj, attr)
-        return obj
-    raise ValueError(f"cannot import {dotted}")
-
-
-def source_without_docstring(obj: Any) -> str:
-    """Return the source of a class or function with its docstring(s) removed."""
-    source = textwrap.dedent(inspect.getsource(obj))
-    lines = source.splitlines()
-    drop: set[int] = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
-            body = node.body
-            if (
-                body
-                and isinstance(body[0], ast.Expr)
-                and isinstance(body[0].value, ast.Constant)
-                and isinstance(body[0].value.value, str)
-            ):
-                first, last = body[0].lineno, body[0].end_lineno or body[0].lineno
-                drop.update(range(first - 1, last))
-    kept = [line for i, line in enumerate(lines) if i not in drop]
-    # A docstring followed by a blank line leaves that blank line first.
-    out: list[str] = []
-    for line in kept:
-        if not line.strip() and out and out[-1].rstrip().endswith(":"):
-            continue
-        out.append(line)
-    return "\n".join(out)
 
 
 def fenced(code: str, language: str = "python") -> str:

@@ -7,13 +7,12 @@
   learn" list, else its first paragraph, else the project's description.
 - The sidebar's expand/collapse toggles (``<summary>`` holding only an icon)
   get an accessible name, "Pages under <section>".
-- After the build: the theme's raw template ``_static/webpack-macros.html`` is
-  not published; 404.html uses links relative to the site root and sets its
-  ``<base>`` when served over HTTP, so it is styled at any URL depth and when
-  opened from disk; viewcode's ``<div>`` blocks inside ``<pre>`` become
-  ``<span>`` (valid HTML); Sphinx-Gallery's tag-list ``id`` appears once per
-  page; its thumbnails load lazily (``loading="lazy"``), so a page of them
-  fetches only those in view before it is usable.
+- After the build: 404.html uses links relative to the site root and sets
+  its ``<base>`` when served over HTTP, so it is styled at any URL depth and
+  when opened from disk; the gallery's thumbnails load lazily
+  (``loading="lazy"``), so a page of them fetches only those in view before
+  it is usable. (What other tools get wrong in the built HTML is fixed by
+  :mod:`dlcomp_upstream`.)
 - Scripts do not block the first paint: every script file loads with
   ``defer`` (run in order once the page is parsed, as the theme's own scripts
   already do), except ``documentation_options.js``, which the page's inline
@@ -160,9 +159,6 @@ def defer_scripts(app: Sphinx, pagename, templatename, context, doctree) -> None
 
 # -- after the build ---------------------------------------------------------
 
-THEME_TEMPLATES = ("webpack-macros.html",)
-TAG_LIST = "<div id='sg-tag-list' class='sphx-glr-tag-list'></div>"
-
 
 def _relative_404(outdir: Path, prefix: str) -> None:
     page = outdir / "404.html"
@@ -183,35 +179,6 @@ def _relative_404(outdir: Path, prefix: str) -> None:
     )
     text = text.replace("<title>", base + "<title>", 1)
     page.write_text(text, "utf-8")
-
-
-def _viewcode_spans(outdir: Path) -> None:
-    """Viewcode wraps each object's source in a <div> inside <pre>: invalid HTML."""
-    for page in (outdir / "_modules").rglob("*.html"):
-        text = page.read_text("utf-8")
-        new = re.sub(
-            r"<pre>.*?</pre>",
-            lambda m: (
-                m.group(0)
-                .replace('<div class="viewcode-block"', '<span class="viewcode-block"')
-                .replace("</div>", "</span>")
-            ),
-            text,
-            flags=re.DOTALL,
-        )
-        if new != text:
-            page.write_text(new, "utf-8")
-
-
-def _one_tag_list(outdir: Path) -> None:
-    for page in (outdir / "auto_examples").rglob("index.html"):
-        text = page.read_text("utf-8")
-        first = text.find(TAG_LIST)
-        if first < 0 or text.count(TAG_LIST) == 1:
-            continue
-        head, tail = text[: first + len(TAG_LIST)], text[first + len(TAG_LIST) :]
-        tail = tail.replace(TAG_LIST, "<div class='sphx-glr-tag-list'></div>")
-        page.write_text(head + tail, "utf-8")
 
 
 def fresh_module_pages(app: Sphinx) -> None:
@@ -238,11 +205,7 @@ def tidy_output(app: Sphinx, exception) -> None:
     if exception is not None or app.builder.format != "html":
         return
     outdir = Path(app.outdir)
-    for name in THEME_TEMPLATES:
-        (outdir / "_static" / name).unlink(missing_ok=True)
     _relative_404(outdir, app.config.notfound_urls_prefix or "/")
-    _viewcode_spans(outdir)
-    _one_tag_list(outdir)
     _lazy_thumbnails(outdir)
 
 

@@ -32,6 +32,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from dlcomp_config import gallery_dir, gallery_label
 from dlcomp_i18n import site_text  # docs/_ext: the Install box in each language
 from docutils import nodes
 from packaging.version import Version
@@ -242,23 +243,22 @@ class InstallBox(SphinxDirective):
 
 # -- gallery pages -------------------------------------------------------------
 
-_EXAMPLE = re.compile(r"auto_examples/(?:.+/)?plot_[^/]+")
-_SUBSECTION = re.compile(r"auto_examples/[^/]+/index")
 _EXAMPLE_TITLE = ".. rst-class:: sphx-glr-example-title\n"
-_SUBSECTION_TITLE = re.compile(
-    r"(\.\. _sphx_glr_auto_examples_\w+:\n\n[^\n]+\n-{3,}\n)"
-)
 _BOX = "\n.. dlcomp-install:: gallery\n\n"
 
 
 def _gallery_box(app: Sphinx, docname: str, source: list[str]) -> None:
     """Put the gallery's Install box at the top of every generated gallery page."""
-    if _EXAMPLE.fullmatch(docname):
+    gallery = re.escape(gallery_dir(app.config))
+    if re.fullmatch(rf"{gallery}/(?:.+/)?plot_[^/]+", docname):
         if _EXAMPLE_TITLE not in source[0]:
             raise ExtensionError(f"{docname}: no {_EXAMPLE_TITLE.strip()!r} line")
         source[0] = source[0].replace(_EXAMPLE_TITLE, _BOX + _EXAMPLE_TITLE, 1)
-    elif _SUBSECTION.fullmatch(docname):
-        source[0], found = _SUBSECTION_TITLE.subn(r"\1" + _BOX, source[0], count=1)
+    elif re.fullmatch(rf"{gallery}/[^/]+/index", docname):
+        title = (
+            rf"(\.\. _sphx_glr_{gallery_label(app.config)}_\w+:\n\n[^\n]+\n-{{3,}}\n)"
+        )
+        source[0], found = re.subn(title, r"\1" + _BOX, source[0], count=1)
         if not found:
             raise ExtensionError(f"{docname}: no gallery section title")
 
@@ -349,7 +349,7 @@ def _built_with(
 ) -> None:
     """The footer's line: which torch printed the outputs of the pages.
 
-    Cached outputs are keyed on torch's version too (dlcomp_sphinx), so they
+    Cached outputs are keyed on torch's version too (dlcomp_cachekey), so they
     were printed by this torch; a build that runs nothing says nothing.
     """
     if app.config.nb_execution_mode == "off":

@@ -2,7 +2,7 @@
 
 myst-nb's cache (jupyter-cache) keys a page on the text of its code cells.
 The build writes a hash of the library's source into each page's hidden setup
-cell (``docs/_ext/dlcomp_sphinx.py``), so a change in the library re-executes
+cell (``docs/_ext/dlcomp_cachekey.py``), so a change in the library re-executes
 the pages, and an unchanged library reuses the cache. The first test proves
 it on a one-page site and a one-module library: it builds, rebuilds, edits a
 docstring and rebuilds again. The second checks the real site's pages carry
@@ -90,7 +90,7 @@ def test_a_library_change_re_executes_the_page(tmp_path: Path):
 def test_the_built_pages_are_keyed_on_this_library(site: Path):
     sys.path.insert(0, str(EXT))
     try:
-        from dlcomp_sphinx import source_hash
+        from dlcomp_cachekey import source_hash
     finally:
         sys.path.remove(str(EXT))
     key, _ = source_hash(["dlcomp"])

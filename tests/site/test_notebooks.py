@@ -5,7 +5,6 @@ page shows; no hidden cell of the site). Gallery: each example's
 ``.ipynb``, its zip and the zip of all notebooks (links, not reST roles).
 """
 
-import importlib.util
 import itertools
 import json
 import re
@@ -15,21 +14,15 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from sitepages import CHAPTER_PAGES
+from sitepages import CHAPTER_PAGES, EXT
 
 pytestmark = pytest.mark.site
 
 ROOT = Path(__file__).parents[2]
 PAGES = [page.removesuffix(".html") for page in CHAPTER_PAGES]
 
-_spec = importlib.util.spec_from_file_location(
-    "dlcomp_notebooks", ROOT / "docs" / "_ext" / "dlcomp_notebooks.py"
-)
-assert _spec is not None
-assert _spec.loader is not None
-converter = importlib.util.module_from_spec(_spec)
-sys.modules.setdefault("dlcomp_notebooks", converter)
-_spec.loader.exec_module(converter)
+sys.path.insert(0, str(EXT))  # docs/_ext: the notebook converter and what it uses
+import dlcomp_notebooks as converter  # noqa: E402
 
 MYST = re.compile(r"\{[\w:.-]+\}`|^[:`]{3,}\{", re.MULTILINE)  # a role or a directive
 REST_ROLE = re.compile(r"(?<![\w`]):(?:py:)?(?:func|class|meth|mod|attr|ref|doc):`")

@@ -26,7 +26,7 @@ from sitepages import (
 )
 
 pytestmark = pytest.mark.site
-sys.path.insert(0, str(EXT))  # dlcomp_i18n: the outputs' catalog
+sys.path.insert(0, str(EXT))  # dlcomp_outputs: the outputs' catalog
 
 NOT_PAGES = {"_static", "_sources", "_downloads", "_images", "_notebooks", "zh_CN"}
 CJK = re.compile(r"[\u4e00-\u9fff]")
@@ -132,14 +132,14 @@ def test_every_switcher_link_leads_to_a_page(site: Path, zh: Path) -> None:
 def test_chinese_pages_show_the_same_code_and_outputs(site, zh, name, tmp_path):
     # The outputs' table headers and summaries are in Chinese (outputs.po):
     # the English outputs with those words translated, and nothing else.
-    import dlcomp_i18n
+    import dlcomp_outputs
 
-    words, patterns = dlcomp_i18n.output_catalog("zh_CN")
+    words, patterns = dlcomp_outputs.output_catalog("zh_CN")
     assert words, "docs/locales/zh_CN/LC_MESSAGES/outputs.po is empty or missing"
     translated = tmp_path / "english.html"
     source = (site / name).read_text("utf-8")
     translated.write_text(
-        dlcomp_i18n.translate_outputs_html(source, words, patterns), "utf-8"
+        dlcomp_outputs.translate_outputs_html(source, words, patterns), "utf-8"
     )
     for part in ("cell_input", "cell_output"):
         english = cell_texts(translated, part, collapse=True)
