@@ -112,18 +112,14 @@ def code_cover(site, names: list[str]) -> set[str]:
     return chosen
 
 
-# axe-core is put into every page of the walk as it loads (an init script of
-# the browser context, the script axe-playwright-python bundles), not
-# injected again before each run.
-AXE_RUN = """([context, options]) => axe.run(context || document, options)"""
-
-
 def axe_findings(page, mode: str, *, code: bool) -> list[str]:
     """axe-core's serious and critical findings on the page (without its code)."""
+    from axe_playwright_python.sync_playwright import Axe
+
     found = []
     context = None if code else {"exclude": CODE}
-    results = page.evaluate(AXE_RUN, [context, {"resultTypes": ["violations"]}])
-    for violation in results["violations"]:
+    results = Axe().run(page, context=context, options={"resultTypes": ["violations"]})
+    for violation in results.response["violations"]:
         if violation["impact"] in ("serious", "critical"):
             found += [
                 f"axe ({mode}): {violation['id']} ({violation['impact']}) "
@@ -133,25 +129,42 @@ def axe_findings(page, mode: str, *, code: bool) -> list[str]:
     return found
 
 
-def check_page(page, url: str, *, code: bool) -> tuple[list[str], bool]:
-    """Every check of one loaded page: its problems, and whether it has math."""
+class Recorder:
+    """A page's own errors and failed requests, noted while ``on``.
+
+    One browser page loads every URL in turn (a new page per URL would start
+    a new renderer each time); what it notes is taken per URL. axe's own
+    requests (it fetches stylesheets to read them, and resolves their imports
+    against the page) are not the page's: it runs with the recorder off.
+    """
+
+    def __init__(self, page):
+        self.page, self.notes, self.on = page, [], False
+        page.on("console", lambda m: self.note(f"console {m.type}: {m.text}")
+                if m.type == "error" else None)  # fmt: skip
+        page.on("pageerror", lambda e: self.note(f"page error: {e}"))
+        page.on("requestfailed", lambda r: self.note(f"request failed: {r.url}"))
+
+    def note(self, text: str) -> None:
+        if self.on:
+            self.notes.append(text)
+
+    def start(self) -> None:
+        self.notes, self.on = [], True
+
+    def stop(self) -> list[str]:
+        self.on = False
+        return self.notes
+
+
+def check_page(recorder: Recorder, url: str, *, code: bool) -> tuple[list[str], bool]:
+    """Every check of one page in light mode: its problems, and whether it has math."""
+    page = recorder.page
+    recorder.start()
     problems: list[str] = []
-    # The page's own errors and requests; axe's (it fetches stylesheets to
-    # read them, and resolves their imports against the page) are not.
-    recording = [True]
-
-    def note(text: str) -> None:
-        if recording[0]:
-            problems.append(text)
-
-    page.on(
-        "console",
-        lambda m: note(f"console {m.type}: {m.text}") if m.type == "error" else None,
-    )
-    page.on("pageerror", lambda e: note(f"page error: {e}"))
-    page.on("requestfailed", lambda r: note(f"request failed: {r.url}"))
     response = page.goto(url, wait_until="load")
     if response is None or not response.ok:
+        recorder.stop()
         return [f"HTTP {response.status if response else 'no response'}"], False
     problems += [f"broken image: {src}" for src in page.evaluate(LOAD_EVERY_IMAGE)]
     theme = page.locator("html").get_attribute("data-theme")
@@ -176,7 +189,7 @@ def check_page(page, url: str, *, code: bool) -> tuple[list[str], bool]:
     ]
     # axe on the page as a reader first sees it (dark mode: dark_mode_findings).
     page.evaluate("() => window.dlcompOpened.forEach((d) => { d.open = false; })")
-    recording[0] = False
+    problems = recorder.stop() + problems
     problems += axe_findings(page, "light", code=code)
     return problems, bool(state["formulas"])
 
@@ -192,8 +205,6 @@ def dark_mode_findings(page, url: str, *, code: bool) -> list[str]:
 
 
 def test_every_page_passes_every_check_offline(browser, base_url, site_dir):
-    from axe_playwright_python.sync_playwright import Axe
-
     names = pages(site_dir)
     assert len(names) >= 40, names
     assert any(n.startswith("_modules/") for n in names), "no highlighted sources"
@@ -208,21 +219,17 @@ def test_every_page_passes_every_check_offline(browser, base_url, site_dir):
     light, dark = (browser.new_context(color_scheme=m) for m in ("light", "dark"))
     for context in (light, dark):
         context.route(lambda url: not LOCAL.match(url), block)
-        context.add_init_script(Axe().axe_script)
+    recorder, dark_page = Recorder(light.new_page()), dark.new_page()
     failures: dict[str, list[str]] = {}
     with_math, figures = [], 0
     for name in names:
         url = f"{base_url}/{name}"
         code = name in cover
-        page = light.new_page()
         before = len(outside)
-        problems, has_math = check_page(page, url, code=code)
-        figures += page.locator(FIGURES).count()
-        page.close()
-        page = dark.new_page()
-        problems += dark_mode_findings(page, url, code=code)
-        page.close()
-        problems += [f"request to another host: {url}" for url in outside[before:]]
+        problems, has_math = check_page(recorder, url, code=code)
+        figures += recorder.page.locator(FIGURES).count()
+        problems += dark_mode_findings(dark_page, url, code=code)
+        problems += [f"request to another host: {u}" for u in outside[before:]]
         if has_math:
             with_math.append(name)
         if problems:
