@@ -101,19 +101,32 @@ def docs(session: nox.Session) -> None:
     The cache key includes the source of dlcomp, so a library change re-runs
     them (set CI=1 or DLCOMP_NB_EXECUTION=force to re-run all).
     `nox -s docs -- --fast` skips all execution (prose edits only),
-    `nox -s docs -- --clean` deletes build/ and the generated gallery first.
+    `nox -s docs -- --clean` deletes build/ and the generated gallery first,
+    `nox -s docs -- --no-check` leaves the checks to `nox -s sitecheck`
+    (CI runs them beside the browser tests).
     """
     install(session, "docs")
     options = [a for a in session.posargs if a in ("--clean", "--fast")]
     session.run("python", BUILD_SITE, *options)
-    if "--fast" not in session.posargs:
-        # The built pages must show outputs produced by this build.
-        session.run(
-            "pytest", "-m", "site", "tests/site", env={"DLCOMP_SITE": str(BUILD)}
-        )
+    if "--fast" not in session.posargs and "--no-check" not in session.posargs:
+        check_site(session)
     session.log(
         f"Built site: {BUILD / 'index.html'} and {BUILD / 'zh_CN' / 'index.html'}"
     )
+
+
+def check_site(session: nox.Session) -> None:
+    # The built pages must show outputs produced by this build.
+    session.run("pytest", "-m", "site", "tests/site", env={"DLCOMP_SITE": str(BUILD)})
+
+
+@nox.session
+def sitecheck(session: nox.Session) -> None:
+    """Check the built pages (tests/site), as `nox -s docs` does after building."""
+    install(session, "docs")
+    if not (BUILD / "index.html").is_file():
+        session.error(f"no built site at {BUILD}: run `nox -s docs` first")
+    check_site(session)
 
 
 LOCALES = ROOT / "docs" / "locales"
